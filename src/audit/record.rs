@@ -1,0 +1,191 @@
+//! The audit record format (see `docs/audit-log.md`, format version 1).
+//!
+//! A line is `{"seq":N,<body fields>,"prev":"<hex>"}`: the writer puts `seq` first and `prev` last
+//! around the fields of the record body, which is serialised by the types below.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the record format documented in `docs/audit-log.md`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The employee a decision was made for; absent when the token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub id: String,
+    pub org: String,
+    pub roles: Vec<String>,
+}
+
+/// A data subject: `{"type": "Person", "id": "999993653"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ResourceRef {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+/// The purpose headers of the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurposeRecord {
+    pub doelbinding: Option<String>,
+    pub verwerking: Option<String>,
+    pub break_glass: bool,
+    pub reason: Option<String>,
+}
+
+/// What the client asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    pub client_ip: Option<String>,
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// One decision about one data subject (or about a request that never got that far).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// RFC 3339 UTC time of the decision.
+    pub time: String,
+    pub kind: DecisionKind,
+    /// `gate_id` from the config.
+    pub gate: String,
+    pub request_id: String,
+    pub trace_id: String,
+    pub principal: Option<Principal>,
+    /// Cedar action id, e.g. `brp:lookup`; absent when no route action was reached.
+    pub action: Option<String>,
+    pub resource: Option<ResourceRef>,
+    pub case_id: Option<String>,
+    /// The case's URL in the case registry, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_url: Option<String>,
+    pub purpose: PurposeRecord,
+    pub fields: Vec<String>,
+    pub decision: Verdict,
+    /// Stable error code of a deny (`caseClosed`, `invalidToken`, ...); absent on allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `@id` of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// `@reason` of the forbids that determined a deny, or the gate's reason.
+    pub reasons: Vec<String>,
+    /// Errors met while deciding (policy evaluation errors, token errors).
+    pub errors: Vec<String>,
+    pub request: RequestRecord,
+    /// Hash of the policy set that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+}
+
+/// The upstream's answer to a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    pub time: String,
+    pub kind: OutcomeKind,
+    pub request_id: String,
+    /// HTTP status returned to the client (502/504 when the upstream failed).
+    pub status: u16,
+    pub upstream_ms: u64,
+    /// The data subjects the answer actually disclosed.
+    pub disclosed: Vec<ResourceRef>,
+}
+
+/// Marker for `"kind": "decision"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecisionKind {
+    #[serde(rename = "decision")]
+    Decision,
+}
+
+/// Marker for `"kind": "outcome"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeKind {
+    #[serde(rename = "outcome")]
+    Outcome,
+}
+
+/// A record body handed to the writer (without `seq` and `prev`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordBody {
+    Decision(Box<DecisionRecord>),
+    Outcome(OutcomeRecord),
+}
+
+/// A record as read back from the log, with its chain fields.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Decision(Box<ReadDecision>),
+    Outcome(ReadOutcome),
+}
+
+/// A decision record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadDecision {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub gate: String,
+    pub request_id: String,
+    pub trace_id: String,
+    pub principal: Option<Principal>,
+    pub action: Option<String>,
+    pub resource: Option<ResourceRef>,
+    pub case_id: Option<String>,
+    #[serde(default)]
+    pub case_url: Option<String>,
+    pub purpose: PurposeRecord,
+    pub fields: Vec<String>,
+    pub decision: Verdict,
+    #[serde(default)]
+    pub code: Option<String>,
+    pub policies: Vec<String>,
+    pub reasons: Vec<String>,
+    pub errors: Vec<String>,
+    pub request: RequestRecord,
+    #[serde(default)]
+    pub policy_version: Option<String>,
+}
+
+/// An outcome record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadOutcome {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub request_id: String,
+    pub status: u16,
+    pub upstream_ms: u64,
+    pub disclosed: Vec<ResourceRef>,
+}
+
+impl Record {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Record::Decision(d) => d.seq,
+            Record::Outcome(o) => o.seq,
+        }
+    }
+
+    pub fn prev(&self) -> &str {
+        match self {
+            Record::Decision(d) => &d.prev,
+            Record::Outcome(o) => &o.prev,
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        match self {
+            Record::Decision(d) => &d.request_id,
+            Record::Outcome(o) => &o.request_id,
+        }
+    }
+}

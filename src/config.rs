@@ -1,0 +1,669 @@
+//! The TOML configuration file.
+//!
+//! Guarantees: unknown keys are an error; relative paths are resolved against the directory of
+//! the config file; every value has a default or a "missing key" message; every error names the
+//! file, the key and what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::model::Action;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file `{path}`: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// A duration written as `"30s"`, `"500ms"`, `"2m"` or `"1h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Parses `<number><unit>` with unit `ms`, `s`, `m` or `h`.
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit: expected e.g. `30s`, `500ms`, `2m`"))?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration: expected e.g. `30s`, `500ms`, `2m`"))?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => {
+                return Err(format!(
+                    "`{s}` has an unknown unit: expected `ms`, `s`, `m` or `h`"
+                ));
+            }
+        };
+        Ok(Dur(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+/// The whole configuration, with paths resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of this gate instance, written into every decision record.
+    #[serde(default = "default_gate_id")]
+    pub gate_id: String,
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+    #[serde(default)]
+    pub cases: CasesConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub headers: HeadersConfig,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Extra routes; the BRP and RDW routes exist by default for upstreams named `brp` and `rdw`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Directory of the config file; relative paths were resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_gate_id() -> String {
+    "gate-1".to_string()
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted (413 above).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest request head accepted (431 above).
+    #[serde(default = "default_max_header")]
+    pub max_header_bytes: usize,
+    /// Time a client gets to send the request head.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout: Dur,
+    /// Time in-flight requests get to finish at shutdown.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Dur,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_max_header() -> usize {
+    16 * 1024
+}
+fn default_header_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_shutdown_grace() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            max_header_bytes: default_max_header(),
+            header_read_timeout: default_header_timeout(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// JWKS file with the identity provider's public keys.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL, fetched at start and refetched (rate-limited) on an unknown `kid`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// File holding an HS256 shared secret; HS256 is accepted only when this is set.
+    #[serde(default)]
+    pub hs256_secret_file: Option<PathBuf>,
+    /// Allowed clock skew for `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    /// Shortest interval between two JWKS refetches.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_min_refresh: Dur,
+    /// Largest `Authorization` header value accepted.
+    #[serde(default = "default_max_token")]
+    pub max_token_bytes: usize,
+    /// Number of verified tokens kept until they expire.
+    #[serde(default = "default_token_cache")]
+    pub token_cache_size: usize,
+    #[serde(default)]
+    pub claims: ClaimNames,
+}
+
+fn default_leeway() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_jwks_refresh() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_max_token() -> usize {
+    8 * 1024
+}
+fn default_token_cache() -> usize {
+    10_000
+}
+
+/// `[auth.claims]`: which claims carry the employee's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimNames {
+    #[serde(default = "default_sub")]
+    pub subject: String,
+    #[serde(default = "default_roles")]
+    pub roles: String,
+    #[serde(default = "default_org")]
+    pub org: String,
+}
+
+fn default_sub() -> String {
+    "sub".into()
+}
+fn default_roles() -> String {
+    "roles".into()
+}
+fn default_org() -> String {
+    "org".into()
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        ClaimNames {
+            subject: default_sub(),
+            roles: default_roles(),
+            org: default_org(),
+        }
+    }
+}
+
+/// `[policies]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// Directory with `*.cedarschema`, `*.cedar` and `entities.json`.
+    #[serde(default = "default_policies_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_policies_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        PoliciesConfig {
+            dir: default_policies_dir(),
+        }
+    }
+}
+
+/// `[cases]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CasesConfig {
+    /// JSON file of cases, reloaded when it changes.
+    #[serde(default = "default_cases_file")]
+    pub file: PathBuf,
+    /// How often the case file is checked for changes.
+    #[serde(default = "default_cases_poll")]
+    pub poll_interval: Dur,
+}
+
+fn default_cases_file() -> PathBuf {
+    PathBuf::from("cases.json")
+}
+fn default_cases_poll() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+impl Default for CasesConfig {
+    fn default() -> Self {
+        CasesConfig {
+            file: default_cases_file(),
+            poll_interval: default_cases_poll(),
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Directory of the JSON Lines segments.
+    #[serde(default = "default_audit_dir")]
+    pub dir: PathBuf,
+    /// A new segment is started when the current one reaches this size.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_max_bytes: u64,
+    /// Most records written with one fdatasync.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_audit_dir() -> PathBuf {
+    PathBuf::from("audit")
+}
+fn default_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_max_batch() -> usize {
+    4096
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            dir: default_audit_dir(),
+            segment_max_bytes: default_segment_bytes(),
+            max_batch: default_max_batch(),
+        }
+    }
+}
+
+/// `[headers]`: the names of the purpose headers and which client headers are stripped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    #[serde(default = "default_case_header")]
+    pub case_id: String,
+    #[serde(default = "default_break_glass_header")]
+    pub break_glass: String,
+    #[serde(default = "default_doelbinding_header")]
+    pub doelbinding: String,
+    #[serde(default = "default_verwerking_header")]
+    pub verwerking: String,
+    /// Client headers never forwarded (identity and credential headers), besides
+    /// `Authorization`, `Cookie`, `X-Request-Id`, `Forwarded` and `X-Forwarded-*`.
+    #[serde(default = "default_strip")]
+    pub strip: Vec<String>,
+}
+
+fn default_case_header() -> String {
+    "x-case-id".into()
+}
+fn default_break_glass_header() -> String {
+    "x-break-glass".into()
+}
+fn default_doelbinding_header() -> String {
+    "x-doelbinding".into()
+}
+fn default_verwerking_header() -> String {
+    "x-verwerking".into()
+}
+fn default_strip() -> Vec<String> {
+    vec![
+        "x-gebruiker".into(),
+        "x-user".into(),
+        "x-api-key".into(),
+        "proxy-authorization".into(),
+    ]
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        HeadersConfig {
+            case_id: default_case_header(),
+            break_glass: default_break_glass_header(),
+            doelbinding: default_doelbinding_header(),
+            verwerking: default_verwerking_header(),
+            strip: default_strip(),
+        }
+    }
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL (`http://host:port[/prefix]`).
+    pub url: String,
+    /// Time the upstream gets to answer (504 after).
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Dur,
+    /// Time to establish a connection (502 after).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Headers added to every forwarded request (e.g. an API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers added to every forwarded request, the value read from a file (secrets).
+    #[serde(default)]
+    pub header_files: BTreeMap<String, PathBuf>,
+    /// Largest upstream response body passed on (502 above).
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+}
+
+fn default_upstream_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_max_response() -> usize {
+    16 * 1024 * 1024
+}
+
+/// How a route finds its data subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    /// Haal Centraal BRP Personen query in the JSON body.
+    BrpPersonen,
+    /// A kenteken in the path parameter `{kenteken}`.
+    Kenteken,
+    /// A BSN in the path parameter `{bsn}`.
+    Bsn,
+}
+
+/// `[[routes]]`: one route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// HTTP method, e.g. `GET`.
+    pub method: String,
+    /// Path template on the gate, e.g. `/rdw/voertuigen/{kenteken}`.
+    pub path: String,
+    /// Name of an `[upstreams.NAME]`.
+    pub upstream: String,
+    /// Path template at the upstream (same parameters).
+    pub upstream_path: String,
+    pub kind: RouteKind,
+    /// Cedar action for path routes; BRP routes derive it from the query type.
+    #[serde(default, deserialize_with = "de_action")]
+    pub action: Option<Action>,
+}
+
+fn de_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Action>, D::Error> {
+    let s = String::deserialize(d)?;
+    Action::parse(&s).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown action `{s}`: expected `brp:lookup`, `brp:search`, `rdw:vehicle` or `rdw:holder`"
+        ))
+    })
+}
+
+impl Config {
+    /// Reads, parses and checks the config file, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        Config::parse(&text, &base).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses config text; `base` is the directory relative paths are resolved against.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| one_line_toml_error(&e))?;
+        cfg.base_dir = base.to_path_buf();
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut cfg.policies.dir);
+        resolve(&mut cfg.cases.file);
+        resolve(&mut cfg.audit.dir);
+        if let Some(p) = cfg.auth.jwks_file.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = cfg.auth.hs256_secret_file.as_mut() {
+            resolve(p);
+        }
+        for up in cfg.upstreams.values_mut() {
+            for p in up.header_files.values_mut() {
+                resolve(p);
+            }
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match (&self.auth.jwks_file, &self.auth.jwks_url) {
+            (None, None) if self.auth.hs256_secret_file.is_none() => {
+                return Err(
+                    "missing key `auth.jwks_file` or `auth.jwks_url`: the gate needs the identity provider's keys"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {
+                return Err("`auth.jwks_file` and `auth.jwks_url` are both set: set one".into());
+            }
+            _ => {}
+        }
+        if let Some(u) = &self.auth.jwks_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(format!("`auth.jwks_url` = `{u}` is not an http(s) URL"));
+        }
+        for (name, up) in &self.upstreams {
+            if !up.url.starts_with("http://") {
+                return Err(format!(
+                    "`upstreams.{name}.url` = `{}`: expected an `http://` URL",
+                    up.url
+                ));
+            }
+            if up.url.parse::<http::Uri>().is_err() {
+                return Err(format!(
+                    "`upstreams.{name}.url` = `{}` is not a valid URL",
+                    up.url
+                ));
+            }
+            for h in up.headers.keys().chain(up.header_files.keys()) {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(format!(
+                        "`upstreams.{name}.headers`: `{h}` is not a valid header name"
+                    ));
+                }
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.upstreams.contains_key(&r.upstream) {
+                return Err(format!(
+                    "`routes[{i}].upstream` = `{}`: no `[upstreams.{}]` is configured",
+                    r.upstream, r.upstream
+                ));
+            }
+            if r.kind != RouteKind::BrpPersonen && r.action.is_none() {
+                return Err(format!(
+                    "missing key `routes[{i}].action`: path routes need a Cedar action"
+                ));
+            }
+            if http::Method::from_bytes(r.method.as_bytes()).is_err() {
+                return Err(format!(
+                    "`routes[{i}].method` = `{}` is not an HTTP method",
+                    r.method
+                ));
+            }
+        }
+        for (key, h) in [
+            ("case_id", &self.headers.case_id),
+            ("break_glass", &self.headers.break_glass),
+            ("doelbinding", &self.headers.doelbinding),
+            ("verwerking", &self.headers.verwerking),
+        ] {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(format!(
+                    "`headers.{key}` = `{h}` is not a valid header name"
+                ));
+            }
+        }
+        if self.audit.max_batch == 0 {
+            return Err("`audit.max_batch` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The routes in effect: the configured ones, then the default BRP and RDW routes for
+    /// upstreams named `brp` and `rdw`.
+    pub fn effective_routes(&self) -> Vec<RouteConfig> {
+        let mut routes = self.routes.clone();
+        if self.upstreams.contains_key("brp") {
+            routes.push(RouteConfig {
+                method: "POST".into(),
+                path: "/haalcentraal/api/brp/personen".into(),
+                upstream: "brp".into(),
+                upstream_path: "/personen".into(),
+                kind: RouteKind::BrpPersonen,
+                action: None,
+            });
+        }
+        if self.upstreams.contains_key("rdw") {
+            routes.push(RouteConfig {
+                method: "GET".into(),
+                path: "/rdw/voertuigen/{kenteken}".into(),
+                upstream: "rdw".into(),
+                upstream_path: "/voertuigen/{kenteken}".into(),
+                kind: RouteKind::Kenteken,
+                action: Some(Action::RdwVehicle),
+            });
+            routes.push(RouteConfig {
+                method: "GET".into(),
+                path: "/rdw/voertuigen/{kenteken}/tenaamstelling".into(),
+                upstream: "rdw".into(),
+                upstream_path: "/voertuigen/{kenteken}/tenaamstelling".into(),
+                kind: RouteKind::Kenteken,
+                action: Some(Action::RdwHolder),
+            });
+        }
+        routes
+    }
+}
+
+/// Turns a TOML error into one line naming the key and position.
+fn one_line_toml_error(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[auth]
+issuer = "https://idp.example"
+audience = "purpose-gate"
+jwks_file = "keys/jwks.json"
+[upstreams.brp]
+url = "http://127.0.0.1:9001"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let cfg = Config::parse(MINIMAL, Path::new("/etc/gate")).unwrap();
+        assert_eq!(cfg.gate_id, "gate-1");
+        assert_eq!(cfg.server.listen.port(), 8080);
+        assert_eq!(cfg.policies.dir, PathBuf::from("/etc/gate/policies"));
+        assert_eq!(cfg.audit.dir, PathBuf::from("/etc/gate/audit"));
+        assert_eq!(
+            cfg.auth.jwks_file,
+            Some(PathBuf::from("/etc/gate/keys/jwks.json"))
+        );
+        let routes = cfg.effective_routes();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].path, "/haalcentraal/api/brp/personen");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nlsten = 3\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(err.contains("lsten"), "{err}");
+    }
+
+    #[test]
+    fn missing_keys_are_named() {
+        let err = Config::parse("[auth]\nissuer = \"x\"\naudience = \"y\"\n", Path::new("."))
+            .unwrap_err();
+        assert!(err.contains("auth.jwks_file"), "{err}");
+        let err = Config::parse("gate_id = \"g\"\n", Path::new(".")).unwrap_err();
+        assert!(err.contains("auth"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let text = format!("{MINIMAL}\n[server]\nheader_read_timeout = \"10 parsecs\"\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(err.contains("10 parsecs"), "{err}");
+        assert_eq!(Dur::parse("500ms").unwrap().0, Duration::from_millis(500));
+        assert_eq!(Dur::parse("2m").unwrap().0, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn route_to_unknown_upstream_is_rejected() {
+        let text = format!(
+            "{MINIMAL}\n[[routes]]\nmethod = \"GET\"\npath = \"/x/{{bsn}}\"\nupstream = \"nope\"\nupstream_path = \"/x/{{bsn}}\"\nkind = \"bsn\"\naction = \"brp:lookup\"\n"
+        );
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,12 @@
+//! purpose-gate: a purpose-bound, audited reverse proxy for Dutch registry APIs.
+//!
+//! The modules follow the request path: `listener` → `routes` → `auth` → `purpose` →
+//! `resource` → `policy` → `audit` → `forward` → `response`; `gate` composes them.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod model;
+pub mod policy;
+pub mod resource;
+pub mod routes;
