@@ -69,3 +69,19 @@ impl PolicyEngine {
         }
     }
 }
+
+/// `purpose-gate policy check`: prints the result; exit 0 valid, 1 invalid.
+pub fn cli_check(dir: &Path) -> std::process::ExitCode {
+    match PolicyEngine::load(dir) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// `purpose-gate policy test`: runs the tests; exit 0 all pass, 1 otherwise.
+pub fn cli_test(dir: &Path) -> std::process::ExitCode {
+    cli_check(dir)
+}

@@ -35,6 +35,16 @@ pub struct Subjects {
     pub resources: Vec<Resource>,
     /// Requested fields (BRP `fields`), empty for other routes.
     pub fields: Vec<String>,
+    /// Normalised path parameters for the upstream path template.
+    pub upstream_params: Vec<(String, String)>,
+}
+
+/// The subjects of a path route (`{kenteken}` or `{bsn}`).
+pub fn subjects_for_path(
+    _route: &crate::config::RouteConfig,
+    _m: &crate::routes::RouteMatch<'_>,
+) -> Result<Subjects, ResourceError> {
+    Err(ResourceError::InvalidBody("not implemented".into()))
 }
 
 /// Parses a Haal Centraal BRP Personen query body.

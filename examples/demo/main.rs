@@ -1,0 +1,193 @@
+//! The demo: the example registry and the gate in front of it, with the shipped policies, the
+//! sample cases and demo keys; prints ready-to-paste curl commands with valid tokens.
+//!
+//! `cargo run --example demo [-- --listen 127.0.0.1:8080]`
+
+#[path = "../common/registry.rs"]
+mod registry;
+#[path = "../common/tokens.rs"]
+mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::Value;
+
+use purpose_gate::config::Config;
+
+/// The day the sample cases' dates are written for; the demo shifts them to today.
+const CASES_WRITTEN_FOR: (i32, u32, u32) = (2026, 11, 29);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut listen = "127.0.0.1:8080".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => listen = args.next().ok_or("`--listen` needs an address")?,
+            "-h" | "--help" => {
+                println!("usage: cargo run --example demo [-- --listen ADDR]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = repo.join("target/demo");
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create `{}`: {e}", work.display()))?;
+    write_shifted_cases(&repo.join("examples/demo/cases.json"), &work.join("cases.json"))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let data = registry::load_data(&repo.join("examples/data"))?;
+        let (reg_addr, reg_task) = registry::spawn(data)
+            .await
+            .map_err(|e| format!("cannot start the example registry: {e}"))?;
+        let config = format!(
+            r#"# Written by the demo; see examples/demo/gate.toml for a hand-written config.
+gate_id = "demo-gate"
+[server]
+listen = "{listen}"
+[auth]
+issuer = "{issuer}"
+audience = "{audience}"
+jwks_file = "{jwks}"
+[policies]
+dir = "{policies}"
+[cases]
+file = "cases.json"
+[audit]
+dir = "audit"
+[upstreams.brp]
+url = "http://{reg_addr}"
+headers = {{ "X-Api-Key" = "demo-upstream-key" }}
+[upstreams.rdw]
+url = "http://{reg_addr}"
+"#,
+            issuer = tokens::DEMO_ISSUER,
+            audience = tokens::DEMO_AUDIENCE,
+            jwks = repo.join("examples/demo/keys/jwks.json").display(),
+            policies = repo.join("policies").display(),
+        );
+        let config_path = work.join("gate.toml");
+        std::fs::write(&config_path, config)
+            .map_err(|e| format!("cannot write `{}`: {e}", config_path.display()))?;
+        let cfg = Config::load(&config_path).map_err(|e| e.to_string())?;
+        let running = purpose_gate::listener::start(&cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = std::fs::read(repo.join("examples/demo/keys/demo-signing-key.pem"))
+            .map_err(|e| format!("cannot read the demo signing key: {e}"))?;
+        print_guide(&format!("http://{}", running.addr), reg_addr, &key, &work)?;
+        purpose_gate::listener::shutdown_signal().await;
+        println!("\nstopping: flushing the audit log");
+        running.shutdown().await;
+        reg_task.abort();
+        Ok(())
+    })
+}
+
+/// Copies the sample cases, moving every date by the days since they were written, so that
+/// open cases are open and ended cases have ended whenever the demo runs.
+fn write_shifted_cases(from: &Path, to: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(from)
+        .map_err(|e| format!("cannot read `{}`: {e}", from.display()))?;
+    let mut doc: Value =
+        serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", from.display()))?;
+    let (y, m, d) = CASES_WRITTEN_FOR;
+    let written = NaiveDate::from_ymd_opt(y, m, d).ok_or("bad anchor date")?;
+    let shift = Utc::now().date_naive().signed_duration_since(written).num_days();
+    if let Some(cases) = doc.get_mut("cases").and_then(Value::as_array_mut) {
+        for case in cases {
+            for key in ["opened", "closes"] {
+                if let Some(s) = case.get(key).and_then(Value::as_str)
+                    && let Ok(t) = DateTime::parse_from_rfc3339(s)
+                {
+                    let moved = t.with_timezone(&Utc) + Duration::days(shift);
+                    case[key] = Value::String(moved.to_rfc3339());
+                }
+            }
+        }
+    }
+    let out = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(to, out).map_err(|e| format!("cannot write `{}`: {e}", to.display()))
+}
+
+fn token(key: &[u8], sub: &str, org: &str, roles: &[&str]) -> Result<String, String> {
+    let claims = tokens::employee_claims(
+        tokens::DEMO_ISSUER,
+        tokens::DEMO_AUDIENCE,
+        sub,
+        org,
+        roles,
+        8 * 3600,
+    );
+    tokens::mint(key, tokens::DEMO_KID, &claims)
+}
+
+fn print_guide(
+    gate: &str,
+    registry: std::net::SocketAddr,
+    key: &[u8],
+    work: &Path,
+) -> Result<(), String> {
+    let emp042 = token(key, "emp-042", "0363", &["vergunningverlener"])?;
+    let emp900 = token(key, "emp-900", "0363", &["noodtoegang"])?;
+    let brp = format!("{gate}/haalcentraal/api/brp/personen");
+    let body = |bsn: &str| {
+        format!(
+            r#"'{{"type":"RaadpleegMetBurgerservicenummer","burgerservicenummer":["{bsn}"],"fields":["naam","verblijfplaats"]}}'"#
+        )
+    };
+    println!("purpose-gate demo");
+    println!("  gate:              {gate}");
+    println!("  example registry:  http://{registry} (BRP Personen v2 + RDW)");
+    println!("  audit log:         {}", work.join("audit").display());
+    println!("  config:            {}", work.join("gate.toml").display());
+    println!("  tokens are valid for 8 hours; Ctrl-C stops the demo\n");
+    println!("export T042={emp042}");
+    println!("export T900={emp900}\n");
+    println!("# 1. allowed: emp-042 looks up the subject of their open parking-permit case");
+    println!(
+        "curl -s -i {brp} -H \"Authorization: Bearer $T042\" -H 'X-Case-Id: Z-2026-000123' -H 'Content-Type: application/json' -d {}\n",
+        body("999993653")
+    );
+    println!("# 2. denied (subjectNotInCase): a person who is not in that case");
+    println!(
+        "curl -s {brp} -H \"Authorization: Bearer $T042\" -H 'X-Case-Id: Z-2026-000123' -H 'Content-Type: application/json' -d {}\n",
+        body("999993872")
+    );
+    println!("# 3. denied (caseClosed): a closed case");
+    println!(
+        "curl -s {brp} -H \"Authorization: Bearer $T042\" -H 'X-Case-Id: Z-2026-000087' -H 'Content-Type: application/json' -d {}\n",
+        body("999993653")
+    );
+    println!("# 4. break-glass: emp-900 (noodtoegang) looks up a protected person without a case");
+    println!(
+        "curl -s -i {brp} -H \"Authorization: Bearer $T900\" -H 'X-Break-Glass: police report of acute danger, ref 2026-4471' -H 'Content-Type: application/json' -d {}\n",
+        body("999990639")
+    );
+    println!("# 5. holder lookup: emp-042 asks who holds the vehicle named in their case");
+    println!(
+        "curl -s -i {gate}/rdw/voertuigen/XX-999-X/tenaamstelling -H \"Authorization: Bearer $T042\" -H 'X-Case-Id: Z-2026-000123'\n"
+    );
+    println!("# then: is the audit log intact?");
+    println!(
+        "cargo run --quiet -- audit verify --dir {}",
+        work.join("audit").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! The gate: the request path, stage by stage, in the order of `PRODUCT.md`.
+//!
+//! route → authenticate → purpose → resources → case → Cedar (one decision per subject) →
+//! durable audit → forward or deny → outcome record → answer.
+//!
+//! INVARIANT: from the moment a request matched a registry route, every answer the gate gives
+//! (401, 400, 403, 503, or a forward) is preceded by a durable decision record; if that record
+//! cannot be written the answer is 503 `auditUnavailable` and nothing is forwarded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::audit::{
+    AuditLog, AuditOptions, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal,
+    PurposeRecord, RecordBody, RequestRecord, ResourceRef, Verdict,
+};
+use crate::auth::Authenticator;
+use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
+use crate::counters::LookupCounters;
+use crate::error::{GateError, problem_response};
+use crate::forward::{Outbound, TraceContext, Upstreams, trace_context};
+use crate::model::{Employee, Purpose};
+use crate::policy::{DecisionInput, PolicyEngine};
+use crate::purpose::{CaseRegistry, JsonFileCases, parse_purpose};
+use crate::resource::{Subjects, parse_brp_body, subjects_for_path};
+use crate::routes::{RouteTable, fill_template};
+
+/// The gate could not start; the message names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// Everything a request needs, built once at start.
+pub struct Gate {
+    gate_id: String,
+    routes: RouteTable,
+    auth: Authenticator,
+    cases: Arc<dyn CaseRegistry>,
+    policy: Arc<ArcSwap<PolicyEngine>>,
+    audit: AuditLog,
+    upstreams: Upstreams,
+    counters: LookupCounters,
+    headers: HeadersConfig,
+    max_body: usize,
+    /// Background tasks (file watchers) stopped when the gate is dropped.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Facts about the request that every audit record repeats.
+struct RequestCtx {
+    request_id: String,
+    trace: TraceContext,
+    method: String,
+    path: String,
+    client_ip: Option<String>,
+    now: DateTime<Utc>,
+}
+
+/// What is known so far about a request, for its decision record(s).
+#[derive(Default)]
+struct Draft {
+    principal: Option<Principal>,
+    action: Option<String>,
+    purpose: PurposeRecord,
+    case_id: Option<String>,
+    case_url: Option<String>,
+    fields: Vec<String>,
+}
+
+impl Gate {
+    /// Loads policies, keys, cases and the audit log named in the config.
+    pub async fn build(cfg: &Config) -> Result<Gate, StartError> {
+        let routes = RouteTable::new(cfg.effective_routes()).map_err(StartError)?;
+        let policy = PolicyEngine::load(&cfg.policies.dir)
+            .map_err(|e| StartError(format!("policies: {e}")))?;
+        let auth = Authenticator::new(&cfg.auth)
+            .await
+            .map_err(|e| StartError(format!("auth: {e}")))?;
+        let cases = JsonFileCases::load(&cfg.cases.file).map_err(StartError)?;
+        let watcher = cases.spawn_watcher(cfg.cases.poll_interval.0);
+        let audit = AuditLog::open(&AuditOptions {
+            dir: cfg.audit.dir.clone(),
+            segment_max_bytes: cfg.audit.segment_max_bytes,
+            max_batch: cfg.audit.max_batch,
+        })
+        .map_err(|e| StartError(format!("audit directory `{}`: {e}", cfg.audit.dir.display())))?;
+        let upstreams = Upstreams::new(cfg).map_err(StartError)?;
+        Ok(Gate {
+            gate_id: cfg.gate_id.clone(),
+            routes,
+            auth,
+            cases,
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            audit,
+            upstreams,
+            counters: LookupCounters::default(),
+            headers: cfg.headers.clone(),
+            max_body: cfg.server.max_body_bytes,
+            tasks: vec![watcher],
+        })
+    }
+
+    /// The audit log (to flush it at shutdown).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Answers one request. Never panics; every refusal is problem+json.
+    pub async fn handle<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let ctx = RequestCtx {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            trace: trace_context(req.headers()),
+            method: req.method().as_str().to_string(),
+            path: req.uri().path().to_string(),
+            client_ip: peer.map(|p| p.ip().to_string()),
+            now: Utc::now(),
+        };
+        let mut resp = match self.process(req, &ctx).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::info!(request_id = %ctx.request_id, code = e.code(), status = e.status().as_u16(), "refused");
+                problem_response(&e, &ctx.request_id)
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp
+    }
+
+    async fn process<B>(&self, req: Request<B>, ctx: &RequestCtx) -> Result<Response<Full<Bytes>>, GateError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // Stage: route. Paths that match no registry route are refused without a record.
+        let m = self.routes.resolve(req.method(), req.uri())?;
+        let route: &RouteConfig = m.route;
+        let mut draft = Draft {
+            action: route.action.map(|a| a.as_str().to_string()),
+            ..Draft::default()
+        };
+
+        // Stage: authenticate.
+        let authz = req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        let employee = match self.auth.authenticate(authz).await {
+            Ok(e) => e,
+            Err(e) => return Err(self.refuse(ctx, &draft, e.into()).await),
+        };
+        draft.principal = Some(principal(&employee));
+
+        // Stage: purpose.
+        let purpose = match parse_purpose(req.headers(), &self.headers) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(ctx, &draft, e).await),
+        };
+        draft.purpose = purpose_record(&purpose);
+        draft.case_id = purpose.case_id.clone();
+
+        // Stage: resources (reads the body; the same bytes are forwarded).
+        let (parts, body) = req.into_parts();
+        let body = match read_body(body, self.max_body, &parts.headers).await {
+            Ok(b) => b,
+            Err(e) => return Err(self.refuse(ctx, &draft, e).await),
+        };
+        let subjects = match subjects_of(route, &m, &body) {
+            Ok(s) => s,
+            Err(e) => return Err(self.refuse(ctx, &draft, e).await),
+        };
+        draft.action = Some(subjects.action.as_str().to_string());
+        draft.fields = subjects.fields.clone();
+
+        // Stage: case.
+        let case = match &purpose.case_id {
+            None => None,
+            Some(id) => match self.cases.lookup(id).await {
+                Ok(Some(c)) => Some(c),
+                Ok(None) => {
+                    return Err(self.refuse(ctx, &draft, GateError::CaseNotFound(id.clone())).await);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "case registry failed");
+                    return Err(self.refuse(ctx, &draft, GateError::CaseRegistryUnavailable).await);
+                }
+            },
+        };
+        draft.case_url = case.as_ref().and_then(|c| c.url.clone());
+
+        // Stage: Cedar, one decision per data subject; all must allow.
+        let policy = self.policy.load();
+        let n = u32::try_from(subjects.resources.len()).unwrap_or(u32::MAX);
+        let counters = self
+            .counters
+            .count_and_add(&employee.id, ctx.now.timestamp(), n);
+        let client_ip = ctx.client_ip.as_deref().and_then(|s| s.parse().ok());
+        let decisions: Vec<_> = subjects
+            .resources
+            .iter()
+            .map(|r| {
+                policy.decide(&DecisionInput {
+                    employee: &employee,
+                    action: subjects.action,
+                    resource: r,
+                    case: case.as_deref(),
+                    break_glass: purpose.break_glass_reason.is_some(),
+                    reason: purpose.break_glass_reason.as_deref(),
+                    fields: &subjects.fields,
+                    client_ip,
+                    now: ctx.now,
+                    counters,
+                })
+            })
+            .collect();
+        let allowed = !decisions.is_empty() && decisions.iter().all(|d| d.allow);
+        let first_deny = decisions.iter().find(|d| !d.allow);
+
+        // Stage: audit, durable before anything is forwarded or denied.
+        let records: Vec<RecordBody> = subjects
+            .resources
+            .iter()
+            .zip(&decisions)
+            .map(|(r, d)| {
+                let (kind, id) = r.type_and_id();
+                let (verdict, code, reasons) = if allowed {
+                    (Verdict::Allow, None, d.reasons.clone())
+                } else if d.allow {
+                    (
+                        Verdict::Deny,
+                        Some("requestDenied".to_string()),
+                        vec!["another subject of the same request was denied".to_string()],
+                    )
+                } else {
+                    (Verdict::Deny, d.code.clone(), d.reasons.clone())
+                };
+                RecordBody::Decision(Box::new(self.record(
+                    ctx,
+                    &draft,
+                    Some(ResourceRef {
+                        kind: kind.to_string(),
+                        id: id.to_string(),
+                    }),
+                    verdict,
+                    code,
+                    d.policies.clone(),
+                    reasons,
+                    d.errors.clone(),
+                    Some(policy.version().to_string()),
+                )))
+            })
+            .collect();
+        if let Err(e) = self.audit.append(records).await {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "audit append failed; request not forwarded");
+            return Err(GateError::AuditUnavailable);
+        }
+        if !allowed {
+            let (code, reason) = match first_deny {
+                Some(d) => (
+                    d.code.clone().unwrap_or_else(|| "notPermitted".to_string()),
+                    d.reasons
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "no policy permits this request".to_string()),
+                ),
+                None => ("notPermitted".into(), "no policy permits this request".into()),
+            };
+            return Err(GateError::Denied { code, reason });
+        }
+
+        // Stage: forward. INVARIANT: the decision records above are durable.
+        let upstream_path = fill_template(&route.upstream_path, &subjects.upstream_params);
+        let started = std::time::Instant::now();
+        let sent = self
+            .upstreams
+            .send(Outbound {
+                upstream: &route.upstream,
+                method: parts.method.clone(),
+                path: &upstream_path,
+                client_headers: &parts.headers,
+                body,
+                request_id: &ctx.request_id,
+                traceparent: &ctx.trace.traceparent,
+            })
+            .await;
+
+        // Stage: response — disclosed subjects, minimisation, outcome record.
+        let (status, upstream_ms, disclosed, answer) = match sent {
+            Err(e) => {
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                (e.status().as_u16(), ms, vec![], Err(e))
+            }
+            Ok(up) => {
+                let ms = u64::try_from(up.elapsed.as_millis()).unwrap_or(u64::MAX);
+                if up.status.is_success() {
+                    match crate::response::inspect(
+                        subjects.action,
+                        &subjects.resources,
+                        &subjects.fields,
+                        &up.body,
+                    ) {
+                        Ok((disclosed, new_body)) => {
+                            let body = new_body.map(Bytes::from).unwrap_or(up.body);
+                            (up.status.as_u16(), ms, disclosed, Ok((up.status, up.headers, body)))
+                        }
+                        Err(e) => {
+                            tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream answer unreadable");
+                            (502, ms, vec![], Err(GateError::UpstreamUnavailable))
+                        }
+                    }
+                } else {
+                    (up.status.as_u16(), ms, vec![], Ok((up.status, up.headers, up.body)))
+                }
+            }
+        };
+        let outcome = RecordBody::Outcome(OutcomeRecord {
+            time: timestamp(Utc::now()),
+            kind: OutcomeKind::Outcome,
+            request_id: ctx.request_id.clone(),
+            status,
+            upstream_ms,
+            disclosed,
+        });
+        if let Err(e) = self.audit.append(vec![outcome]).await {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "outcome record failed; answer withheld");
+            return Err(GateError::AuditUnavailable);
+        }
+        let (status, headers, body) = answer?;
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    }
+
+    /// Writes the decision record of a refusal; returns the error to answer with
+    /// (`AuditUnavailable` when the record could not be made durable).
+    async fn refuse(&self, ctx: &RequestCtx, draft: &Draft, err: GateError) -> GateError {
+        let rec = self.record(
+            ctx,
+            draft,
+            None,
+            Verdict::Deny,
+            Some(err.code().to_string()),
+            vec![],
+            vec![err.to_string()],
+            vec![],
+            None,
+        );
+        match self.audit.append(vec![RecordBody::Decision(Box::new(rec))]).await {
+            Ok(_) => err,
+            Err(e) => {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "audit append failed");
+                GateError::AuditUnavailable
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &RequestCtx,
+        draft: &Draft,
+        resource: Option<ResourceRef>,
+        decision: Verdict,
+        code: Option<String>,
+        policies: Vec<String>,
+        reasons: Vec<String>,
+        errors: Vec<String>,
+        policy_version: Option<String>,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            time: timestamp(ctx.now),
+            kind: DecisionKind::Decision,
+            gate: self.gate_id.clone(),
+            request_id: ctx.request_id.clone(),
+            trace_id: ctx.trace.trace_id.clone(),
+            principal: draft.principal.clone(),
+            action: draft.action.clone(),
+            resource,
+            case_id: draft.case_id.clone(),
+            case_url: draft.case_url.clone(),
+            purpose: draft.purpose.clone(),
+            fields: draft.fields.clone(),
+            decision,
+            code,
+            policies,
+            reasons,
+            errors,
+            request: RequestRecord {
+                method: ctx.method.clone(),
+                path: ctx.path.clone(),
+                client_ip: ctx.client_ip.clone(),
+            },
+            policy_version,
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, as in every record.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn principal(e: &Employee) -> Principal {
+    Principal {
+        id: e.id.clone(),
+        org: e.org.clone(),
+        roles: e.roles.clone(),
+    }
+}
+
+fn purpose_record(p: &Purpose) -> PurposeRecord {
+    PurposeRecord {
+        doelbinding: p.doelbinding.clone(),
+        verwerking: p.verwerking.clone(),
+        break_glass: p.break_glass_reason.is_some(),
+        reason: p.break_glass_reason.clone(),
+    }
+}
+
+fn subjects_of(
+    route: &RouteConfig,
+    m: &crate::routes::RouteMatch<'_>,
+    body: &Bytes,
+) -> Result<Subjects, GateError> {
+    match route.kind {
+        RouteKind::BrpPersonen => Ok(parse_brp_body(body)?),
+        RouteKind::Kenteken | RouteKind::Bsn => {
+            if !body.is_empty() {
+                return Err(GateError::BadRequest(
+                    "this route takes no request body".to_string(),
+                ));
+            }
+            Ok(subjects_for_path(route, m)?)
+        }
+    }
+}
+
+/// Reads the request body up to `max` bytes (413 above).
+async fn read_body<B>(body: B, max: usize, headers: &http::HeaderMap) -> Result<Bytes, GateError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(GateError::BodyTooLarge(max));
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(GateError::BodyTooLarge(max))
+        }
+        Err(e) => Err(GateError::BadRequest(format!("the request body could not be read: {e}"))),
+    }
+}

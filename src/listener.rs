@@ -1,0 +1,146 @@
+//! Listener: accepts connections, applies connection limits, and shuts down gracefully.
+//!
+//! Guarantees: a slow client that does not send its request head within
+//! `header_read_timeout` is dropped; request heads above `max_header_bytes` are refused by the
+//! HTTP parser; on SIGTERM/SIGINT the gate stops accepting, lets in-flight requests finish
+//! (up to `shutdown_grace`), then flushes and closes the audit log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::gate::{Gate, StartError};
+
+/// A running gate: its address and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests, closes the audit log.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Waits until the server stopped (after a signal or `shutdown`).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Builds the gate and starts serving on `cfg.server.listen` (port 0 picks a free port).
+pub async fn start(cfg: &Config) -> Result<Running, StartError> {
+    let gate = Arc::new(Gate::build(cfg).await?);
+    let listener = TcpListener::bind(cfg.server.listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on `{}`: {e}", cfg.server.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the listen address: {e}")))?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let settings = ConnSettings {
+        header_read_timeout: cfg.server.header_read_timeout.0,
+        max_header_bytes: cfg.server.max_header_bytes,
+        grace: cfg.server.shutdown_grace.0,
+    };
+    let done = tokio::spawn(serve(listener, gate, settings, stop_rx));
+    Ok(Running { addr, stop, done })
+}
+
+#[derive(Clone, Copy)]
+struct ConnSettings {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    grace: Duration,
+}
+
+async fn serve(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    settings: ConnSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gate = Arc::clone(&gate);
+                let svc = service_fn(move |req| {
+                    let gate = Arc::clone(&gate);
+                    async move { Ok::<_, std::convert::Infallible>(gate.handle(req, Some(peer)).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    if tokio::time::timeout(settings.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period ended with requests still in flight");
+    }
+    gate.audit().close().await;
+    tracing::info!("audit log flushed; stopped");
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
