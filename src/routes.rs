@@ -2,8 +2,8 @@
 //!
 //! Guarantees: a request reaches a route only when its target is origin-form (`/path`), has no
 //! query, and its raw path (the bytes as sent, never decoded) consists of non-empty segments of
-//! unreserved characters (RFC 3986 §2.3: `A-Z a-z 0-9 - . _ ~`) and the sub-delims
-//! `! $ & + , = : @`. Matching is exact and case-sensitive; a `{name}` parameter matches one
+//! unreserved characters (RFC 3986 §2.3: `A-Z a-z 0-9 - . _ ~`) and `! $ & + , = : @` (a
+//! conservative part of the RFC 3986 §3.3 `pchar` set). Matching is exact and case-sensitive; a `{name}` parameter matches one
 //! whole segment and is handed on raw (the resource stage validates and normalises it).
 //!
 //! Refuses (400 `invalidPath`) anything another parser could read as a different path: every
@@ -206,8 +206,8 @@ pub fn fill_template(template: &str, params: &[(String, String)]) -> String {
     out
 }
 
-/// Whether `b` may appear raw in a canonical path segment: unreserved characters and the
-/// sub-delims `! $ & + , = : @` (RFC 3986 §3.3 `pchar` without `%`, `;`, `'`, `(`, `)`, `*`).
+/// Whether `b` may appear raw in a canonical path segment: unreserved characters and
+/// `! $ & + , = : @` (RFC 3986 §3.3 `pchar` without `%`, `;`, `'`, `(`, `)`, `*`).
 fn is_canonical_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
@@ -1025,6 +1025,26 @@ mod tests {
         let m = t.resolve(&Method::DELETE, &uri).unwrap();
         assert_eq!(m.route.method, "DELETE");
         assert_eq!(t.allowed_methods(&uri), vec![Method::GET, Method::DELETE]);
+    }
+
+    #[test]
+    fn default_routes_from_the_config_compile() {
+        let cfg = crate::config::Config::parse(
+            "[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"k.json\"\n\
+             [upstreams.brp]\nurl = \"http://127.0.0.1:9001\"\n\
+             [upstreams.rdw]\nurl = \"http://127.0.0.1:9002\"\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let t = RouteTable::new(cfg.effective_routes()).unwrap();
+        assert_eq!(t.routes().len(), 3);
+        let m = t
+            .resolve(
+                &Method::GET,
+                &Uri::from_static("/rdw/voertuigen/XX999X/tenaamstelling"),
+            )
+            .unwrap();
+        assert_eq!(m.route.action, Some(Action::RdwHolder));
     }
 
     #[test]
