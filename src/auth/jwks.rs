@@ -353,12 +353,26 @@ pub(crate) fn http_client() -> Result<HttpClient, AuthSetupError> {
     Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
+/// The URL for messages: any `user:password@` part is replaced by `***@`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// GETs the JWKS document at `url`: status 200, at most [`MAX_JWKS_BYTES`], within
 /// [`FETCH_TIMEOUT`].
 pub(crate) async fn fetch(client: &HttpClient, url: &str) -> Result<Bytes, String> {
     let uri: http::Uri = url
         .parse()
-        .map_err(|_| format!("`{url}` is not a valid URL"))?;
+        .map_err(|_| format!("`{}` is not a valid URL", redact_url(url)))?;
+    let url = redact_url(url);
     let req = http::Request::get(uri)
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
@@ -396,4 +410,32 @@ fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
         src = inner.source();
     }
     s.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_messages_hide_credentials() {
+        assert_eq!(
+            redact_url("https://user:pw@idp.example/jwks?x=a@b"),
+            "https://***@idp.example/jwks?x=a@b"
+        );
+        assert_eq!(
+            redact_url("https://idp.example/a@b"),
+            "https://idp.example/a@b"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn alg_names_round_trip_and_are_case_sensitive() {
+        for a in [Alg::Rs256, Alg::Es256, Alg::EdDsa, Alg::Hs256] {
+            assert_eq!(Alg::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(Alg::parse("rs256"), None);
+        assert_eq!(Alg::parse("none"), None);
+        assert_eq!(Alg::parse("HS384"), None);
+    }
 }

@@ -7,7 +7,7 @@
 //!   keys only (`jku`, `x5u`, `jwk` and `x5c` are never read), and each key is pinned to one
 //!   algorithm, so `alg: none` and algorithm confusion (an HS256 token "signed" with an RSA public
 //!   key, an RS256 token against an EC key) are refused before any signature check;
-//! - `exp` is required; `exp`, `nbf`, `iss` and `aud` are enforced (see [`claims`]), with the
+//! - `exp` is required; `exp`, `nbf`, `iss` and `aud` are enforced, with the
 //!   configured leeway;
 //! - a verified token is cached by its SHA-256 until it expires (same leeway rule), so repeat
 //!   requests skip the signature check;
@@ -149,7 +149,8 @@ impl Authenticator {
                 let doc = jwks::fetch(&client, url)
                     .await
                     .map_err(|e| AuthSetupError(format!("cannot load `auth.jwks_url`: {e}")))?;
-                let keys = KeySet::parse(&doc, &format!("jwks url `{url}`"))?;
+                let source = format!("jwks url `{}`", jwks::redact_url(url));
+                let keys = KeySet::parse(&doc, &source)?;
                 let remote = Remote {
                     url: url.clone(),
                     client,
@@ -304,7 +305,7 @@ impl Authenticator {
             return None;
         }
         *last_fetch = Some(Instant::now());
-        let source = format!("jwks url `{}`", remote.url);
+        let source = format!("jwks url `{}`", jwks::redact_url(&remote.url));
         let fetched = jwks::fetch(&remote.client, &remote.url)
             .await
             .and_then(|doc| KeySet::parse(&doc, &source).map_err(|e| e.0));
