@@ -40,38 +40,53 @@ use jwks::{Alg, HttpClient, KeySet, MIN_HS256_SECRET_BYTES, VerifyKey};
 /// Why a token was refused. Messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// No `Authorization` header.
     #[error("no bearer token in the `Authorization` header")]
     Missing,
+    /// Another scheme, no token, or more than one token.
     #[error("the `Authorization` header does not hold exactly one `Bearer` token")]
     NotBearer,
+    /// The header value exceeds `auth.max_token_bytes` (checked first).
     #[error("the `Authorization` header is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// Not a JWS compact token with a JSON header and payload; the reason never quotes the token.
     #[error("the token is malformed: {0}")]
     Malformed(String),
+    /// `none`, an algorithm the gate does not accept, HS256 without a secret, or no key for it.
     #[error("the token algorithm `{0}` is not allowed")]
     AlgorithmNotAllowed(String),
+    /// The `kid` names a key pinned to another algorithm (algorithm confusion).
     #[error("the token algorithm `{alg}` does not match key `{kid}`, which is for `{key_alg}`")]
     AlgorithmMismatch {
         kid: String,
         alg: &'static str,
         key_alg: &'static str,
     },
+    /// The `kid` is not in the JWKS (after a refetch, for a JWKS URL).
     #[error("no configured key has kid `{0}`")]
     UnknownKey(String),
+    /// No `kid`, and more than one key could have signed the token.
     #[error("the token has no `kid` and several configured keys allow `{0}`")]
     KidRequired(&'static str),
+    /// The signature does not verify with the selected key.
     #[error("the token signature does not verify")]
     BadSignature,
+    /// `exp` + leeway is not after now (code `tokenExpired`).
     #[error("the token has expired")]
     Expired,
+    /// `nbf` is later than now + leeway.
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// `iss` is not `auth.issuer`.
     #[error("the token issuer `{0}` is not the configured issuer")]
     WrongIssuer(String),
+    /// `aud` does not contain `auth.audience`.
     #[error("the token audience does not include `{0}`")]
     WrongAudience(String),
+    /// A required claim is absent.
     #[error("the token has no `{0}` claim")]
     MissingClaim(String),
+    /// A claim has the wrong type.
     #[error("the token claim `{name}` is not {expected}")]
     InvalidClaim {
         name: String,
