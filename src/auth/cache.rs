@@ -6,6 +6,7 @@
 //! short and uncontended; the token itself is never stored.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
@@ -43,6 +44,8 @@ pub(crate) enum Lookup {
 pub(crate) struct TokenCache {
     shards: Vec<Mutex<HashMap<TokenHash, Entry>>>,
     per_shard: usize,
+    /// Bumped by [`TokenCache::clear`]; an insert made for an older generation is dropped.
+    generation: AtomicU64,
 }
 
 /// `true` while a token with this `exp` is acceptable at `now` (RFC 7519 §4.1.4 with leeway).
@@ -57,7 +60,11 @@ impl TokenCache {
         let n = capacity.clamp(1, SHARDS);
         let per_shard = capacity / n;
         let shards = (0..n).map(|_| Mutex::new(HashMap::new())).collect();
-        TokenCache { shards, per_shard }
+        TokenCache {
+            shards,
+            per_shard,
+            generation: AtomicU64::new(0),
+        }
     }
 
     fn shard(&self, key: &TokenHash) -> MutexGuard<'_, HashMap<TokenHash, Entry>> {
@@ -82,19 +89,31 @@ impl TokenCache {
         }
     }
 
-    /// Stores a verified token, evicting when the shard is full.
+    /// The current generation; read it before choosing the verification key.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Stores a token verified while `generation` was current, evicting when the shard is full.
     pub(crate) fn insert(
         &self,
         key: TokenHash,
-        employee: Employee,
-        exp: i64,
+        entry: (Employee, i64),
+        generation: u64,
         now: i64,
         leeway: i64,
     ) {
         if self.per_shard == 0 {
             return;
         }
+        let (employee, exp) = entry;
         let mut map = self.shard(&key);
+        // INVARIANT: checked under the shard lock, and `clear` bumps the generation before it
+        // takes the locks, so a token verified with a key set that was replaced is either
+        // refused here or removed by `clear`.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         if map.len() >= self.per_shard && !map.contains_key(&key) {
             map.retain(|_, e| not_expired(e.exp, now, leeway));
             if map.len() >= self.per_shard {
@@ -109,6 +128,7 @@ impl TokenCache {
 
     /// Forgets every token (after the key set changed).
     pub(crate) fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for s in &self.shards {
             s.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
@@ -147,7 +167,7 @@ mod tests {
     #[test]
     fn hit_returns_the_stored_employee_until_exp_plus_leeway() {
         let c = TokenCache::new(100);
-        c.insert(key(1), emp("e1"), 1000, 900, 30);
+        c.insert(key(1), (emp("e1"), 1000), 0, 900, 30);
         assert_eq!(c.get(&key(1), 1029, 30), Lookup::Valid(emp("e1")));
         assert_eq!(c.get(&key(1), 1030, 30), Lookup::Expired);
         assert_eq!(
@@ -162,9 +182,9 @@ mod tests {
         // 16 per shard; every key below lands in shard 0.
         let c = TokenCache::new(16 * SHARDS);
         for n in 0..16 {
-            c.insert(key(n), emp("e"), 2000 + i64::from(n), 0, 0);
+            c.insert(key(n), (emp("e"), 2000 + i64::from(n)), 0, 0, 0);
         }
-        c.insert(key(100), emp("new"), 5000, 0, 0);
+        c.insert(key(100), (emp("new"), 5000), 0, 0, 0);
         assert_eq!(c.len(), 16);
         assert_eq!(
             c.get(&key(0), 0, 0),
@@ -182,7 +202,7 @@ mod tests {
             for n in 0..=255u8 {
                 let mut k = [n; 32];
                 k[31] = 7;
-                c.insert(k, emp("e"), 1000, 0, 0);
+                c.insert(k, (emp("e"), 1000), 0, 0, 0);
             }
             assert!(c.len() <= cap, "{} > {cap}", c.len());
             assert!(c.len() > 0);
@@ -192,15 +212,21 @@ mod tests {
     #[test]
     fn zero_capacity_disables_the_cache() {
         let c = TokenCache::new(0);
-        c.insert(key(1), emp("e1"), 1000, 0, 0);
+        c.insert(key(1), (emp("e1"), 1000), 0, 0, 0);
         assert_eq!(c.get(&key(1), 0, 0), Lookup::Miss);
     }
 
     #[test]
-    fn clear_forgets_everything() {
+    fn clear_forgets_everything_and_refuses_stale_inserts() {
         let c = TokenCache::new(10);
-        c.insert(key(1), emp("e1"), 1000, 0, 0);
+        let before = c.generation();
+        c.insert(key(1), (emp("e1"), 1000), before, 0, 0);
         c.clear();
         assert_eq!(c.len(), 0);
+        // Verified with the old key set, stored after the clear: dropped.
+        c.insert(key(2), (emp("e2"), 1000), before, 0, 0);
+        assert_eq!(c.get(&key(2), 0, 0), Lookup::Miss);
+        c.insert(key(2), (emp("e2"), 1000), c.generation(), 0, 0);
+        assert_eq!(c.get(&key(2), 0, 0), Lookup::Valid(emp("e2")));
     }
 }

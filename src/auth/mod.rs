@@ -225,6 +225,8 @@ impl Authenticator {
             Lookup::Miss => {}
         }
 
+        // Read before the key is chosen: see `TokenCache::insert`.
+        let generation = self.cache.generation();
         let (header_b64, payload_b64, signature_b64) = split_token(token)?;
         let header: JoseHeader = decode_json(
             header_b64,
@@ -265,7 +267,7 @@ impl Authenticator {
         };
         let (employee, exp) = claims::check(&claims, &expect, now)?;
         self.cache
-            .insert(hash, employee.clone(), exp, now, self.leeway);
+            .insert(hash, (employee.clone(), exp), generation, now, self.leeway);
         Ok(employee)
     }
 
