@@ -152,7 +152,7 @@ impl Gate {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // Stage: route. Paths that match no registry route are refused without a record.
-        let m = self.routes.resolve(req.method(), req.uri())?;
+        let m = self.routes.resolve_request(&req)?;
         let route: &RouteConfig = m.route;
         let mut draft = Draft {
             action: route.action.map(|a| a.as_str().to_string()),
