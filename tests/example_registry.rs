@@ -257,6 +257,74 @@ async fn search_by_postcode_and_huisnummer_honours_huisletter_and_deceased() {
 }
 
 #[tokio::test]
+async fn street_name_and_bag_id_searches_find_the_residents() {
+    let (addr, _task) = registry::spawn(load()).await.unwrap();
+    let fields = json!(["burgerservicenummer"]);
+    let a = personen(
+        addr,
+        json!({"type": "ZoekMetStraatHuisnummerEnGemeenteVanInschrijving", "straat": "coolsingel",
+               "huisnummer": 40, "gemeenteVanInschrijving": "0599", "fields": fields}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(bsns_of(&a).len(), 3);
+    let a = personen(
+        addr,
+        json!({"type": "ZoekMetStraatHuisnummerEnGemeenteVanInschrijving", "straat": "Coolsingel",
+               "huisnummer": 40, "gemeenteVanInschrijving": "0363", "fields": fields}),
+    )
+    .await;
+    assert_eq!(a.body["personen"], json!([]));
+    let a = personen(
+        addr,
+        json!({"type": "ZoekMetNaamEnGemeenteVanInschrijving", "geslachtsnaam": "öztürk",
+               "voornamen": "Yus*", "gemeenteVanInschrijving": "0363", "fields": fields}),
+    )
+    .await;
+    assert_eq!(bsns_of(&a), BTreeSet::from(["999990056".to_string()]));
+    let a = personen(
+        addr,
+        json!({"type": "ZoekMetNummeraanduidingIdentificatie",
+               "nummeraanduidingIdentificatie": "0363200000012011", "fields": fields}),
+    )
+    .await;
+    assert_eq!(bsns_of(&a), BTreeSet::from(["999990639".to_string()]));
+    let a = personen(
+        addr,
+        json!({"type": "ZoekMetAdresseerbaarObjectIdentificatie",
+               "adresseerbaarObjectIdentificatie": "0599010000040001", "fields": fields}),
+    )
+    .await;
+    assert_eq!(bsns_of(&a).len(), 3);
+    // A required parameter missing is named.
+    let a = personen(
+        addr,
+        json!({"type": "ZoekMetNaamEnGemeenteVanInschrijving", "geslachtsnaam": "Boer",
+               "gemeenteVanInschrijving": "0363", "fields": fields}),
+    )
+    .await;
+    assert_problem(&a, 400, "paramsValidation");
+    assert_eq!(invalid_param_names(&a), ["voornamen"]);
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_but_still_logged() {
+    let data = load();
+    let (addr, _task) = registry::spawn(data.clone()).await.unwrap();
+    let big = vec![b' '; registry::MAX_BODY_BYTES + 1];
+    let a = send(
+        addr,
+        Method::POST,
+        "/personen",
+        &[("content-type", "application/json")],
+        &big,
+    )
+    .await;
+    assert_problem(&a, 413, "tooLarge");
+    assert_eq!(data.seen()[0].path, "/personen");
+}
+
+#[tokio::test]
 async fn search_refuses_fields_outside_persoon_beperkt() {
     let (addr, _task) = registry::spawn(load()).await.unwrap();
     let a = personen(
