@@ -36,13 +36,19 @@ fn write_cases(dir: &Path, n: usize) -> PathBuf {
         })
         .collect();
     let path = dir.join("cases.json");
-    std::fs::write(&path, serde_json::to_vec(&json!({ "cases": cases })).unwrap_or_default())
-        .unwrap_or_default();
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&json!({ "cases": cases })).unwrap_or_default(),
+    )
+    .unwrap_or_default();
     path
 }
 
 fn bench(c: &mut Criterion) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return;
     };
     let Ok(tmp) = tempfile::tempdir() else { return };
@@ -80,9 +86,13 @@ fn bench(c: &mut Criterion) {
         &["vergunningverlener"],
         3600,
     );
-    let Ok(token) = tokens::mint(&key, tokens::DEMO_KID, &claims) else { return };
+    let Ok(token) = tokens::mint(&key, tokens::DEMO_KID, &claims) else {
+        return;
+    };
     let header = format!("Bearer {token}");
-    let Ok(bsn) = Bsn::parse("999993653") else { return };
+    let Ok(bsn) = Bsn::parse("999993653") else {
+        return;
+    };
     let resource = Resource::Person(bsn);
     let fields = vec!["naam".to_string(), "verblijfplaats".to_string()];
 
@@ -116,7 +126,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(decide_once(&auth)))
     });
     g.bench_function("jwt_es256_cached", |b| {
-        b.iter(|| black_box(rt.block_on(auth.authenticate(Some(header.as_bytes()))).is_ok()))
+        b.iter(|| {
+            black_box(
+                rt.block_on(auth.authenticate(Some(header.as_bytes())))
+                    .is_ok(),
+            )
+        })
     });
     if let Ok(emp) = rt.block_on(auth.authenticate(Some(header.as_bytes()))) {
         let case = rt.block_on(cases.lookup("Z-2026-004711")).ok().flatten();

@@ -60,9 +60,9 @@ impl GateError {
             GateError::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
             GateError::Route(RouteError::MethodNotAllowed(_)) => StatusCode::METHOD_NOT_ALLOWED,
             GateError::Auth(_) => StatusCode::UNAUTHORIZED,
-            GateError::Resource(_) | GateError::InvalidPurpose { .. } | GateError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            GateError::Resource(_)
+            | GateError::InvalidPurpose { .. }
+            | GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GateError::CaseNotFound(_) | GateError::Denied { .. } => StatusCode::FORBIDDEN,
             GateError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::CaseRegistryUnavailable | GateError::AuditUnavailable => {
@@ -188,7 +188,9 @@ mod tests {
         );
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(
-            resp.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            resp.headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
             Some(&b"application/problem+json"[..])
         );
         let body = resp.into_body();
@@ -210,7 +212,9 @@ mod tests {
 
     fn futures_body(body: Full<Bytes>) -> Bytes {
         use http_body_util::BodyExt;
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async { body.collect().await.unwrap().to_bytes() })
     }
 }

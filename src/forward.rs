@@ -134,13 +134,14 @@ impl Upstreams {
 
         let started = Instant::now();
         let max = up.max_response_bytes;
-        let exchange = async {
-            let resp = up.client.request(req).await.map_err(|e| {
-                tracing::warn!(upstream = out.upstream, error = %e, "upstream request failed");
-                GateError::UpstreamUnavailable
-            })?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, max)
+        let exchange =
+            async {
+                let resp = up.client.request(req).await.map_err(|e| {
+                    tracing::warn!(upstream = out.upstream, error = %e, "upstream request failed");
+                    GateError::UpstreamUnavailable
+                })?;
+                let (parts, body) = resp.into_parts();
+                let body = Limited::new(body, max)
                 .collect()
                 .await
                 .map_err(|e| {
@@ -152,8 +153,8 @@ impl Upstreams {
                     }
                 })?
                 .to_bytes();
-            Ok::<_, GateError>((parts, body))
-        };
+                Ok::<_, GateError>((parts, body))
+            };
         let (parts, body) = tokio::time::timeout(up.timeout, exchange)
             .await
             .map_err(|_| GateError::UpstreamTimeout)??;
@@ -268,7 +269,9 @@ fn parse_traceparent(v: &str) -> Option<(String, String)> {
     let mut parts = v.trim().split('-');
     let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let lower_hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     if parts.next().is_some()
         || ver != "00"
@@ -310,7 +313,10 @@ mod tests {
         );
         let t = trace_context(&h);
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert!(t.traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            t.traceparent
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
         assert!(!t.traceparent.contains("00f067aa0ba902b7"));
         assert!(t.traceparent.ends_with("-01"));
     }

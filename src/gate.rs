@@ -97,7 +97,12 @@ impl Gate {
             segment_max_bytes: cfg.audit.segment_max_bytes,
             max_batch: cfg.audit.max_batch,
         })
-        .map_err(|e| StartError(format!("audit directory `{}`: {e}", cfg.audit.dir.display())))?;
+        .map_err(|e| {
+            StartError(format!(
+                "audit directory `{}`: {e}",
+                cfg.audit.dir.display()
+            ))
+        })?;
         let upstreams = Upstreams::new(cfg).map_err(StartError)?;
         Ok(Gate {
             gate_id: cfg.gate_id.clone(),
@@ -120,7 +125,11 @@ impl Gate {
     }
 
     /// Answers one request. Never panics; every refusal is problem+json.
-    pub async fn handle<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<Full<Bytes>>
+    pub async fn handle<B>(
+        &self,
+        req: Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<Full<Bytes>>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -146,7 +155,11 @@ impl Gate {
         resp
     }
 
-    async fn process<B>(&self, req: Request<B>, ctx: &RequestCtx) -> Result<Response<Full<Bytes>>, GateError>
+    async fn process<B>(
+        &self,
+        req: Request<B>,
+        ctx: &RequestCtx,
+    ) -> Result<Response<Full<Bytes>>, GateError>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -160,7 +173,10 @@ impl Gate {
         };
 
         // Stage: authenticate.
-        let authz = req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        let authz = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
         let employee = match self.auth.authenticate(authz).await {
             Ok(e) => e,
             Err(e) => return Err(self.refuse(ctx, &draft, e.into()).await),
@@ -194,11 +210,15 @@ impl Gate {
             Some(id) => match self.cases.lookup(id).await {
                 Ok(Some(c)) => Some(c),
                 Ok(None) => {
-                    return Err(self.refuse(ctx, &draft, GateError::CaseNotFound(id.clone())).await);
+                    return Err(self
+                        .refuse(ctx, &draft, GateError::CaseNotFound(id.clone()))
+                        .await);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "case registry failed");
-                    return Err(self.refuse(ctx, &draft, GateError::CaseRegistryUnavailable).await);
+                    return Err(self
+                        .refuse(ctx, &draft, GateError::CaseRegistryUnavailable)
+                        .await);
                 }
             },
         };
@@ -279,7 +299,10 @@ impl Gate {
                         .cloned()
                         .unwrap_or_else(|| "no policy permits this request".to_string()),
                 ),
-                None => ("notPermitted".into(), "no policy permits this request".into()),
+                None => (
+                    "notPermitted".into(),
+                    "no policy permits this request".into(),
+                ),
             };
             return Err(GateError::Denied { code, reason });
         }
@@ -317,7 +340,12 @@ impl Gate {
                     ) {
                         Ok((disclosed, new_body)) => {
                             let body = new_body.map(Bytes::from).unwrap_or(up.body);
-                            (up.status.as_u16(), ms, disclosed, Ok((up.status, up.headers, body)))
+                            (
+                                up.status.as_u16(),
+                                ms,
+                                disclosed,
+                                Ok((up.status, up.headers, body)),
+                            )
                         }
                         Err(e) => {
                             tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream answer unreadable");
@@ -325,7 +353,12 @@ impl Gate {
                         }
                     }
                 } else {
-                    (up.status.as_u16(), ms, vec![], Ok((up.status, up.headers, up.body)))
+                    (
+                        up.status.as_u16(),
+                        ms,
+                        vec![],
+                        Ok((up.status, up.headers, up.body)),
+                    )
                 }
             }
         };
@@ -362,7 +395,11 @@ impl Gate {
             vec![],
             None,
         );
-        match self.audit.append(vec![RecordBody::Decision(Box::new(rec))]).await {
+        match self
+            .audit
+            .append(vec![RecordBody::Decision(Box::new(rec))])
+            .await
+        {
             Ok(_) => err,
             Err(e) => {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "audit append failed");
@@ -468,9 +505,14 @@ where
     }
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(GateError::BodyTooLarge(max))
         }
-        Err(e) => Err(GateError::BadRequest(format!("the request body could not be read: {e}"))),
+        Err(e) => Err(GateError::BadRequest(format!(
+            "the request body could not be read: {e}"
+        ))),
     }
 }

@@ -5,16 +5,16 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod config;
-pub mod model;
-pub mod policy;
-pub mod resource;
-pub mod routes;
 pub mod counters;
 pub mod error;
 pub mod forward;
 pub mod gate;
 pub mod listener;
+pub mod model;
+pub mod policy;
 pub mod purpose;
+pub mod resource;
 pub mod response;
-pub mod cli;
+pub mod routes;

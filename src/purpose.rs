@@ -35,9 +35,9 @@ pub fn parse_purpose(headers: &HeaderMap, names: &HeadersConfig) -> Result<Purpo
     if let Some(id) = &case_id {
         let ok = !id.is_empty()
             && id.len() <= MAX_CASE_ID
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'));
+            && id.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/')
+            });
         if !ok {
             return Err(GateError::InvalidPurpose {
                 code: "invalidCaseId",
@@ -173,8 +173,8 @@ impl JsonFileCases {
         let st = stamp(path);
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read case file `{}`: {e}", path.display()))?;
-        let map = parse_case_file(&text)
-            .map_err(|e| format!("case file `{}`: {e}", path.display()))?;
+        let map =
+            parse_case_file(&text).map_err(|e| format!("case file `{}`: {e}", path.display()))?;
         Ok(Arc::new(JsonFileCases {
             path: path.to_path_buf(),
             snapshot: ArcSwap::from_pointee(map),
@@ -224,7 +224,9 @@ impl JsonFileCases {
                 match me.reload_if_changed() {
                     Ok(true) => tracing::info!(cases = me.len(), "case file reloaded"),
                     Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "case file not reloaded; keeping the previous cases"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "case file not reloaded; keeping the previous cases")
+                    }
                 }
             }
         })
@@ -279,14 +281,22 @@ mod tests {
             "x-break-glass",
             HeaderValue::from_static("life-threatening situation reported by police"),
         );
-        assert!(parse_purpose(&h, &names()).unwrap().break_glass_reason.is_some());
+        assert!(
+            parse_purpose(&h, &names())
+                .unwrap()
+                .break_glass_reason
+                .is_some()
+        );
     }
 
     #[test]
     fn odd_case_id_is_refused() {
         let mut h = HeaderMap::new();
         h.insert("x-case-id", HeaderValue::from_static("Z 1; drop"));
-        assert_eq!(parse_purpose(&h, &names()).unwrap_err().code(), "invalidCaseId");
+        assert_eq!(
+            parse_purpose(&h, &names()).unwrap_err().code(),
+            "invalidCaseId"
+        );
     }
 
     #[test]
@@ -319,6 +329,9 @@ mod tests {
 
         std::fs::write(&path, "{ not json").unwrap();
         assert!(reg.reload_if_changed().is_err());
-        assert!(reg.lookup("Z-2").await.unwrap().is_some(), "old snapshot kept");
+        assert!(
+            reg.lookup("Z-2").await.unwrap().is_some(),
+            "old snapshot kept"
+        );
     }
 }

@@ -138,7 +138,11 @@ fn minimise_person(p: &mut Value, fields: &[String]) {
     *p = Value::Object(out);
 }
 
-fn filter_object(map: &Map<String, Value>, paths: &[Vec<&str>], depth: usize) -> Map<String, Value> {
+fn filter_object(
+    map: &Map<String, Value>,
+    paths: &[Vec<&str>],
+    depth: usize,
+) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in map {
         let matching: Vec<Vec<&str>> = paths
@@ -175,8 +179,7 @@ mod tests {
             {"burgerservicenummer":"999993653","naam":{"voornamen":"Jan","geslachtsnaam":"Jansen"},
              "geboorte":{"datum":"1980"},"geheimhoudingPersoonsgegevens":1}]}"#;
         let fields = vec!["naam.voornamen".to_string()];
-        let (disc, out) =
-            inspect(Action::BrpLookup, &[bsn("999993653")], &fields, body).unwrap();
+        let (disc, out) = inspect(Action::BrpLookup, &[bsn("999993653")], &fields, body).unwrap();
         assert_eq!(disc, vec![person("999993653")]);
         let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
         let p = &v["personen"][0];
@@ -209,7 +212,8 @@ mod tests {
     #[test]
     fn holder_answer_discloses_vehicle_and_holder() {
         let k = Resource::Vehicle(crate::model::Kenteken::parse("XX999X").unwrap());
-        let body = br#"{"kenteken":"XX999X","houder":{"burgerservicenummer":"999991802","naam":"P"}}"#;
+        let body =
+            br#"{"kenteken":"XX999X","houder":{"burgerservicenummer":"999991802","naam":"P"}}"#;
         let (disc, out) = inspect(Action::RdwHolder, &[k], &[], body).unwrap();
         assert!(out.is_none());
         assert_eq!(disc.len(), 2);

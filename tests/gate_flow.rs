@@ -29,7 +29,11 @@ async fn decision_record_is_durable_before_the_upstream_sees_the_request() {
     .await;
     for _ in 0..5 {
         let a = h
-            .brp(&h.emp042(), Some("Z-OPEN"), &raadpleeg(&["999993653"], &["naam"]))
+            .brp(
+                &h.emp042(),
+                Some("Z-OPEN"),
+                &raadpleeg(&["999993653"], &["naam"]),
+            )
             .await;
         assert_eq!(a.status, 200);
     }
@@ -75,8 +79,13 @@ async fn unwritable_audit_directory_means_503_and_nothing_forwarded() {
     assert!(a.is_problem());
     assert_eq!(h.registry.seen_count(), before, "nothing forwarded");
     let a = h.brp(&h.emp042(), None, &q).await;
-    assert_eq!(a.status, 503, "a deny is not sent without its record either");
-    let a = h.send("POST", "/haalcentraal/api/brp/personen", &[], Some("{}")).await;
+    assert_eq!(
+        a.status, 503,
+        "a deny is not sent without its record either"
+    );
+    let a = h
+        .send("POST", "/haalcentraal/api/brp/personen", &[], Some("{}"))
+        .await;
     assert_eq!(a.status, 503, "even a 401 needs its record");
 
     // The directory comes back: service resumes by itself with the chain intact.
@@ -84,14 +93,22 @@ async fn unwritable_audit_directory_means_503_and_nothing_forwarded() {
     std::fs::rename(&moved, &h.audit_dir).unwrap();
     let a = h.brp(&h.emp042(), Some("Z-OPEN"), &q).await;
     assert_eq!(a.status, 200, "{:?}", a.json());
-    let seqs: Vec<u64> = h.records().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = h
+        .records()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
         .args(["audit", "verify", "--dir"])
         .arg(&h.audit_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]
@@ -115,7 +132,10 @@ async fn client_credentials_and_identity_headers_never_reach_the_upstream() {
                 ("x-forwarded-for", "1.2.3.4"),
                 ("x-doelbinding", "PV-parkeren"),
                 ("x-verwerking", "verwerking-42"),
-                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
             ],
             Some(&body),
         )
@@ -127,7 +147,11 @@ async fn client_credentials_and_identity_headers_never_reach_the_upstream() {
     assert_eq!(seen.header("x-gebruiker"), None);
     assert_eq!(seen.header("forwarded"), None);
     assert_eq!(seen.header("x-forwarded-for"), None);
-    assert_eq!(seen.header("x-api-key"), Some("upstream-secret"), "configured credential");
+    assert_eq!(
+        seen.header("x-api-key"),
+        Some("upstream-secret"),
+        "configured credential"
+    );
     let rid = a.headers["x-request-id"].to_str().unwrap();
     assert_ne!(rid, "client-chosen-id");
     assert_eq!(seen.header("x-request-id"), Some(rid));
@@ -135,8 +159,15 @@ async fn client_credentials_and_identity_headers_never_reach_the_upstream() {
     assert_eq!(seen.header("x-doelbinding"), Some("PV-parkeren"));
     assert_eq!(seen.header("x-verwerking"), Some("verwerking-42"));
     let tp = seen.header("traceparent").unwrap();
-    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{tp}");
-    assert_eq!(seen.body.as_ref(), body.as_bytes(), "the body decided on is the body forwarded");
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert_eq!(
+        seen.body.as_ref(),
+        body.as_bytes(),
+        "the body decided on is the body forwarded"
+    );
     let d = h
         .records()
         .into_iter()
@@ -158,11 +189,21 @@ async fn upstream_down_gives_502_with_an_outcome_record() {
         ..Options::default()
     })
     .await;
-    let a = h.brp(&h.emp042(), Some("Z-OPEN"), &raadpleeg(&["999993653"], &["naam"])).await;
+    let a = h
+        .brp(
+            &h.emp042(),
+            Some("Z-OPEN"),
+            &raadpleeg(&["999993653"], &["naam"]),
+        )
+        .await;
     assert_eq!(a.status, 502);
     assert_eq!(a.code(), "upstreamUnavailable");
     let rid = a.json()["instance"].as_str().unwrap().to_string();
-    let recs: Vec<Value> = h.records().into_iter().filter(|r| r["request_id"] == rid.as_str()).collect();
+    let recs: Vec<Value> = h
+        .records()
+        .into_iter()
+        .filter(|r| r["request_id"] == rid.as_str())
+        .collect();
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[0]["decision"], "allow");
     assert_eq!(recs[1]["kind"], "outcome");
@@ -186,7 +227,13 @@ async fn hanging_upstream_gives_504_with_an_outcome_record() {
         ..Options::default()
     })
     .await;
-    let a = h.brp(&h.emp042(), Some("Z-OPEN"), &raadpleeg(&["999993653"], &["naam"])).await;
+    let a = h
+        .brp(
+            &h.emp042(),
+            Some("Z-OPEN"),
+            &raadpleeg(&["999993653"], &["naam"]),
+        )
+        .await;
     assert_eq!(a.status, 504);
     assert_eq!(a.code(), "upstreamTimeout");
     let rid = a.json()["instance"].as_str().unwrap().to_string();
@@ -207,7 +254,13 @@ async fn restart_recovers_a_torn_tail_and_continues_the_chain() {
         ..Options::default()
     };
     let mut h = Harness::start_with(opts()).await;
-    let a = h.brp(&h.emp042(), Some("Z-OPEN"), &raadpleeg(&["999993653"], &["naam"])).await;
+    let a = h
+        .brp(
+            &h.emp042(),
+            Some("Z-OPEN"),
+            &raadpleeg(&["999993653"], &["naam"]),
+        )
+        .await;
     assert_eq!(a.status, 200);
     h.stop().await;
     let n_before = read_records(audit.path()).len();
@@ -225,7 +278,13 @@ async fn restart_recovers_a_torn_tail_and_continues_the_chain() {
     drop(f);
 
     let h = Harness::start_with(opts()).await;
-    let a = h.brp(&h.emp042(), Some("Z-OPEN"), &raadpleeg(&["999993653"], &["naam"])).await;
+    let a = h
+        .brp(
+            &h.emp042(),
+            Some("Z-OPEN"),
+            &raadpleeg(&["999993653"], &["naam"]),
+        )
+        .await;
     assert_eq!(a.status, 200);
     let recs = read_records(audit.path());
     let seqs: Vec<u64> = recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
@@ -235,7 +294,11 @@ async fn restart_recovers_a_torn_tail_and_continues_the_chain() {
         .arg(audit.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]
@@ -247,7 +310,12 @@ async fn oversized_body_is_refused_with_413_and_recorded() {
     );
     let auth = format!("Bearer {}", h.emp042());
     let a = h
-        .send("POST", "/haalcentraal/api/brp/personen", &[("authorization", &auth), ("x-case-id", "Z-OPEN")], Some(&big))
+        .send(
+            "POST",
+            "/haalcentraal/api/brp/personen",
+            &[("authorization", &auth), ("x-case-id", "Z-OPEN")],
+            Some(&big),
+        )
         .await;
     assert_eq!(a.status, 413);
     assert_eq!(a.code(), "bodyTooLarge");

@@ -20,11 +20,16 @@ fn claims(iss: &str, aud: &str, nbf_off: i64, exp_off: i64) -> serde_json::Value
 
 async fn expect_401(h: &Harness, authorization: Option<&str>, code: &str, what: &str) {
     let body = raadpleeg(&["999993653"], &["naam"]).to_string();
-    let mut hd = vec![("x-case-id", "Z-OPEN"), ("content-type", "application/json")];
+    let mut hd = vec![
+        ("x-case-id", "Z-OPEN"),
+        ("content-type", "application/json"),
+    ];
     if let Some(a) = authorization {
         hd.push(("authorization", a));
     }
-    let a = h.send("POST", "/haalcentraal/api/brp/personen", &hd, Some(&body)).await;
+    let a = h
+        .send("POST", "/haalcentraal/api/brp/personen", &hd, Some(&body))
+        .await;
     assert_eq!(a.status, 401, "{what}: {:?}", a.json());
     assert!(a.is_problem(), "{what}");
     assert_eq!(a.code(), code, "{what}: {:?}", a.json());
@@ -54,28 +59,71 @@ async fn every_token_rejection_is_a_recorded_401() {
     let mint = |c: &serde_json::Value| tokens::mint(&key, KID, c).unwrap();
 
     let expired = mint(&claims(ISSUER, AUDIENCE, -600, -300));
-    expect_401(&h, Some(&format!("Bearer {expired}")), "tokenExpired", "expired").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {expired}")),
+        "tokenExpired",
+        "expired",
+    )
+    .await;
     let early = mint(&claims(ISSUER, AUDIENCE, 600, 1200));
-    expect_401(&h, Some(&format!("Bearer {early}")), "invalidToken", "not yet valid").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {early}")),
+        "invalidToken",
+        "not yet valid",
+    )
+    .await;
     let iss = mint(&claims("https://evil.example", AUDIENCE, 0, 600));
-    expect_401(&h, Some(&format!("Bearer {iss}")), "invalidToken", "wrong issuer").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {iss}")),
+        "invalidToken",
+        "wrong issuer",
+    )
+    .await;
     let aud = mint(&claims(ISSUER, "another-api", 0, 600));
-    expect_401(&h, Some(&format!("Bearer {aud}")), "invalidToken", "wrong audience").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {aud}")),
+        "invalidToken",
+        "wrong audience",
+    )
+    .await;
 
     // Signed by another P-256 key under the trusted kid.
     let other = p256::SecretKey::random(&mut rand::thread_rng());
     let other_pem = other.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let forged = tokens::mint(other_pem.as_bytes(), KID, &claims(ISSUER, AUDIENCE, 0, 600)).unwrap();
-    expect_401(&h, Some(&format!("Bearer {forged}")), "invalidToken", "bad signature").await;
+    let forged =
+        tokens::mint(other_pem.as_bytes(), KID, &claims(ISSUER, AUDIENCE, 0, 600)).unwrap();
+    expect_401(
+        &h,
+        Some(&format!("Bearer {forged}")),
+        "invalidToken",
+        "bad signature",
+    )
+    .await;
 
     // Unknown kid.
     let unknown = tokens::mint(&key, "rotated-out", &claims(ISSUER, AUDIENCE, 0, 600)).unwrap();
-    expect_401(&h, Some(&format!("Bearer {unknown}")), "invalidToken", "unknown kid").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {unknown}")),
+        "invalidToken",
+        "unknown kid",
+    )
+    .await;
 
     // alg: none.
     let hdr = B64.encode(json!({"alg": "none", "typ": "JWT", "kid": KID}).to_string());
     let pl = B64.encode(claims(ISSUER, AUDIENCE, 0, 600).to_string());
-    expect_401(&h, Some(&format!("Bearer {hdr}.{pl}.")), "invalidToken", "alg none").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {hdr}.{pl}.")),
+        "invalidToken",
+        "alg none",
+    )
+    .await;
 
     // HS256 signed with the public key as the shared secret (algorithm confusion).
     let pem = String::from_utf8(key.clone()).unwrap();
@@ -92,7 +140,13 @@ async fn every_token_rejection_is_a_recorded_401() {
         &EncodingKey::from_secret(public_pem.as_bytes()),
     )
     .unwrap();
-    expect_401(&h, Some(&format!("Bearer {confused}")), "invalidToken", "hs/es confusion").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {confused}")),
+        "invalidToken",
+        "hs/es confusion",
+    )
+    .await;
     let jwks = std::fs::read(common::repo().join("examples/demo/keys/jwks.json")).unwrap();
     let confused2 = jsonwebtoken::encode(
         &hs,
@@ -100,19 +154,43 @@ async fn every_token_rejection_is_a_recorded_401() {
         &EncodingKey::from_secret(&jwks),
     )
     .unwrap();
-    expect_401(&h, Some(&format!("Bearer {confused2}")), "invalidToken", "hs with jwks secret").await;
+    expect_401(
+        &h,
+        Some(&format!("Bearer {confused2}")),
+        "invalidToken",
+        "hs with jwks secret",
+    )
+    .await;
 
     // Garbage of several kinds.
     expect_401(&h, None, "invalidToken", "missing").await;
     expect_401(&h, Some("Bearer"), "invalidToken", "empty bearer").await;
     expect_401(&h, Some("Basic ZW1wOnB3"), "invalidToken", "basic auth").await;
-    expect_401(&h, Some("Bearer abc.def.ghi"), "invalidToken", "garbage segments").await;
-    expect_401(&h, Some("Bearer not-a-jwt-at-all"), "invalidToken", "garbage").await;
+    expect_401(
+        &h,
+        Some("Bearer abc.def.ghi"),
+        "invalidToken",
+        "garbage segments",
+    )
+    .await;
+    expect_401(
+        &h,
+        Some("Bearer not-a-jwt-at-all"),
+        "invalidToken",
+        "garbage",
+    )
+    .await;
     let huge = format!("Bearer {}", "a".repeat(12 * 1024));
     expect_401(&h, Some(&huge), "invalidToken", "oversized").await;
 
     // And a good token still works afterwards.
-    let ok = h.brp(&h.emp042(), Some("Z-OPEN"), &raadpleeg(&["999993653"], &["naam"])).await;
+    let ok = h
+        .brp(
+            &h.emp042(),
+            Some("Z-OPEN"),
+            &raadpleeg(&["999993653"], &["naam"]),
+        )
+        .await;
     assert_eq!(ok.status, 200);
 }
 
@@ -120,13 +198,23 @@ async fn every_token_rejection_is_a_recorded_401() {
 async fn token_for_wrong_role_claim_type_is_refused() {
     let h = Harness::start().await;
     let now = chrono::Utc::now().timestamp();
-    let t = h.token_with(&json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
-                                  "roles": "vergunningverlener", "iat": now, "exp": now + 600}));
-    expect_401(&h, Some(&format!("Bearer {t}")), "invalidToken", "roles not an array").await;
+    let t = h.token_with(
+        &json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
+                                  "roles": "vergunningverlener", "iat": now, "exp": now + 600}),
+    );
+    expect_401(
+        &h,
+        Some(&format!("Bearer {t}")),
+        "invalidToken",
+        "roles not an array",
+    )
+    .await;
     let t = h.token_with(&json!({"iss": ISSUER, "aud": AUDIENCE, "org": "0363",
                                   "roles": ["vergunningverlener"], "iat": now, "exp": now + 600}));
     expect_401(&h, Some(&format!("Bearer {t}")), "invalidToken", "no sub").await;
-    let t = h.token_with(&json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
-                                  "roles": ["vergunningverlener"], "iat": now}));
+    let t = h.token_with(
+        &json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
+                                  "roles": ["vergunningverlener"], "iat": now}),
+    );
     expect_401(&h, Some(&format!("Bearer {t}")), "invalidToken", "no exp").await;
 }

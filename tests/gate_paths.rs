@@ -37,7 +37,14 @@ async fn ambiguous_paths_get_400_and_never_reach_the_registry() {
         "/rdw/voertuigen/XX999X?x=1",
     ];
     for v in variants {
-        let a = h.send("GET", v, &[("authorization", &auth), ("x-case-id", "Z-OPEN")], None).await;
+        let a = h
+            .send(
+                "GET",
+                v,
+                &[("authorization", &auth), ("x-case-id", "Z-OPEN")],
+                None,
+            )
+            .await;
         assert_eq!(a.status, 400, "{v}: {}", a.status);
         assert!(a.is_problem(), "{v}");
         assert_eq!(a.code(), "invalidPath", "{v}");
@@ -64,7 +71,11 @@ async fn ambiguous_paths_get_400_and_never_reach_the_registry() {
         )
         .await;
     assert_eq!(a.status, 200, "a plain origin-form request passes");
-    assert_eq!(h.registry.seen_count(), 1, "only the canonical request reached the registry");
+    assert_eq!(
+        h.registry.seen_count(),
+        1,
+        "only the canonical request reached the registry"
+    );
 }
 
 #[tokio::test]

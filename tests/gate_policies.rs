@@ -11,7 +11,13 @@ use serde_json::{Value, json};
 const BG_REASON: &str = "acute threat reported by police, officer on duty J. de Vries";
 
 async fn expect_deny(h: &Harness, a: common::Answer, code: &str) {
-    assert_eq!(a.status, 403, "expected 403 {code}, got {} {:?}", a.status, a.json());
+    assert_eq!(
+        a.status,
+        403,
+        "expected 403 {code}, got {} {:?}",
+        a.status,
+        a.json()
+    );
     assert!(a.is_problem());
     assert_eq!(a.code(), code, "{:?}", a.json());
     let v = a.json();
@@ -23,19 +29,32 @@ async fn expect_deny(h: &Harness, a: common::Answer, code: &str) {
         .filter(|r| r["request_id"] == rid.as_str())
         .collect();
     assert!(!recs.is_empty(), "no audit record for the deny");
-    assert!(recs.iter().all(|r| r["decision"] == "deny" && r["kind"] == "decision"));
+    assert!(
+        recs.iter()
+            .all(|r| r["decision"] == "deny" && r["kind"] == "decision")
+    );
     assert!(recs.iter().any(|r| r["code"] == code));
 }
 
 fn expect_allow(a: &common::Answer) {
-    assert_eq!(a.status, 200, "expected 200, got {} {:?}", a.status, a.json());
+    assert_eq!(
+        a.status,
+        200,
+        "expected 200, got {} {:?}",
+        a.status,
+        a.json()
+    );
 }
 
 #[tokio::test]
 async fn lookup_for_subject_of_open_case_is_allowed_and_recorded() {
     let h = Harness::start().await;
     let a = h
-        .brp(&h.emp042(), Some("Z-OPEN"), &raadpleeg(&["999993653"], &["naam", "burgerservicenummer"]))
+        .brp(
+            &h.emp042(),
+            Some("Z-OPEN"),
+            &raadpleeg(&["999993653"], &["naam", "burgerservicenummer"]),
+        )
         .await;
     expect_allow(&a);
     let v = a.json();
@@ -55,11 +74,19 @@ async fn lookup_for_subject_of_open_case_is_allowed_and_recorded() {
     assert_eq!(d["principal"]["id"], "emp-042");
     assert_eq!(d["case_id"], "Z-OPEN");
     assert_eq!(d["gate"], "test-gate");
-    assert!(d["policies"].as_array().unwrap().contains(&json!("permit-brp-lookup-for-case")));
+    assert!(
+        d["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("permit-brp-lookup-for-case"))
+    );
     let o = &recs[1];
     assert_eq!(o["kind"], "outcome");
     assert_eq!(o["status"], 200);
-    assert_eq!(o["disclosed"], json!([{"type": "Person", "id": "999993653"}]));
+    assert_eq!(
+        o["disclosed"],
+        json!([{"type": "Person", "id": "999993653"}])
+    );
 }
 
 #[tokio::test]
@@ -69,20 +96,59 @@ async fn every_case_requirement_has_its_own_deny() {
     let q = raadpleeg(&["999993653"], &["naam"]);
     expect_deny(&h, h.brp(&t, None, &q).await, "caseRequired").await;
     expect_deny(&h, h.brp(&t, Some("Z-CLOSED"), &q).await, "caseClosed").await;
-    expect_deny(&h, h.brp(&t, Some("Z-ENDED"), &q).await, "caseOutsideWindow").await;
-    expect_deny(&h, h.brp(&t, Some("Z-OTHER-ORG"), &q).await, "caseOtherOrganization").await;
+    expect_deny(
+        &h,
+        h.brp(&t, Some("Z-ENDED"), &q).await,
+        "caseOutsideWindow",
+    )
+    .await;
+    expect_deny(
+        &h,
+        h.brp(&t, Some("Z-OTHER-ORG"), &q).await,
+        "caseOtherOrganization",
+    )
+    .await;
     let other = h.token("emp-043", "0363", &["vergunningverlener"]);
-    expect_deny(&h, h.brp(&other, Some("Z-OPEN"), &q).await, "notCaseHandler").await;
+    expect_deny(
+        &h,
+        h.brp(&other, Some("Z-OPEN"), &q).await,
+        "notCaseHandler",
+    )
+    .await;
     let wrong_role = h.token("emp-042", "0363", &["handhaver"]);
-    expect_deny(&h, h.brp(&wrong_role, Some("Z-OPEN"), &q).await, "roleNotAllowedForCaseType").await;
+    expect_deny(
+        &h,
+        h.brp(&wrong_role, Some("Z-OPEN"), &q).await,
+        "roleNotAllowedForCaseType",
+    )
+    .await;
     let outsider = raadpleeg(&["999993872"], &["naam"]);
-    expect_deny(&h, h.brp(&t, Some("Z-OPEN"), &outsider).await, "subjectNotInCase").await;
+    expect_deny(
+        &h,
+        h.brp(&t, Some("Z-OPEN"), &outsider).await,
+        "subjectNotInCase",
+    )
+    .await;
     let field = raadpleeg(&["999993653"], &["geboorte"]);
-    expect_deny(&h, h.brp(&t, Some("Z-OPEN"), &field).await, "fieldNotAllowed").await;
-    expect_deny(&h, h.brp(&t, Some("Z-UNKNOWN-TYPE"), &q).await, "policyError").await;
+    expect_deny(
+        &h,
+        h.brp(&t, Some("Z-OPEN"), &field).await,
+        "fieldNotAllowed",
+    )
+    .await;
+    expect_deny(
+        &h,
+        h.brp(&t, Some("Z-UNKNOWN-TYPE"), &q).await,
+        "policyError",
+    )
+    .await;
     let a = h.brp(&t, Some("Z-NOPE"), &q).await;
     expect_deny(&h, a, "caseNotFound").await;
-    assert_eq!(h.registry.seen_count(), 0, "no denied request reached the registry");
+    assert_eq!(
+        h.registry.seen_count(),
+        0,
+        "no denied request reached the registry"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +173,12 @@ async fn one_denied_subject_denies_the_whole_request() {
 async fn protected_person_needs_break_glass_by_an_allowed_role() {
     let h = Harness::start().await;
     let q = raadpleeg(&["999990639"], &["naam"]);
-    expect_deny(&h, h.brp(&h.emp042(), Some("Z-PROTECTED"), &q).await, "protectedPerson").await;
+    expect_deny(
+        &h,
+        h.brp(&h.emp042(), Some("Z-PROTECTED"), &q).await,
+        "protectedPerson",
+    )
+    .await;
 
     let nood = h.token("emp-900", "0363", &["noodtoegang"]);
     let body = q.to_string();
@@ -133,7 +204,12 @@ async fn protected_person_needs_break_glass_by_an_allowed_role() {
         .unwrap();
     assert_eq!(d["purpose"]["break_glass"], true);
     assert_eq!(d["purpose"]["reason"], BG_REASON);
-    assert!(d["policies"].as_array().unwrap().contains(&json!("permit-break-glass")));
+    assert!(
+        d["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("permit-break-glass"))
+    );
 }
 
 #[tokio::test]
@@ -154,10 +230,20 @@ async fn break_glass_rules() {
             .await
         }
     };
-    expect_deny(&h, bg(h.emp042(), BG_REASON, q.clone()).await, "breakGlassNotAllowed").await;
+    expect_deny(
+        &h,
+        bg(h.emp042(), BG_REASON, q.clone()).await,
+        "breakGlassNotAllowed",
+    )
+    .await;
     let nood = h.token("emp-900", "0363", &["noodtoegang"]);
     let search = json!({"type": "ZoekMetPostcodeEnHuisnummer", "postcode": "1011AB", "huisnummer": 1, "fields": ["naam"]});
-    expect_deny(&h, bg(nood.clone(), BG_REASON, search).await, "breakGlassActionNotAllowed").await;
+    expect_deny(
+        &h,
+        bg(nood.clone(), BG_REASON, search).await,
+        "breakGlassActionNotAllowed",
+    )
+    .await;
     let short = bg(nood.clone(), "because", q.clone()).await;
     assert_eq!(short.status, 400);
     assert_eq!(short.code(), "breakGlassReasonTooShort");
@@ -169,7 +255,12 @@ async fn search_needs_a_case_type_that_allows_searching() {
     let h = Harness::start().await;
     let search = json!({"type": "ZoekMetGeslachtsnaamEnGeboortedatum", "geslachtsnaam": "Jansen",
                         "geboortedatum": "1980-01-01", "fields": ["naam"]});
-    expect_deny(&h, h.brp(&h.emp042(), Some("Z-OPEN"), &search).await, "searchNotAllowed").await;
+    expect_deny(
+        &h,
+        h.brp(&h.emp042(), Some("Z-OPEN"), &search).await,
+        "searchNotAllowed",
+    )
+    .await;
     let handhaver = h.token("emp-107", "0363", &["handhaver"]);
     let a = h.brp(&handhaver, Some("Z-HANDHAVING"), &search).await;
     expect_allow(&a);
@@ -182,7 +273,12 @@ async fn search_needs_a_case_type_that_allows_searching() {
         .unwrap();
     assert_eq!(d["action"], "brp:search");
     assert_eq!(d["resource"]["type"], "PersonSearch");
-    assert!(d["policies"].as_array().unwrap().contains(&json!("permit-brp-search-for-case")));
+    assert!(
+        d["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("permit-brp-search-for-case"))
+    );
 }
 
 #[tokio::test]
@@ -203,16 +299,34 @@ async fn holder_lookup_needs_a_case_naming_the_vehicle() {
     let a = get("/rdw/voertuigen/xx-999-x/tenaamstelling", Some("Z-OPEN")).await;
     expect_allow(&a);
     let seen = h.registry.last_seen().unwrap();
-    assert_eq!(seen.path, "/voertuigen/XX999X/tenaamstelling", "kenteken normalised upstream");
-    expect_deny(&h, get("/rdw/voertuigen/AB123C/tenaamstelling", Some("Z-OPEN")).await, "vehicleNotInCase").await;
-    expect_deny(&h, get("/rdw/voertuigen/XX999X/tenaamstelling", None).await, "caseRequired").await;
+    assert_eq!(
+        seen.path, "/voertuigen/XX999X/tenaamstelling",
+        "kenteken normalised upstream"
+    );
+    expect_deny(
+        &h,
+        get("/rdw/voertuigen/AB123C/tenaamstelling", Some("Z-OPEN")).await,
+        "vehicleNotInCase",
+    )
+    .await;
+    expect_deny(
+        &h,
+        get("/rdw/voertuigen/XX999X/tenaamstelling", None).await,
+        "caseRequired",
+    )
+    .await;
     let rid = a.headers["x-request-id"].to_str().unwrap().to_string();
     let o = h
         .records()
         .into_iter()
         .find(|r| r["request_id"] == rid.as_str() && r["kind"] == "outcome")
         .unwrap();
-    assert!(o["disclosed"].as_array().unwrap().contains(&json!({"type": "Vehicle", "id": "XX999X"})));
+    assert!(
+        o["disclosed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"type": "Vehicle", "id": "XX999X"}))
+    );
 }
 
 #[tokio::test]
@@ -220,13 +334,32 @@ async fn vehicle_facts_by_role_or_case() {
     let h = Harness::start().await;
     let info = h.token("emp-700", "0363", &["voertuiginformatie"]);
     let auth = format!("Bearer {info}");
-    let a = h.send("GET", "/rdw/voertuigen/AB-123-C", &[("authorization", &auth)], None).await;
+    let a = h
+        .send(
+            "GET",
+            "/rdw/voertuigen/AB-123-C",
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
     expect_allow(&a);
     let auth = format!("Bearer {}", h.emp042());
-    let a = h.send("GET", "/rdw/voertuigen/AB123C", &[("authorization", &auth)], None).await;
+    let a = h
+        .send(
+            "GET",
+            "/rdw/voertuigen/AB123C",
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
     expect_deny(&h, a, "notPermitted").await;
     let a = h
-        .send("GET", "/rdw/voertuigen/XX999X", &[("authorization", &auth), ("x-case-id", "Z-OPEN")], None)
+        .send(
+            "GET",
+            "/rdw/voertuigen/XX999X",
+            &[("authorization", &auth), ("x-case-id", "Z-OPEN")],
+            None,
+        )
         .await;
     expect_allow(&a);
 }

@@ -44,8 +44,12 @@ fn run() -> Result<(), String> {
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = repo.join("target/demo");
-    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create `{}`: {e}", work.display()))?;
-    write_shifted_cases(&repo.join("examples/demo/cases.json"), &work.join("cases.json"))?;
+    std::fs::create_dir_all(&work)
+        .map_err(|e| format!("cannot create `{}`: {e}", work.display()))?;
+    write_shifted_cases(
+        &repo.join("examples/demo/cases.json"),
+        &work.join("cases.json"),
+    )?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,7 +61,7 @@ fn run() -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot start the example registry: {e}"))?;
         let config = format!(
-            r#"# Written by the demo; see examples/demo/gate.toml for a hand-written config.
+            r#"# Written by the demo; examples/demo/config.toml is the hand-written equivalent.
 gate_id = "demo-gate"
 [server]
 listen = "{listen}"
@@ -109,7 +113,10 @@ fn write_shifted_cases(from: &Path, to: &Path) -> Result<(), String> {
         serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", from.display()))?;
     let (y, m, d) = CASES_WRITTEN_FOR;
     let written = NaiveDate::from_ymd_opt(y, m, d).ok_or("bad anchor date")?;
-    let shift = Utc::now().date_naive().signed_duration_since(written).num_days();
+    let shift = Utc::now()
+        .date_naive()
+        .signed_duration_since(written)
+        .num_days();
     if let Some(cases) = doc.get_mut("cases").and_then(Value::as_array_mut) {
         for case in cases {
             for key in ["opened", "closes"] {
@@ -173,7 +180,7 @@ fn print_guide(
     println!("# 3. denied (caseClosed): a closed case");
     println!(
         "curl -s {brp} -H \"Authorization: Bearer $T042\" -H 'X-Case-Id: Z-2026-000087' -H 'Content-Type: application/json' -d {}\n",
-        body("999993653")
+        body("999991802")
     );
     println!("# 4. break-glass: emp-900 (noodtoegang) looks up a protected person without a case");
     println!(

@@ -34,8 +34,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn demo_private_key() -> Vec<u8> {
-    std::fs::read(repo().join("examples/demo/keys/demo-signing-key.pem"))
-        .expect("demo signing key")
+    std::fs::read(repo().join("examples/demo/keys/demo-signing-key.pem")).expect("demo signing key")
 }
 
 /// Cases whose windows are relative to the current time.
@@ -188,7 +187,9 @@ connect_timeout = "500ms"
 
     /// A valid token for an employee.
     pub fn token(&self, sub: &str, org: &str, roles: &[&str]) -> String {
-        self.token_with(&tokens::employee_claims(ISSUER, AUDIENCE, sub, org, roles, 600))
+        self.token_with(&tokens::employee_claims(
+            ISSUER, AUDIENCE, sub, org, roles, 600,
+        ))
     }
 
     pub fn token_with(&self, claims: &Value) -> String {
@@ -207,8 +208,13 @@ connect_timeout = "500ms"
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Answer {
-        self.send_raw_target(method, &format!("http://{}{}", self.addr, path), headers, body)
-            .await
+        self.send_raw_target(
+            method,
+            &format!("http://{}{}", self.addr, path),
+            headers,
+            body,
+        )
+        .await
     }
 
     pub async fn send_raw_target(
