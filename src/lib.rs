@@ -16,5 +16,6 @@ pub mod forward;
 pub mod gate;
 pub mod listener;
 pub mod purpose;
+pub mod zgw;
 pub mod response;
 pub mod cli;
