@@ -385,3 +385,32 @@ async fn same_identificatie_twice_needs_bronorganisatie() {
         "an unmapped RSIN stays the organisation"
     );
 }
+
+#[tokio::test]
+async fn demo_config_and_data_map_the_demo_zaken() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let demo = repo.join("examples/zaken-demo");
+    let mut cfg = purpose_gate::config::Config::load(&demo.join("config.toml")).unwrap();
+    let secret = std::fs::read(demo.join("zgw.secret")).unwrap();
+    let text = std::fs::read_to_string(demo.join("zaken.json")).unwrap();
+    let data = zaken::ZakenData::from_json(
+        &serde_json::from_str(&text).unwrap(),
+        CLIENT_ID,
+        secret.trim_ascii(),
+    )
+    .unwrap();
+    let (addr, task) = zaken::spawn(data).await.unwrap();
+    cfg.cases.zgw_url = Some(zaken::base_url(addr));
+    let reg = ZgwCases::from_config(&cfg.cases).unwrap();
+    let case = reg.find("Z-2026-000123").await.unwrap().unwrap();
+    assert_eq!(case.case_type, "parkeervergunning");
+    assert_eq!(case.organization, "0363");
+    assert_eq!(case.handlers, vec!["emp-042"]);
+    assert_eq!(case.subjects, vec!["999993653"]);
+    assert_eq!(case.vehicles, vec!["XX999X"]);
+    let other = reg.find("Z-2026-000404").await.unwrap().unwrap();
+    assert_eq!(other.organization, "0599");
+    let closed = reg.find("Z-2026-000087").await.unwrap().unwrap();
+    assert_eq!(closed.status, CaseStatus::Closed);
+    task.abort();
+}
