@@ -414,3 +414,23 @@ async fn demo_config_and_data_map_the_demo_zaken() {
     assert_eq!(closed.status, CaseStatus::Closed);
     task.abort();
 }
+
+#[tokio::test]
+async fn more_than_the_page_limit_is_an_error_not_a_partial_case() {
+    let rollen: Vec<Value> = (0..=purpose_gate::zgw::MAX_PAGES)
+        .map(|i| behandelaar(&format!("emp-{i:03}")))
+        .collect();
+    let doc = json!({"zaken": [{"identificatie": "Z-HUGE", "bronorganisatie": RSIN,
+        "zaaktype": ZAAKTYPE_PV, "startdatum": day(-1), "rollen": rollen, "zaakobjecten": []}]});
+    let data = zaken::ZakenData::from_json(&doc, CLIENT_ID, SECRET).unwrap();
+    data.set_page_size(1);
+    let (addr, task) = zaken::spawn(data.clone()).await.unwrap();
+    let api = Api { data, addr, task };
+    let reg = registry(&api, |_| {}).await;
+    let err = reg.find("Z-HUGE").await.unwrap_err();
+    assert!(
+        matches!(err, ZgwError::TooManyPages { max: 50, .. }),
+        "{err}"
+    );
+    assert_eq!(api.data.requests("rollen"), 50);
+}
