@@ -248,32 +248,202 @@ impl Default for PoliciesConfig {
     }
 }
 
-/// `[cases]`
+/// `[cases]`: where cases come from. Exactly one of `file` (a JSON file of cases) and `zgw_url`
+/// (a ZGW Zaken API); with neither, `file = "cases.json"`. The other keys apply to the Zaken API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CasesConfig {
     /// JSON file of cases, reloaded when it changes.
-    #[serde(default = "default_cases_file")]
-    pub file: PathBuf,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// How often the case file is checked for changes.
     #[serde(default = "default_cases_poll")]
     pub poll_interval: Dur,
+    /// Base URL of a ZGW Zaken API, e.g. `https://zaken.gemeente.example/zaken/api/v1`.
+    #[serde(default)]
+    pub zgw_url: Option<String>,
+    /// Client id of the gate at the Zaken API (`iss` and `client_id` of the ZGW JWT).
+    #[serde(default)]
+    pub zgw_client_id: Option<String>,
+    /// File holding the shared secret the ZGW JWT is signed with (HS256).
+    #[serde(default)]
+    pub zgw_secret_file: Option<PathBuf>,
+    /// RSIN of the organisation whose zaken are looked up (`bronorganisatie` filter).
+    #[serde(default)]
+    pub bronorganisatie: Option<String>,
+    /// How long a zaak that was found is trusted.
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl: Dur,
+    /// How long "no such zaak" is trusted; `cache_ttl` when not set.
+    #[serde(default)]
+    pub negative_ttl: Option<Dur>,
+    /// Longest a lookup may take, all pages included.
+    #[serde(default = "default_cases_timeout")]
+    pub timeout: Dur,
+    /// `objectTypeOverige` of the zaakobjecten that hold a kenteken.
+    #[serde(default = "default_vehicle_object_type")]
+    pub vehicle_object_type: String,
+    /// `[cases.zaaktypen]`: zaaktype URL → Cedar `CaseType` id.
+    #[serde(default)]
+    pub zaaktypen: BTreeMap<String, String>,
+    /// `[cases.organisaties]`: RSIN (`bronorganisatie`) → organisation code of the employees.
+    #[serde(default)]
+    pub organisaties: BTreeMap<String, String>,
 }
 
-fn default_cases_file() -> PathBuf {
-    PathBuf::from("cases.json")
-}
 fn default_cases_poll() -> Dur {
     Dur(Duration::from_secs(1))
+}
+fn default_cache_ttl() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_cases_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_vehicle_object_type() -> String {
+    "kenteken".into()
 }
 
 impl Default for CasesConfig {
     fn default() -> Self {
         CasesConfig {
-            file: default_cases_file(),
+            file: None,
             poll_interval: default_cases_poll(),
+            zgw_url: None,
+            zgw_client_id: None,
+            zgw_secret_file: None,
+            bronorganisatie: None,
+            cache_ttl: default_cache_ttl(),
+            negative_ttl: None,
+            timeout: default_cases_timeout(),
+            vehicle_object_type: default_vehicle_object_type(),
+            zaaktypen: BTreeMap::new(),
+            organisaties: BTreeMap::new(),
         }
     }
+}
+
+impl CasesConfig {
+    /// Fills in the default case file when no source is named and resolves relative paths.
+    fn resolve(&mut self, base: &Path) {
+        if self.file.is_none() && self.zgw_url.is_none() {
+            self.file = Some(PathBuf::from("cases.json"));
+        }
+        for p in [self.file.as_mut(), self.zgw_secret_file.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let Some(url) = &self.zgw_url else {
+            for (key, set) in [
+                ("zgw_client_id", self.zgw_client_id.is_some()),
+                ("zgw_secret_file", self.zgw_secret_file.is_some()),
+                ("bronorganisatie", self.bronorganisatie.is_some()),
+                ("negative_ttl", self.negative_ttl.is_some()),
+                ("zaaktypen", !self.zaaktypen.is_empty()),
+                ("organisaties", !self.organisaties.is_empty()),
+            ] {
+                if set {
+                    return Err(format!(
+                        "`cases.{key}` is set but `cases.zgw_url` is not: it only applies to a ZGW Zaken API"
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        if self.file.is_some() {
+            return Err("`cases.file` and `cases.zgw_url` are both set: set one".into());
+        }
+        check_zgw_url(url)?;
+        match &self.zgw_client_id {
+            None => {
+                return Err(
+                    "missing key `cases.zgw_client_id`: a ZGW Zaken API needs the gate's client id"
+                        .into(),
+                );
+            }
+            Some(id) if id.trim().is_empty() || id.chars().any(char::is_control) => {
+                return Err("`cases.zgw_client_id` must be a non-empty single-line text".into());
+            }
+            Some(_) => {}
+        }
+        if self.zgw_secret_file.is_none() {
+            return Err(
+                "missing key `cases.zgw_secret_file`: a ZGW Zaken API needs the secret the gate signs its JWT with"
+                    .into(),
+            );
+        }
+        let rsins = self.bronorganisatie.iter().chain(self.organisaties.keys());
+        for rsin in rsins {
+            if crate::model::Bsn::parse(rsin).is_err() {
+                return Err(format!(
+                    "`cases.bronorganisatie` or `cases.organisaties`: `{}` is not an RSIN: expected 9 digits passing the 11-proef",
+                    crate::model::truncate_for_message(rsin)
+                ));
+            }
+        }
+        if self.timeout.0.is_zero() {
+            return Err("`cases.timeout` must be more than 0ms".into());
+        }
+        let t = &self.vehicle_object_type;
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(format!(
+                "`cases.vehicle_object_type` = `{}`: expected lowercase letters and `_`, as `objectTypeOverige`",
+                crate::model::truncate_for_message(t)
+            ));
+        }
+        for (url, id) in &self.zaaktypen {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(format!(
+                    "`cases.zaaktypen`: `{}` is not an http(s) zaaktype URL",
+                    crate::model::truncate_for_message(url)
+                ));
+            }
+            if id.trim().is_empty() {
+                return Err(format!(
+                    "`cases.zaaktypen.\"{url}\"` is empty: expected a case type id"
+                ));
+            }
+        }
+        for (rsin, org) in &self.organisaties {
+            if org.trim().is_empty() {
+                return Err(format!(
+                    "`cases.organisaties.{rsin}` is empty: expected an organisation code"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An absolute http(s) URL with a host, without credentials, query or fragment.
+fn check_zgw_url(url: &str) -> Result<(), String> {
+    let shown = crate::model::truncate_for_message(url);
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("`cases.zgw_url` = `{shown}` is not a valid URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "`cases.zgw_url` = `{shown}`: expected an `https://` (or `http://`) URL with a host"
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(
+            "`cases.zgw_url` must not hold credentials: use `cases.zgw_secret_file`".into(),
+        );
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!(
+            "`cases.zgw_url` = `{shown}`: expected a base URL without query or fragment"
+        ));
+    }
+    Ok(())
 }
 
 /// `[audit]`
@@ -466,7 +636,7 @@ impl Config {
             }
         };
         resolve(&mut cfg.policies.dir);
-        resolve(&mut cfg.cases.file);
+        cfg.cases.resolve(base);
         resolve(&mut cfg.audit.dir);
         if let Some(p) = cfg.auth.jwks_file.as_mut() {
             resolve(p);
@@ -553,6 +723,7 @@ impl Config {
                 ));
             }
         }
+        self.cases.check()?;
         if self.audit.max_batch == 0 {
             return Err("`audit.max_batch` must be at least 1".into());
         }
@@ -665,5 +836,105 @@ url = "http://127.0.0.1:9001"
         );
         let err = Config::parse(&text, Path::new(".")).unwrap_err();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    const ZGW: &str = r#"
+[cases]
+zgw_url = "https://zaken.gemeente.example/zaken/api/v1"
+zgw_client_id = "purpose-gate"
+zgw_secret_file = "zgw.secret"
+[cases.zaaktypen]
+"https://catalogi.gemeente.example/catalogi/api/v1/zaaktypen/6a1f" = "parkeervergunning"
+[cases.organisaties]
+"002220647" = "0363"
+"#;
+
+    #[test]
+    fn cases_default_to_the_case_file() {
+        let cfg = Config::parse(MINIMAL, Path::new("/etc/gate")).unwrap();
+        assert_eq!(cfg.cases.file, Some(PathBuf::from("/etc/gate/cases.json")));
+        assert_eq!(cfg.cases.zgw_url, None);
+    }
+
+    #[test]
+    fn zgw_cases_get_defaults_and_a_resolved_secret_file() {
+        let cfg = Config::parse(&format!("{MINIMAL}{ZGW}"), Path::new("/etc/gate")).unwrap();
+        let c = &cfg.cases;
+        assert_eq!(c.file, None);
+        assert_eq!(
+            c.zgw_secret_file,
+            Some(PathBuf::from("/etc/gate/zgw.secret"))
+        );
+        assert_eq!(c.cache_ttl.0, Duration::from_secs(30));
+        assert_eq!(c.negative_ttl, None);
+        assert_eq!(c.timeout.0, Duration::from_secs(2));
+        assert_eq!(c.vehicle_object_type, "kenteken");
+        assert_eq!(c.organisaties["002220647"], "0363");
+        assert_eq!(c.zaaktypen.len(), 1);
+    }
+
+    #[test]
+    fn case_file_and_zgw_url_together_are_refused() {
+        let text = format!(
+            "{MINIMAL}{}",
+            ZGW.replace("[cases]\n", "[cases]\nfile = \"c.json\"\n")
+        );
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(err.contains("`cases.file` and `cases.zgw_url`"), "{err}");
+    }
+
+    #[test]
+    fn zgw_url_without_client_id_or_secret_is_refused() {
+        let text = format!(
+            "{MINIMAL}{}",
+            ZGW.replace("zgw_client_id = \"purpose-gate\"\n", "")
+        );
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(err.contains("missing key `cases.zgw_client_id`"), "{err}");
+        let text = format!(
+            "{MINIMAL}{}",
+            ZGW.replace("zgw_secret_file = \"zgw.secret\"\n", "")
+        );
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(err.contains("missing key `cases.zgw_secret_file`"), "{err}");
+    }
+
+    #[test]
+    fn bad_zgw_values_are_explained() {
+        for (from, to, expect) in [
+            (
+                "https://zaken.gemeente.example",
+                "ftp://zaken.gemeente.example",
+                "cases.zgw_url",
+            ),
+            (
+                "https://zaken.gemeente.example",
+                "https://u:pw@zaken.gemeente.example",
+                "credentials",
+            ),
+            ("\"002220647\" = ", "\"002220648\" = ", "not an RSIN"),
+            (
+                "[cases]\n",
+                "[cases]\nvehicle_object_type = \"Kenteken\"\n",
+                "vehicle_object_type",
+            ),
+            ("[cases]\n", "[cases]\ntimeout = \"0s\"\n", "cases.timeout"),
+            ("[cases]\n", "[cases]\nzgw_uri = \"x\"\n", "zgw_uri"),
+        ] {
+            let text = format!("{MINIMAL}{}", ZGW.replace(from, to));
+            let err = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(err.contains(expect), "{to}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn zgw_keys_without_zgw_url_are_refused() {
+        let text = format!("{MINIMAL}\n[cases]\nfile = \"c.json\"\nzgw_client_id = \"x\"\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(
+            err.contains("`cases.zgw_client_id` is set but `cases.zgw_url` is not"),
+            "{err}"
+        );
     }
 }

@@ -30,6 +30,7 @@ use crate::policy::{DecisionInput, PolicyEngine};
 use crate::purpose::{CaseRegistry, JsonFileCases, parse_purpose};
 use crate::resource::{Subjects, parse_brp_body, subjects_for_path};
 use crate::routes::{RouteTable, fill_template};
+use crate::zgw::ZgwCases;
 
 /// The gate could not start; the message names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +91,25 @@ impl Gate {
         let auth = Authenticator::new(&cfg.auth)
             .await
             .map_err(|e| StartError(format!("auth: {e}")))?;
-        let cases = JsonFileCases::load(&cfg.cases.file).map_err(StartError)?;
-        let watcher = cases.spawn_watcher(cfg.cases.poll_interval.0);
+        // The case registry: a ZGW Zaken API when `cases.zgw_url` is set, else the case file.
+        let (cases, tasks): (Arc<dyn CaseRegistry>, Vec<tokio::task::JoinHandle<()>>) =
+            match (&cfg.cases.zgw_url, &cfg.cases.file) {
+                (Some(_), _) => (
+                    ZgwCases::from_config(&cfg.cases)
+                        .map_err(|e| StartError(format!("cases: {e}")))?,
+                    vec![],
+                ),
+                (None, Some(file)) => {
+                    let cases = JsonFileCases::load(file).map_err(StartError)?;
+                    let watcher = cases.spawn_watcher(cfg.cases.poll_interval.0);
+                    (cases, vec![watcher])
+                }
+                (None, None) => {
+                    return Err(StartError(
+                        "missing key `cases.file` or `cases.zgw_url`".into(),
+                    ));
+                }
+            };
         let audit = AuditLog::open(&AuditOptions {
             dir: cfg.audit.dir.clone(),
             segment_max_bytes: cfg.audit.segment_max_bytes,
@@ -115,7 +133,7 @@ impl Gate {
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
-            tasks: vec![watcher],
+            tasks,
         })
     }
 
