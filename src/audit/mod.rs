@@ -16,6 +16,8 @@ mod format;
 mod reader;
 pub mod record;
 mod scan;
+#[cfg(test)]
+mod testutil;
 mod writer;
 
 use std::path::PathBuf;

@@ -382,3 +382,258 @@ fn fail_all(appends: impl Iterator<Item = Append>, error: &AuditError) {
         let _ = append.reply.send(Err(error.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::audit::testutil::{FaultStore, Faults, decision, options, outcome};
+    use crate::audit::{AuditLog, verify};
+
+    fn segment_len(dir: &Path, n: u64) -> u64 {
+        std::fs::metadata(dir.join(segment_file_name(n)))
+            .map(|m| m.len())
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_get_gap_free_seqs_and_a_valid_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 30)).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..20 {
+                    let id = format!("req-{t}-{i}");
+                    let bodies = match i % 3 {
+                        0 => vec![decision(&id)],
+                        1 => vec![decision(&id), decision(&id)],
+                        _ => vec![decision(&id), outcome(&id), outcome(&id)],
+                    };
+                    let n = bodies.len();
+                    let seqs = log.append(bodies).await.unwrap();
+                    assert_eq!(seqs.len(), n);
+                    got.push(seqs);
+                }
+                got
+            }));
+        }
+        let mut all = BTreeSet::new();
+        for task in tasks {
+            for seqs in task.await.unwrap() {
+                // The records of one append are contiguous.
+                for pair in seqs.windows(2) {
+                    assert_eq!(pair[1], pair[0] + 1);
+                }
+                for s in seqs {
+                    assert!(all.insert(s), "seq {s} handed out twice");
+                }
+            }
+        }
+        log.close().await;
+        let total = all.len() as u64;
+        assert_eq!(
+            all.into_iter().collect::<Vec<_>>(),
+            (1..=total).collect::<Vec<_>>()
+        );
+        let summary = verify(dir.path()).unwrap();
+        assert_eq!(summary.records, total);
+        assert_eq!(summary.segments, 1);
+    }
+
+    #[tokio::test]
+    async fn reopen_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(
+            log.append(vec![decision("a"), outcome("a")]).await.unwrap(),
+            vec![1, 2]
+        );
+        log.close().await;
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(log.append(vec![decision("b")]).await.unwrap(), vec![3]);
+        log.close().await;
+        assert_eq!(verify(dir.path()).unwrap().records, 3);
+    }
+
+    #[tokio::test]
+    async fn segment_rotation_keeps_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 2000;
+        let log = AuditLog::open(&options(dir.path(), max)).unwrap();
+        for i in 0..20 {
+            log.append(vec![decision(&format!("r{i}"))]).await.unwrap();
+        }
+        log.close().await;
+        let summary = verify(dir.path()).unwrap();
+        assert_eq!(summary.records, 20);
+        assert!(summary.segments >= 3, "{summary:?}");
+        for n in 1..summary.segments as u64 {
+            assert!(
+                segment_len(dir.path(), n) >= max,
+                "segment {n} closed early"
+            );
+        }
+        // Reopening continues in the last segment and the chain goes on.
+        let log = AuditLog::open(&options(dir.path(), max)).unwrap();
+        assert_eq!(log.append(vec![outcome("r19")]).await.unwrap(), vec![21]);
+        log.close().await;
+        assert_eq!(verify(dir.path()).unwrap().records, 21);
+    }
+
+    #[tokio::test]
+    async fn one_batch_rotates_between_appends_not_within_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let tail = crate::audit::scan::recover_dir(dir.path()).unwrap();
+        let mut writer = Writer::new(
+            dir.path().to_path_buf(),
+            Arc::new(FsStore),
+            1500,
+            4096,
+            tail,
+        )
+        .unwrap();
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for i in 0..4 {
+            let (reply, answer) = oneshot::channel();
+            let id = format!("r{i}");
+            let bodies = vec![
+                crate::audit::format::encode_body(&decision(&id)).unwrap(),
+                crate::audit::format::encode_body(&outcome(&id)).unwrap(),
+            ];
+            batch.push(Append { bodies, reply });
+            answers.push(answer);
+        }
+        writer.commit(&mut batch);
+        let mut seqs = Vec::new();
+        for answer in answers {
+            seqs.push(answer.await.unwrap().unwrap());
+        }
+        assert_eq!(seqs, vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![7, 8]]);
+        let summary = verify(dir.path()).unwrap();
+        assert!(summary.segments >= 2, "{summary:?}");
+        // Every segment starts with a decision: the pairs were not split.
+        for record in crate::audit::read_records(dir.path()).unwrap() {
+            let (_, record) = record.unwrap();
+            if record.seq() % 2 == 1 {
+                assert!(matches!(record, crate::audit::Record::Decision(_)));
+            }
+        }
+        for n in 1..=summary.segments as u64 {
+            let text = std::fs::read_to_string(dir.path().join(segment_file_name(n))).unwrap();
+            assert!(text.contains("\"kind\":\"decision\""));
+            let first = text.lines().next().unwrap();
+            assert!(
+                first.contains("\"kind\":\"decision\""),
+                "segment {n}: {first}"
+            );
+        }
+    }
+
+    fn fault_log(dir: &Path) -> (AuditLog, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let store = Arc::new(FaultStore {
+            faults: faults.clone(),
+        });
+        let log = AuditLog::open_with_store(&options(dir, 1 << 20), store).unwrap();
+        (log, faults)
+    }
+
+    #[tokio::test]
+    async fn fsync_failure_fails_the_batch_and_the_next_batch_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        assert_eq!(
+            log.append(vec![decision("a"), outcome("a")]).await.unwrap(),
+            vec![1, 2]
+        );
+        let durable = segment_len(dir.path(), 1);
+
+        faults.sync.store(1, Ordering::SeqCst);
+        let err = log.append(vec![decision("b")]).await.unwrap_err();
+        assert!(
+            err.to_string().contains("injected fdatasync failure"),
+            "{err}"
+        );
+        // The bytes whose sync failed were cut off before the waiter heard of the failure.
+        assert_eq!(segment_len(dir.path(), 1), durable);
+
+        assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![3]);
+        log.close().await;
+        let records: Vec<_> = crate::audit::read_records(dir.path())
+            .unwrap()
+            .map(|r| r.unwrap().1)
+            .collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[2].request_id(), "c");
+    }
+
+    #[tokio::test]
+    async fn partial_write_failure_is_cut_back_and_retried_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        log.append(vec![decision("a")]).await.unwrap();
+        let durable = segment_len(dir.path(), 1);
+        faults.partial_write.store(1, Ordering::SeqCst);
+        assert!(log.append(vec![decision("b"), outcome("b")]).await.is_err());
+        assert_eq!(segment_len(dir.path(), 1), durable);
+        assert_eq!(
+            log.append(vec![decision("b"), outcome("b")]).await.unwrap(),
+            vec![2, 3]
+        );
+        log.close().await;
+        assert_eq!(verify(dir.path()).unwrap().records, 3);
+    }
+
+    #[tokio::test]
+    async fn failed_cut_back_keeps_the_writer_failed_until_recovery_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        log.append(vec![decision("a")]).await.unwrap();
+        let durable = segment_len(dir.path(), 1);
+
+        // Sync fails, cutting back fails and the re-open fails: the writer is failed and the
+        // unsynced bytes are still in the file.
+        faults.sync.store(1, Ordering::SeqCst);
+        faults.truncate.store(1, Ordering::SeqCst);
+        faults.open.store(1, Ordering::SeqCst);
+        assert!(log.append(vec![decision("b")]).await.is_err());
+        assert!(segment_len(dir.path(), 1) > durable);
+
+        // The next batch first re-attempts recovery; while that fails, appends fail.
+        faults.open.store(1, Ordering::SeqCst);
+        let err = log.append(vec![decision("c")]).await.unwrap_err();
+        assert!(err.to_string().contains("injected open failure"), "{err}");
+
+        // Once recovery works, the unsynced bytes are gone and seq continues without a gap.
+        assert_eq!(log.append(vec![decision("d")]).await.unwrap(), vec![2]);
+        log.close().await;
+        let ids: Vec<String> = crate::audit::read_records(dir.path())
+            .unwrap()
+            .map(|r| r.unwrap().1.request_id().to_string())
+            .collect();
+        assert_eq!(ids, vec!["a", "d"]);
+    }
+
+    #[tokio::test]
+    async fn failed_rotation_fails_the_batch_and_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let store = Arc::new(FaultStore {
+            faults: faults.clone(),
+        });
+        let log = AuditLog::open_with_store(&options(dir.path(), 100), store).unwrap();
+        log.append(vec![decision("a")]).await.unwrap();
+        faults.open.store(1, Ordering::SeqCst);
+        assert!(log.append(vec![decision("b")]).await.is_err());
+        assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![2]);
+        log.close().await;
+        let summary = verify(dir.path()).unwrap();
+        assert_eq!((summary.records, summary.segments), (2, 2));
+    }
+}
