@@ -209,6 +209,7 @@ impl Chain {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::audit::record::{OutcomeKind, OutcomeRecord, ResourceRef};

@@ -17,6 +17,9 @@ use super::format::{
 };
 use super::reader::LineReader;
 
+/// A scanned segment: good length, chain state after the last good line, and what was cut off.
+pub(crate) type SegmentScan = (u64, Chain, Option<(u64, String)>);
+
 /// Where the writer continues after open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tail {
@@ -175,7 +178,7 @@ pub(crate) fn scan_segment(
     path: &Path,
     start: Chain,
     repair: bool,
-) -> Result<(u64, Chain, Option<(u64, String)>), AuditError> {
+) -> Result<SegmentScan, AuditError> {
     let mut chain = start;
     let mut good_len = 0u64;
     let mut reader = LineReader::open(path).map_err(|e| io_error(path, "open", e))?;
@@ -189,10 +192,7 @@ pub(crate) fn scan_segment(
                 "line has no trailing newline (torn write)".into(),
             ))
         } else {
-            match chain.check(line.bytes) {
-                Ok(_) => None,
-                Err(f) => Some(f),
-            }
+            chain.check(line.bytes).err()
         };
         match fault {
             None => good_len = line_start + line.bytes.len() as u64 + 1,
@@ -224,4 +224,199 @@ pub(crate) fn scan_segment(
         None => None,
     };
     Ok((good_len, chain, truncated))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::audit::testutil::{decision, options, outcome};
+    use crate::audit::{AuditLog, verify};
+
+    async fn write_log(dir: &Path, max: u64, n: usize) {
+        let log = AuditLog::open(&options(dir, max)).unwrap();
+        for i in 0..n {
+            let id = format!("r{i}");
+            let body = if i % 2 == 0 {
+                decision(&id)
+            } else {
+                outcome(&id)
+            };
+            log.append(vec![body]).await.unwrap();
+        }
+        log.close().await;
+    }
+
+    fn segment(dir: &Path, n: u64) -> PathBuf {
+        dir.join(segment_file_name(n))
+    }
+
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        let mut file = OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    fn rewrite_lines(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        edit(&mut lines);
+        let mut out = lines.join("\n");
+        out.push('\n');
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_truncated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 3).await;
+        let path = segment(dir.path(), 1);
+        let good = std::fs::metadata(&path).unwrap().len();
+        append_raw(&path, b"{\"seq\":4,\"time\":\"2026-");
+
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+        assert_eq!(log.append(vec![decision("x")]).await.unwrap(), vec![4]);
+        log.close().await;
+        assert_eq!(verify(dir.path()).unwrap().records, 4);
+    }
+
+    #[tokio::test]
+    async fn complete_last_line_that_is_not_a_record_is_truncated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 2).await;
+        let path = segment(dir.path(), 1);
+        let good = std::fs::metadata(&path).unwrap().len();
+        append_raw(&path, b"{\"seq\":3,\"kind\":\"outcome\"}\n");
+
+        let tail = recover_dir(dir.path()).unwrap();
+        assert_eq!(tail.len, good);
+        assert_eq!(tail.chain.next_seq, 3);
+        assert!(tail.truncated.is_some());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    }
+
+    #[tokio::test]
+    async fn unterminated_last_line_is_truncated_even_if_it_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 3).await;
+        let path = segment(dir.path(), 1);
+        let text = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 1]).unwrap();
+        let tail = recover_dir(dir.path()).unwrap();
+        assert_eq!(tail.chain.next_seq, 3);
+    }
+
+    #[tokio::test]
+    async fn bad_line_in_the_middle_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 4).await;
+        rewrite_lines(&segment(dir.path(), 1), |lines| lines[1] = "garbage".into());
+        let err = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap_err();
+        match &err {
+            AuditError::Damaged { file, line, .. } => {
+                assert_eq!(file, "audit-000001.jsonl");
+                assert_eq!(*line, 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            err.to_string().contains("`audit-000001.jsonl` line 2"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn seq_gap_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 4).await;
+        rewrite_lines(&segment(dir.path(), 1), |lines| {
+            lines.remove(1);
+        });
+        let err = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("line 2") && text.contains("expected seq 2, found seq 3"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn prev_mismatch_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 4).await;
+        rewrite_lines(&segment(dir.path(), 1), |lines| {
+            lines[1] = lines[1].replace("\"r1\"", "\"r9\"");
+        });
+        let err = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("line 3") && text.contains("seq 3: prev"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn damage_at_a_segment_boundary_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1500, 8).await;
+        assert!(segment(dir.path(), 3).exists());
+        // The first line of segment 2 no longer chains to the last line of segment 1.
+        rewrite_lines(&segment(dir.path(), 1), |lines| {
+            let last = lines.len() - 1;
+            lines[last] = lines[last].replace("\"gate-1\"", "\"gate-2\"");
+        });
+        let err = recover_dir(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("`audit-000002.jsonl` line 1"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_segment_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1500, 8).await;
+        std::fs::remove_file(segment(dir.path(), 2)).unwrap();
+        let err = recover_dir(dir.path()).unwrap_err();
+        assert_eq!(
+            err,
+            AuditError::DamagedSegment {
+                file: "audit-000002.jsonl".into(),
+                detail: "segment is missing (next present segment is 3)".into(),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn torn_last_line_of_an_earlier_segment_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1500, 8).await;
+        append_raw(&segment(dir.path(), 1), b"{\"seq\":");
+        let err = recover_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("audit-000001.jsonl"), "{err}");
+    }
+
+    #[test]
+    fn empty_directory_starts_at_seq_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let tail = recover_dir(dir.path()).unwrap();
+        assert_eq!(tail.segment, 1);
+        assert_eq!(tail.chain, Chain::genesis());
+        assert_eq!(tail.len, 0);
+    }
+
+    #[test]
+    fn last_line_is_found_across_read_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let long = "x".repeat(150_000);
+        std::fs::write(&path, format!("first\n{long}\n")).unwrap();
+        let (line, terminated) = read_last_line(&path).unwrap();
+        assert!(terminated);
+        assert_eq!(line, long.as_bytes());
+        std::fs::write(&path, "only").unwrap();
+        assert_eq!(read_last_line(&path).unwrap(), (b"only".to_vec(), false));
+    }
 }

@@ -23,6 +23,7 @@ use super::format::{Chain, frame_line, segment_file_name};
 use super::scan::{Tail, scan_segment};
 
 /// A segment file as the writer uses it; a test double can inject failures.
+#[allow(clippy::len_without_is_empty)] // `len` is an I/O query, not a collection size
 pub trait SegmentFile: Send {
     /// Appends all of `buf` at the end of the file.
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()>;
@@ -384,6 +385,7 @@ fn fail_all(appends: impl Iterator<Item = Append>, error: &AuditError) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::collections::BTreeSet;
     use std::sync::atomic::Ordering;
