@@ -190,3 +190,79 @@ pub struct VerifyFailure {
     pub seq: Option<u64>,
     pub message: String,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::testutil::{decision, options, outcome};
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_the_directory_and_the_first_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit_dir = dir.path().join("nested").join("audit");
+        let log = AuditLog::open(&options(&audit_dir, 1 << 20)).unwrap();
+        assert!(audit_dir.join("audit-000001.jsonl").is_file());
+        assert_eq!(log.append(vec![decision("a")]).await.unwrap(), vec![1]);
+        log.close().await;
+        let text = std::fs::read_to_string(audit_dir.join("audit-000001.jsonl")).unwrap();
+        assert!(text.starts_with("{\"seq\":1,\"time\":"), "{text}");
+        assert!(
+            text.ends_with(&format!(",\"prev\":\"{}\"}}\n", "0".repeat(64))),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn close_drains_queued_records_and_later_appends_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                log.append(vec![outcome(&format!("r{i}"))]).await
+            }));
+        }
+        log.close().await;
+        let mut ok = 0u64;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e, AuditError::Closed),
+            }
+        }
+        // Exactly the records that were acknowledged are in the log.
+        assert_eq!(verify(dir.path()).unwrap().records, ok);
+        assert_eq!(
+            log.append(vec![decision("late")]).await.unwrap_err(),
+            AuditError::Closed
+        );
+        // Closing twice does not hang.
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn append_fails_instead_of_hanging_when_the_writer_is_gone() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let log = AuditLog {
+            tx,
+            closed: Arc::new(AtomicBool::new(false)),
+        };
+        let err = log.append(vec![decision("a")]).await.unwrap_err();
+        assert_eq!(
+            err,
+            AuditError::Unavailable("the audit writer has stopped".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_append_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(log.append(Vec::new()).await.unwrap(), Vec::<u64>::new());
+        log.close().await;
+        assert_eq!(verify(dir.path()).unwrap().records, 0);
+    }
+}

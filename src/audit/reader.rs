@@ -90,18 +90,31 @@ pub(crate) struct ReadFault {
 }
 
 impl ReadFault {
+    /// Where: `` `file` line N`` or just `` `file` `` for a fault of the whole file (line 0).
+    fn place(&self) -> String {
+        if self.line == 0 {
+            format!("`{}`", self.file)
+        } else {
+            format!("`{}` line {}", self.file, self.line)
+        }
+    }
+
     fn to_verify_failure(&self) -> VerifyFailure {
         VerifyFailure {
             seq: self.seq,
-            message: format!("`{}` line {}: {}", self.file, self.line, self.message),
+            message: format!("{}: {}", self.place(), self.message),
         }
     }
 
     fn to_audit_error(&self) -> AuditError {
-        AuditError::Damaged {
-            file: self.file.clone(),
-            line: self.line,
-            detail: self.message.clone(),
+        if self.line == 0 {
+            AuditError::Unavailable(format!("{}: {}", self.place(), self.message))
+        } else {
+            AuditError::Damaged {
+                file: self.file.clone(),
+                line: self.line,
+                detail: self.message.clone(),
+            }
         }
     }
 }
@@ -260,5 +273,92 @@ impl Iterator for RecordIter {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_ref()
             .map(|item| item.map(|(bytes, record)| (bytes.to_vec(), record)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditLog;
+    use crate::audit::testutil::{decision, options, outcome};
+
+    async fn write_log(dir: &Path, max: u64, n: usize) {
+        let log = AuditLog::open(&options(dir, max)).unwrap();
+        for i in 0..n {
+            let id = format!("r{i}");
+            log.append(vec![decision(&id), outcome(&id)]).await.unwrap();
+        }
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn read_records_yields_lines_in_order_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 2000, 10).await;
+        let mut expected_seq = 1;
+        let mut iter = read_records(dir.path()).unwrap();
+        while let Some(item) = iter.next_ref() {
+            let (bytes, record) = item.unwrap();
+            assert_eq!(record.seq(), expected_seq);
+            assert_eq!(parse_record(bytes).unwrap(), record);
+            expected_seq += 1;
+        }
+        assert_eq!(expected_seq, 21);
+        assert!(verify(dir.path()).unwrap().segments > 1);
+    }
+
+    #[tokio::test]
+    async fn read_records_stops_at_damage_unless_the_chain_check_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 3).await;
+        let path = dir.path().join("audit-000001.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"r1\"", "\"rX\"", 1)).unwrap();
+
+        let items: Vec<_> = read_records(dir.path()).unwrap().collect();
+        assert_eq!(items.len(), 4);
+        assert!(items[..3].iter().all(Result::is_ok));
+        let err = items[3].as_ref().unwrap_err();
+        assert!(err.to_string().contains("line 4"), "{err}");
+
+        let unchecked = read_records(dir.path()).unwrap().without_chain_check();
+        assert_eq!(unchecked.filter(Result::is_ok).count(), 6);
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1 << 20, 1).await;
+        let path = dir.path().join("audit-000001.jsonl");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"seq\":3");
+        std::fs::write(&path, bytes).unwrap();
+        let failure = verify(dir.path()).unwrap_err();
+        assert_eq!(failure.seq, None);
+        assert!(
+            failure.message.contains("`audit-000001.jsonl` line 3")
+                && failure.message.contains("torn"),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn verify_of_an_empty_directory_is_an_empty_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            verify(dir.path()).unwrap(),
+            VerifySummary {
+                records: 0,
+                segments: 0
+            }
+        );
+    }
+
+    #[test]
+    fn verify_of_a_missing_directory_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let failure = verify(&dir.path().join("nope")).unwrap_err();
+        assert!(failure.message.contains("cannot list"), "{failure}");
     }
 }
