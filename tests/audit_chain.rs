@@ -139,10 +139,10 @@ fn independent_verify(dir: &Path) -> Result<u64, String> {
         for line in body.split(|b| *b == b'\n') {
             seq += 1;
             let value: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-            if value["seq"] != Value::from(seq) {
+            if value["seq"] != seq {
                 return Err(format!("seq {seq}: found {}", value["seq"]));
             }
-            if value["prev"] != Value::from(prev.as_str()) {
+            if value["prev"] != prev.as_str() {
                 return Err(format!("seq {seq}: prev mismatch"));
             }
             prev = hex::encode(Sha256::digest(line));
