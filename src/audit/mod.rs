@@ -20,7 +20,7 @@ mod scan;
 mod testutil;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -104,11 +104,14 @@ impl AuditLog {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 AuditError::Unavailable(format!("cannot create `{}`: {e}", dir.display()))
             })?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                store.sync_dir(parent).map_err(|e| {
-                    AuditError::Unavailable(format!("cannot sync `{}`: {e}", parent.display()))
-                })?;
-            }
+            // Make the new directory's entry durable in its parent.
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            store.sync_dir(parent).map_err(|e| {
+                AuditError::Unavailable(format!("cannot sync `{}`: {e}", parent.display()))
+            })?;
         }
         let tail = scan::recover_dir(&dir)?;
         if let Some((bytes, why)) = &tail.truncated {
