@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::record::{Record, RecordBody};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::record::{ReadDecision, ReadOutcome, Record, RecordBody};
 
 /// `prev` of the first record: 64 zeros.
 pub(crate) const GENESIS_PREV: [u8; 64] = [b'0'; 64];
@@ -113,9 +117,30 @@ pub(crate) fn line_hash_hex(line: &[u8]) -> [u8; 64] {
     out
 }
 
+/// The `kind` of a line, read without allocating.
+#[derive(Deserialize)]
+struct KindOnly<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
 /// Parses one line (without its newline) as a record. The only parser of the log.
+///
+/// Same result as deserialising [`Record`] (tagged by `kind`), but reads the tag first and then
+/// the concrete type, which avoids serde's buffering of internally tagged enums (about twice as
+/// fast on the verify path).
 pub fn parse_record(line: &[u8]) -> Result<Record, String> {
-    serde_json::from_slice::<Record>(line).map_err(|e| format!("not a record: {e}"))
+    let not_a_record = |e: serde_json::Error| format!("not a record: {e}");
+    let head: KindOnly<'_> = serde_json::from_slice(line).map_err(not_a_record)?;
+    match head.kind.as_ref() {
+        "decision" => serde_json::from_slice::<ReadDecision>(line)
+            .map(|d| Record::Decision(Box::new(d)))
+            .map_err(not_a_record),
+        "outcome" => serde_json::from_slice::<ReadOutcome>(line)
+            .map(Record::Outcome)
+            .map_err(not_a_record),
+        other => Err(format!("not a record: unknown kind `{other}`")),
+    }
 }
 
 /// Why a line does not continue the chain.
@@ -242,6 +267,30 @@ mod tests {
         let record = parse_record(&line).unwrap();
         assert_eq!(record.seq(), 42);
         assert_eq!(record.request_id(), "req-1");
+    }
+
+    #[test]
+    fn parse_record_agrees_with_the_tagged_record_type() {
+        let bodies = [outcome(), crate::audit::testutil::decision("req-9")];
+        for body in &bodies {
+            let mut line = Vec::new();
+            frame_line(&mut line, 7, &encode_body(body).unwrap(), &GENESIS_PREV);
+            let direct: Record = serde_json::from_slice(&line).unwrap();
+            assert_eq!(parse_record(&line).unwrap(), direct);
+        }
+        for bad in [
+            &b"{\"seq\":1,\"kind\":\"other\",\"prev\":\"0\"}"[..],
+            b"{\"seq\":1,\"prev\":\"0\"}",
+            b"[1,2]",
+            b"{\"kind\":\"outcome\",\"kind\":\"outcome\"}",
+        ] {
+            assert!(serde_json::from_slice::<Record>(bad).is_err());
+            assert!(
+                parse_record(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -36,8 +36,11 @@ use writer::{Append, Command, Writer};
 /// Options of the audit writer.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
+    /// Directory of the segment files; created when absent.
     pub dir: PathBuf,
+    /// A new segment is started once the current one has reached this size.
     pub segment_max_bytes: u64,
+    /// Most records written with one fdatasync (an append larger than this is one batch).
     pub max_batch: usize,
 }
 
@@ -179,7 +182,9 @@ impl AuditLog {
 /// Result of a successful chain verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifySummary {
+    /// Records checked (the last seq).
     pub records: u64,
+    /// Segment files read.
     pub segments: usize,
 }
 
