@@ -87,6 +87,8 @@ pub(crate) struct ReadFault {
     pub line: u64,
     pub seq: Option<u64>,
     pub message: String,
+    /// An I/O failure rather than damage to the log.
+    pub io: bool,
 }
 
 impl ReadFault {
@@ -107,7 +109,7 @@ impl ReadFault {
     }
 
     fn to_audit_error(&self) -> AuditError {
-        if self.line == 0 {
+        if self.io {
             AuditError::Unavailable(format!("{}: {}", self.place(), self.message))
         } else {
             AuditError::Damaged {
@@ -136,6 +138,7 @@ impl LogWalker {
             line: 0,
             seq: None,
             message: format!("cannot list the audit directory: {e}"),
+            io: true,
         })?;
         Ok(LogWalker {
             segments: segments.into_iter(),
@@ -160,6 +163,7 @@ impl LogWalker {
                     line: 0,
                     seq: None,
                     message: format!("cannot open segment: {e}"),
+                    io: true,
                 })?;
                 self.segments_seen += 1;
                 self.current = Some((name, reader));
@@ -177,6 +181,7 @@ impl LogWalker {
                         line: number,
                         seq: None,
                         message: format!("cannot read: {e}"),
+                        io: true,
                     });
                 }
             }
@@ -190,6 +195,7 @@ impl LogWalker {
             line: line.number,
             seq,
             message,
+            io: false,
         };
         if !line.terminated {
             return Err(fault(
