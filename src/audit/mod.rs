@@ -1,58 +1,197 @@
-//! The audit log: an append-only directory of JSON Lines segments with a SHA-256 hash chain.
+//! The audit log: an append-only directory of JSON Lines segments with a SHA-256 hash chain
+//! (format version 1, `docs/audit-log.md`).
 //!
 //! INVARIANT: `AuditLog::append` returns `Ok` only after the records' bytes were written and
 //! `fdatasync` returned; the gate forwards a request only after that.
 //!
-//! This module knows nothing of HTTP. Auditor tooling reads the log through it.
+//! Guarantees: `seq` is gap-free from 1 across segments, each line's `prev` is the SHA-256 of
+//! the previous line's bytes, the records of one `append` are contiguous, a torn last line left
+//! by a crash is cut off on open. Refuses: opening a log that is damaged anywhere but in its
+//! last line, appending after `close`, reporting a record as written when its sync failed.
+//!
+//! This module knows nothing of HTTP. Auditor tooling reads the log through it
+//! ([`read_records`], [`verify`]): one parser for writer, verifier and tools.
 
+mod format;
+mod reader;
 pub mod record;
+mod scan;
+#[cfg(test)]
+mod testutil;
+mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::sync::{mpsc, oneshot};
+
+pub use format::{parse_record, segment_file_name};
+pub use reader::{RecordIter, read_records, verify};
 pub use record::*;
+pub use writer::{FsStore, SegmentFile, SegmentStore};
+
+use writer::{Append, Command, Writer};
 
 /// Options of the audit writer.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
+    /// Directory of the segment files; created when absent.
     pub dir: PathBuf,
+    /// A new segment is started once the current one has reached this size.
     pub segment_max_bytes: u64,
+    /// Most records written with one fdatasync (an append larger than this is one batch).
     pub max_batch: usize,
 }
 
+impl AuditOptions {
+    /// The options of the `[audit]` config section.
+    pub fn from_config(config: &crate::config::AuditConfig) -> AuditOptions {
+        AuditOptions {
+            dir: config.dir.clone(),
+            segment_max_bytes: config.segment_max_bytes,
+            max_batch: config.max_batch,
+        }
+    }
+}
+
 /// The audit log could not be opened, written or read.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuditError {
+    /// An I/O failure, or the writer is failed or gone.
     #[error("audit log unavailable: {0}")]
     Unavailable(String),
+    /// A line of a segment breaks the format or the chain.
+    #[error("audit log damaged: `{file}` line {line}: {detail}")]
+    Damaged {
+        file: String,
+        line: u64,
+        detail: String,
+    },
+    /// A segment as a whole is wrong (missing, empty in the middle, bad last line).
+    #[error("audit log damaged: `{file}`: {detail}")]
+    DamagedSegment { file: String, detail: String },
+    /// `close` was called.
+    #[error("audit log is closed")]
+    Closed,
 }
 
 /// Handle to the single writer (cheap to clone).
 #[derive(Clone)]
-pub struct AuditLog {}
+pub struct AuditLog {
+    tx: mpsc::Sender<Command>,
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
 
 impl AuditLog {
     /// Opens the directory (creating it), recovers a torn last line, and starts the writer.
-    pub fn open(_opts: &AuditOptions) -> Result<AuditLog, AuditError> {
-        Err(AuditError::Unavailable("not implemented".into()))
+    pub fn open(opts: &AuditOptions) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with_store(opts, Arc::new(FsStore))
+    }
+
+    /// Like [`AuditLog::open`], writing through `store` (tests inject failing files with it).
+    pub fn open_with_store(
+        opts: &AuditOptions,
+        store: Arc<dyn SegmentStore>,
+    ) -> Result<AuditLog, AuditError> {
+        let dir = opts.dir.clone();
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                AuditError::Unavailable(format!("cannot create `{}`: {e}", dir.display()))
+            })?;
+            // Make the new directory's entry durable in its parent.
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            store.sync_dir(parent).map_err(|e| {
+                AuditError::Unavailable(format!("cannot sync `{}`: {e}", parent.display()))
+            })?;
+        }
+        let tail = scan::recover_dir(&dir)?;
+        if let Some((bytes, why)) = &tail.truncated {
+            tracing::warn!(
+                segment = %segment_file_name(tail.segment),
+                bytes,
+                reason = %why,
+                "audit log: cut off a torn last line"
+            );
+        }
+        let writer = Writer::new(dir, store, opts.segment_max_bytes, opts.max_batch, tail)?;
+        let (tx, rx) = mpsc::channel(opts.max_batch.clamp(1024, 65_536));
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(AuditLog {
+            tx,
+            closed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Appends records as one group; resolves after fdatasync with their `seq`s.
-    pub async fn append(&self, _records: Vec<RecordBody>) -> Result<Vec<u64>, AuditError> {
-        Err(AuditError::Unavailable("not implemented".into()))
+    ///
+    /// The records get consecutive `seq`s in the given order. If the future is dropped after
+    /// the records were queued, they are still written (the caller just does not learn it).
+    pub async fn append(&self, records: Vec<RecordBody>) -> Result<Vec<u64>, AuditError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AuditError::Closed);
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bodies = records
+            .iter()
+            .map(format::encode_body)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(AuditError::Unavailable)?;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Append(Append { bodies, reply }))
+            .await
+            .map_err(|_| self.gone())?;
+        answer.await.map_err(|_| self.gone())?
     }
 
-    /// Flushes and stops the writer.
-    pub async fn close(&self) {}
+    fn gone(&self) -> AuditError {
+        if self.closed.load(Ordering::Acquire) {
+            AuditError::Closed
+        } else {
+            AuditError::Unavailable("the audit writer has stopped".into())
+        }
+    }
+
+    /// Flushes and stops the writer: queued records are written, later appends get an error.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Command::Close(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
 }
 
 /// Result of a successful chain verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifySummary {
+    /// Records checked (the last seq).
     pub records: u64,
+    /// Segment files read.
     pub segments: usize,
 }
 
 /// The first place where the chain does not hold.
+///
+/// `seq` is the seq at which the chain breaks (the seq that line should carry), `None` when the
+/// line is unreadable; `message` names the segment file and line and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct VerifyFailure {
@@ -60,10 +199,78 @@ pub struct VerifyFailure {
     pub message: String,
 }
 
-/// Verifies the whole chain in `dir`.
-pub fn verify(_dir: &Path) -> Result<VerifySummary, VerifyFailure> {
-    Err(VerifyFailure {
-        seq: None,
-        message: "not implemented".into(),
-    })
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::testutil::{decision, options, outcome};
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_the_directory_and_the_first_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit_dir = dir.path().join("nested").join("audit");
+        let log = AuditLog::open(&options(&audit_dir, 1 << 20)).unwrap();
+        assert!(audit_dir.join("audit-000001.jsonl").is_file());
+        assert_eq!(log.append(vec![decision("a")]).await.unwrap(), vec![1]);
+        log.close().await;
+        let text = std::fs::read_to_string(audit_dir.join("audit-000001.jsonl")).unwrap();
+        assert!(text.starts_with("{\"seq\":1,\"time\":"), "{text}");
+        assert!(
+            text.ends_with(&format!(",\"prev\":\"{}\"}}\n", "0".repeat(64))),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn close_drains_queued_records_and_later_appends_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                log.append(vec![outcome(&format!("r{i}"))]).await
+            }));
+        }
+        log.close().await;
+        let mut ok = 0u64;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e, AuditError::Closed),
+            }
+        }
+        // Exactly the records that were acknowledged are in the log.
+        assert_eq!(verify(dir.path()).unwrap().records, ok);
+        assert_eq!(
+            log.append(vec![decision("late")]).await.unwrap_err(),
+            AuditError::Closed
+        );
+        // Closing twice does not hang.
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn append_fails_instead_of_hanging_when_the_writer_is_gone() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let log = AuditLog {
+            tx,
+            closed: Arc::new(AtomicBool::new(false)),
+        };
+        let err = log.append(vec![decision("a")]).await.unwrap_err();
+        assert_eq!(
+            err,
+            AuditError::Unavailable("the audit writer has stopped".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_append_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(log.append(Vec::new()).await.unwrap(), Vec::<u64>::new());
+        log.close().await;
+        assert_eq!(verify(dir.path()).unwrap().records, 0);
+    }
 }
