@@ -86,9 +86,9 @@ pub(super) fn load_dir(dir: &Path) -> Result<Loaded, PolicyLoadError> {
                     ),
                 ));
             }
-            policies.add(policy).map_err(|e| {
-                at(&src.path, info.line, info.column, &one_line(&e.to_string()))
-            })?;
+            policies
+                .add(policy)
+                .map_err(|e| at(&src.path, info.line, info.column, &one_line(&e.to_string())))?;
             origin.insert(info.id.clone(), file_index);
             infos.push(info);
         }
@@ -258,7 +258,9 @@ fn parse_policy_file(src: &SourceFile) -> Result<Vec<(Policy, PolicyInfo)>, Poli
             (None, None)
         } else {
             let Some(code) = policy.annotation("code") else {
-                return Err(here(&format!("forbid `{id}` has no `@code(\"…\")` annotation")));
+                return Err(here(&format!(
+                    "forbid `{id}` has no `@code(\"…\")` annotation"
+                )));
             };
             if !is_camel_case(code) {
                 return Err(here(&format!(
@@ -304,7 +306,11 @@ fn validate(
     let validator = Validator::new(schema.clone());
     let result = validator.validate(policies, ValidationMode::Strict);
     let mut msgs: Vec<String> = Vec::new();
-    let src_of = |id: &PolicyId| origin.get(AsRef::<str>::as_ref(id)).and_then(|i| srcs.get(*i));
+    let src_of = |id: &PolicyId| {
+        origin
+            .get(AsRef::<str>::as_ref(id))
+            .and_then(|i| srcs.get(*i))
+    };
     for e in result.validation_errors() {
         msgs.push(match src_of(e.policy_id()) {
             Some(src) => diag_message(src, e),
@@ -317,6 +323,9 @@ fn validate(
             None => format!("{} (warning)", one_line(&w.to_string())),
         });
     }
+    // The validator reports a problem once per action it applies to; keep one per position.
+    let mut positions = std::collections::HashSet::new();
+    msgs.retain(|m| positions.insert(m.split(": ").next().unwrap_or(m).to_string()));
     if msgs.is_empty() {
         Ok(())
     } else {
@@ -326,7 +335,10 @@ fn validate(
 
 /// Parses `entities.json` against the schema; an entity that does not conform is reported at
 /// the position of its JSON object.
-pub(super) fn parse_entities(src: &SourceFile, schema: &Schema) -> Result<Entities, PolicyLoadError> {
+pub(super) fn parse_entities(
+    src: &SourceFile,
+    schema: &Schema,
+) -> Result<Entities, PolicyLoadError> {
     let items: Vec<&RawValue> = serde_json::from_str(&src.text).map_err(|e| {
         at(
             &src.path,
@@ -335,16 +347,33 @@ pub(super) fn parse_entities(src: &SourceFile, schema: &Schema) -> Result<Entiti
             &format!("expected a JSON array of Cedar entities: {}", json_msg(&e)),
         )
     })?;
+    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
     for item in &items {
         let offset = (item.get().as_ptr() as usize).saturating_sub(src.text.as_ptr() as usize);
         let (line, column) = line_col(&src.text, offset);
         let one = format!("[{}]", item.get());
-        Entities::from_json_str(&one, Some(schema))
-            .map_err(|e| at(&src.path, line, column, &one_line(&e.to_string())))?;
+        let parsed = Entities::from_json_str(&one, Some(schema))
+            .map_err(|e| at(&src.path, line, column, &error_chain(&e)))?;
+        for entity in parsed.iter() {
+            let uid = entity.uid();
+            if uid.type_name().basename() == "Action" {
+                continue;
+            }
+            let key = uid.to_string();
+            if let Some((l, c)) = seen.get(&key) {
+                return Err(at(
+                    &src.path,
+                    line,
+                    column,
+                    &format!("duplicate entity `{key}` (first at line {l}, column {c})"),
+                ));
+            }
+            seen.insert(key, (line, column));
+        }
     }
-    // Each entity conforms on its own; the whole file adds the hierarchy and duplicate checks.
+    // Each entity conforms on its own; the whole file adds the hierarchy checks.
     Entities::from_json_str(&src.text, Some(schema))
-        .map_err(|e| PolicyLoadError(format!("{}: {}", src.path.display(), one_line(&e.to_string()))))
+        .map_err(|e| PolicyLoadError(format!("{}: {}", src.path.display(), error_chain(&e))))
 }
 
 /// SHA-256 over the files, sorted by file name: for each, the name, a NUL byte, the length as
@@ -415,6 +444,21 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
     (line, column)
+}
+
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = one_line(&e.to_string());
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = one_line(&s.to_string());
+        if !msg.contains(&next) {
+            msg.push_str(": ");
+            msg.push_str(&next);
+        }
+        source = s.source();
+    }
+    msg
 }
 
 /// Collapses a multi-line message onto one line.

@@ -209,7 +209,11 @@ impl Statics {
                 if let Some(ancestors) = entities.ancestors(&uid) {
                     let mut ancestors: Vec<&EntityUid> = ancestors.collect();
                     ancestors.sort();
-                    chain.extend(ancestors.into_iter().filter_map(|a| entities.get(a).cloned()));
+                    chain.extend(
+                        ancestors
+                            .into_iter()
+                            .filter_map(|a| entities.get(a).cloned()),
+                    );
                 }
                 s.roles.insert(id, chain);
             } else if ty == &types.case_type {
@@ -318,9 +322,9 @@ impl PolicyEngine {
             Ok(b) => b,
             Err(e) => return policy_error(vec![], vec![e]),
         };
-        let response = self
-            .authorizer
-            .is_authorized(&built.request, &self.policies, &built.entities);
+        let response =
+            self.authorizer
+                .is_authorized(&built.request, &self.policies, &built.entities);
         let mut determining: Vec<&PolicyInfo> = response
             .diagnostics()
             .reason()

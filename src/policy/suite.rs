@@ -231,10 +231,12 @@ fn run_case(
             }
         } else {
             got.iter()
-                .map(|id| match engine.info(id).and_then(|p| p.reason.as_deref()) {
-                    Some(reason) => format!("`{id}` ({reason})"),
-                    None => format!("`{id}`"),
-                })
+                .map(
+                    |id| match engine.info(id).and_then(|p| p.reason.as_deref()) {
+                        Some(reason) => format!("`{id}` ({reason})"),
+                        None => format!("`{id}`"),
+                    },
+                )
                 .collect::<Vec<_>>()
                 .join(", ")
         }

@@ -1,5 +1,7 @@
 //! Unit tests for the policy stage, against the shipped `policies/` directory.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -213,7 +215,11 @@ fn allow_search_by_handler_when_case_type_allows_search() {
 #[test]
 fn deny_search_when_case_type_forbids_search() {
     let req = Req::lookup().action(Action::BrpSearch, search());
-    assert_denied(&decide(&req), "searchNotAllowed", "forbid-search-not-allowed");
+    assert_denied(
+        &decide(&req),
+        "searchNotAllowed",
+        "forbid-search-not-allowed",
+    );
 }
 
 #[test]
@@ -366,7 +372,11 @@ fn deny_when_role_not_allowed_for_case_type() {
 #[test]
 fn deny_when_subject_not_in_case() {
     let req = Req::lookup().action(Action::BrpLookup, person("999991802"));
-    assert_denied(&decide(&req), "subjectNotInCase", "forbid-subject-not-in-case");
+    assert_denied(
+        &decide(&req),
+        "subjectNotInCase",
+        "forbid-subject-not-in-case",
+    );
 }
 
 #[test]
@@ -374,7 +384,11 @@ fn deny_holder_when_vehicle_not_in_case() {
     let req = Req::lookup()
         .action(Action::RdwHolder, vehicle("XY999Z"))
         .fields(&[]);
-    assert_denied(&decide(&req), "vehicleNotInCase", "forbid-vehicle-not-in-case");
+    assert_denied(
+        &decide(&req),
+        "vehicleNotInCase",
+        "forbid-vehicle-not-in-case",
+    );
 }
 
 #[test]
@@ -522,7 +536,10 @@ when { context.lookups_last_hour + 9223372036854775807 > 0 };
     let d = engine.decide(&req.input());
     assert!(!d.allow, "{d:?}");
     assert_eq!(d.code.as_deref(), Some(CODE_POLICY_ERROR));
-    assert!(d.errors.iter().any(|e| e.contains("forbid-overflow")), "{d:?}");
+    assert!(
+        d.errors.iter().any(|e| e.contains("forbid-overflow")),
+        "{d:?}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -606,7 +623,8 @@ fn test_fixtures_carry_the_shipped_static_entities_unchanged() {
 
 #[test]
 fn run_tests_reports_a_readable_diff_on_failure() {
-    let tmp = dir_with_policies(&std::fs::read_to_string(shipped_dir().join("gate.cedar")).unwrap());
+    let tmp =
+        dir_with_policies(&std::fs::read_to_string(shipped_dir().join("gate.cedar")).unwrap());
     let tests = tmp.path().join("tests");
     std::fs::create_dir_all(tests.join("fixtures")).unwrap();
     std::fs::copy(
@@ -646,13 +664,11 @@ fn run_tests_reports_a_readable_diff_on_failure() {
 
 #[test]
 fn broken_policy_file_reports_file_and_position() {
-    let tmp = dir_with_policies("@id(\"a\")\npermit (principal, action, resource)\nwhen { context. };\n");
+    let tmp =
+        dir_with_policies("@id(\"a\")\npermit (principal, action, resource)\nwhen { context. };\n");
     let err = PolicyLoadError::to_string(&PolicyEngine::load(tmp.path()).unwrap_err());
     let file = tmp.path().join("gate.cedar");
-    assert!(
-        err.starts_with(&format!("{}:3:", file.display())),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("{}:3:", file.display())), "{err}");
 }
 
 #[test]
@@ -673,14 +689,20 @@ fn policy_without_id_reports_its_position() {
 
 #[test]
 fn forbid_without_code_or_reason_is_refused() {
-    let tmp = dir_with_policies(
-        "@id(\"f\")\n@reason(\"no\")\nforbid (principal, action, resource);\n",
+    let tmp =
+        dir_with_policies("@id(\"f\")\n@reason(\"no\")\nforbid (principal, action, resource);\n");
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("gate.cedar:1:1: forbid `f` has no `@code"),
+        "{err}"
     );
+    let tmp =
+        dir_with_policies("@id(\"f\")\n@code(\"no\")\nforbid (principal, action, resource);\n");
     let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
-    assert!(err.contains("gate.cedar:1:1: forbid `f` has no `@code"), "{err}");
-    let tmp = dir_with_policies("@id(\"f\")\n@code(\"no\")\nforbid (principal, action, resource);\n");
-    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
-    assert!(err.contains("gate.cedar:1:1: forbid `f` has no `@reason"), "{err}");
+    assert!(
+        err.contains("gate.cedar:1:1: forbid `f` has no `@reason"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -690,7 +712,10 @@ fn validation_error_reports_file_and_position() {
     );
     let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
     let file = tmp.path().join("gate.cedar");
-    assert!(err.starts_with(&format!("{}:3:8:", file.display())), "{err}");
+    assert!(
+        err.starts_with(&format!("{}:3:8:", file.display())),
+        "{err}"
+    );
     assert!(err.contains("nope"), "{err}");
 }
 
@@ -703,7 +728,10 @@ fn duplicate_policy_ids_across_files_are_refused() {
     )
     .unwrap();
     let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
-    assert!(err.contains("more.cedar:2:1: duplicate policy id `p`"), "{err}");
+    assert!(
+        err.contains("more.cedar:2:1: duplicate policy id `p`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -722,7 +750,11 @@ fn entity_not_matching_schema_reports_its_position() {
 fn version_is_sha256_hex_and_follows_the_files() {
     let a = engine();
     assert_eq!(a.version().len(), 64);
-    assert!(a.version().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        a.version()
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     assert_eq!(a.version(), engine().version());
     let src = std::fs::read_to_string(shipped_dir().join("gate.cedar")).unwrap();
     let tmp = dir_with_policies(&format!("{src}\n// changed\n"));
@@ -738,7 +770,11 @@ fn check_reports_every_policy_with_its_position() {
     assert_eq!(first.id, "permit-brp-lookup-for-case");
     assert!(first.line > 1);
     assert!(report.entities >= 13, "{}", report.entities);
-    assert!(report.to_string().contains("forbid forbid-case-closed [caseClosed]"));
+    assert!(
+        report
+            .to_string()
+            .contains("forbid forbid-case-closed [caseClosed]")
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -751,7 +787,11 @@ fn built_request_and_entities_conform_to_the_schema() {
     let reqs = [
         Req::lookup(),
         Req::lookup()
-            .by(employee("hh-0363", "0363", &["boa-parkeren", "onbekende-rol"]))
+            .by(employee(
+                "hh-0363",
+                "0363",
+                &["boa-parkeren", "onbekende-rol"],
+            ))
             .action(Action::BrpSearch, search())
             .case(Some(hh_case())),
         Req::lookup()
