@@ -819,6 +819,25 @@ fn per_request_entities_hold_only_what_the_decision_needs() {
     assert_eq!(built.entities.iter().count(), 7);
 }
 
+#[test]
+fn engine_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<PolicyEngine>();
+    let engine = std::sync::Arc::new(engine());
+    let req = Req::lookup();
+    let expected = engine.decide(&req.input());
+    let other = std::sync::Arc::clone(&engine);
+    let from_thread = std::thread::spawn(move || other.decide(&Req::lookup().input()))
+        .join()
+        .unwrap();
+    assert_eq!(from_thread, expected);
+}
+
+#[test]
+fn cedar_datetime_literals_are_utc_with_milliseconds() {
+    assert_eq!(cedar_datetime(&now()), "2026-03-02T10:00:00.000Z");
+}
+
 /// Informal timing of `decide`; run with
 /// `cargo test --lib policy::tests::decide_timing -- --ignored --nocapture`.
 #[test]
