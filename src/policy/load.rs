@@ -22,6 +22,9 @@ use super::PolicyLoadError;
 /// File name of the static entities next to the policies.
 pub const ENTITIES_FILE: &str = "entities.json";
 
+/// Entity types that `entities.json` may hold; the others are built per request.
+const STATIC_TYPES: [&str; 4] = ["Organization", "Role", "CaseType", "Person"];
+
 /// One file as read from disk.
 #[derive(Debug, Clone)]
 pub(super) struct SourceFile {
@@ -360,6 +363,17 @@ pub(super) fn parse_entities(
                 continue;
             }
             let key = uid.to_string();
+            if !STATIC_TYPES.contains(&uid.type_name().basename()) {
+                return Err(at(
+                    &src.path,
+                    line,
+                    column,
+                    &format!(
+                        "entity `{key}` is built by the gate per request; static entities are of type {}",
+                        STATIC_TYPES.join(", ")
+                    ),
+                ));
+            }
             if let Some((l, c)) = seen.get(&key) {
                 return Err(at(
                     &src.path,

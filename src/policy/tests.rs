@@ -747,6 +747,21 @@ fn entity_not_matching_schema_reports_its_position() {
 }
 
 #[test]
+fn per_request_entity_types_are_refused_in_static_entities() {
+    let tmp = dir_with_policies("@id(\"p\")\npermit (principal, action, resource);\n");
+    std::fs::write(
+        tmp.path().join(ENTITIES_FILE),
+        "[\n  {\"uid\": {\"type\": \"Gate::Employee\", \"id\": \"e1\"}, \"attrs\": {}, \"parents\": []}\n]\n",
+    )
+    .unwrap();
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("entities.json:2:3: entity `Gate::Employee::\"e1\"`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn version_is_sha256_hex_and_follows_the_files() {
     let a = engine();
     assert_eq!(a.version().len(), 64);
@@ -859,4 +874,55 @@ fn decide_timing() {
         samples[samples.len() / 2],
         samples[samples.len() * 99 / 100]
     );
+}
+
+/// Informal timing of the stages of `decide` (building, authorizing); run like `decide_timing`.
+#[test]
+#[ignore]
+fn decide_timing_by_stage() {
+    let engine = engine();
+    let req = Req::lookup();
+    let input = req.input();
+    let n = 2_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(engine.build(&input, None).unwrap());
+    }
+    println!("build:     {:?}", t.elapsed() / n);
+    let b = engine.build(&input, None).unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(engine.authorizer.is_authorized(
+            &b.request,
+            &engine.policies,
+            &b.entities,
+        ));
+    }
+    println!("authorize: {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            engine.case_entity(Types::uid(&engine.types.case, "x"), input.case.unwrap()),
+        )
+        .unwrap();
+    }
+    println!("case:      {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(RestrictedExpression::new_datetime(
+            "2026-03-02T10:00:00.000Z",
+        ));
+    }
+    println!("dt expr:   {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            Context::from_pairs([(
+                "now".to_string(),
+                RestrictedExpression::new_datetime("2026-03-02T10:00:00.000Z"),
+            )])
+            .unwrap(),
+        );
+    }
+    println!("dt ctx:    {:?}", t.elapsed() / n);
 }
