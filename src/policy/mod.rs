@@ -327,12 +327,14 @@ impl PolicyEngine {
         let response =
             self.authorizer
                 .is_authorized(&built.request, &self.policies, &built.entities);
-        let mut determining: Vec<&PolicyInfo> = response
+        let mut indices: Vec<usize> = response
             .diagnostics()
             .reason()
-            .filter_map(|id| self.order.get(id).and_then(|i| self.infos.get(*i)))
+            .filter_map(|id| self.order.get(id).copied())
             .collect();
-        determining.sort_by_key(|p| self.order.get(&PolicyId::new(&p.id)).copied());
+        indices.sort_unstable();
+        let determining: Vec<&PolicyInfo> =
+            indices.iter().filter_map(|i| self.infos.get(*i)).collect();
         let eval_errors: Vec<String> = response
             .diagnostics()
             .errors()
@@ -414,7 +416,7 @@ impl PolicyEngine {
                 None => {
                     note = Some(format!(
                         "case type `{}` is not defined in the static entities",
-                        case.case_type
+                        crate::model::truncate_for_message(&case.case_type)
                     ));
                 }
             }
