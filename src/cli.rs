@@ -137,10 +137,36 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
         Ok(d) => d,
         Err(code) => return code,
     };
+    if !dir.is_dir() {
+        eprintln!("error: policy directory `{}` does not exist", dir.display());
+        return ExitCode::from(2);
+    }
     if test {
-        crate::policy::cli_test(&dir)
+        match crate::policy::run_tests(&dir) {
+            Ok(report) => {
+                println!("{report}");
+                if report.ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        }
     } else {
-        crate::policy::cli_check(&dir)
+        match crate::policy::check(&dir) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        }
     }
 }
 

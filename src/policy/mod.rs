@@ -1,0 +1,598 @@
+//! Policy: Cedar schema, policies and static entities, and the decision for one data subject.
+//!
+//! Guarantees:
+//! - Loading validates strictly (Cedar `ValidationMode::Strict`, warnings fail too), checks
+//!   that every policy has `@id` and every forbid `@code` and `@reason`, and validates the
+//!   static entities against the schema; any error names the file and `line:column`.
+//! - The policy set is exactly what the official `cedar` CLI gets: policies are renamed to
+//!   their `@id` as `cedar` does, so test files and audit records use the same ids.
+//! - A decision is an allow only when Cedar says allow *and* no policy failed to evaluate
+//!   (fail closed: any evaluation error is a deny with code `policyError`).
+//! - Every deny carries the determining forbids' `@id`s, `@reason`s and the first one's
+//!   `@code`, or `notPermitted` when no permit applied.
+//!
+//! Refuses: a directory without exactly one `*.cedarschema`, at least one `*.cedar` and an
+//! `entities.json`; policy templates; duplicate ids. This module knows nothing of HTTP.
+
+mod load;
+mod suite;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvalResult,
+    PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+};
+use chrono::{DateTime, Utc};
+
+use crate::model::{Action, Case, Counters, Employee, Resource};
+
+pub use load::{ENTITIES_FILE, PolicyInfo};
+pub use suite::{TestCaseReport, TestReport};
+
+/// Policies could not be loaded; the message names the file and `line:column` when known.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyLoadError(pub String);
+
+/// What one decision is about.
+#[derive(Debug, Clone)]
+pub struct DecisionInput<'a> {
+    pub employee: &'a Employee,
+    pub action: Action,
+    pub resource: &'a Resource,
+    pub case: Option<&'a Case>,
+    pub break_glass: bool,
+    pub reason: Option<&'a str>,
+    pub fields: &'a [String],
+    pub client_ip: Option<IpAddr>,
+    pub now: DateTime<Utc>,
+    pub counters: Counters,
+}
+
+/// The answer for one data subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allow: bool,
+    /// `@id`s of the determining policies.
+    pub policies: Vec<String>,
+    /// `@reason`s of the determining forbids (or the gate's reason when none applied).
+    pub reasons: Vec<String>,
+    /// `@code` of the first determining forbid, e.g. `caseClosed`; `notPermitted` when no
+    /// permit applied; `policyError` on evaluation errors.
+    pub code: Option<String>,
+    pub errors: Vec<String>,
+}
+
+/// Deny code when no permit applied.
+pub const CODE_NOT_PERMITTED: &str = "notPermitted";
+/// Deny code when a policy could not be evaluated or the request could not be built.
+pub const CODE_POLICY_ERROR: &str = "policyError";
+/// Reason given with [`CODE_NOT_PERMITTED`].
+pub const REASON_NOT_PERMITTED: &str = "no policy permits this request";
+/// Reason given with [`CODE_POLICY_ERROR`].
+pub const REASON_POLICY_ERROR: &str = "a policy could not be evaluated, so access is denied";
+/// `Case.closes` for an open-ended case (`closes` is `None`).
+pub const OPEN_ENDED_CLOSES: &str = "9999-12-31T23:59:59.999Z";
+
+/// What `purpose-gate policy check` reports about a valid policy directory.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// [`PolicyEngine::version`] of the loaded files.
+    pub version: String,
+    pub schema_file: PathBuf,
+    pub policy_files: Vec<PathBuf>,
+    pub entities_file: PathBuf,
+    /// Number of static entities (without the schema's action entities).
+    pub entities: usize,
+    /// Every policy in load order.
+    pub policies: Vec<PolicyInfo>,
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let permits = self.policies.iter().filter(|p| p.permit).count();
+        writeln!(
+            f,
+            "policies ok: {} permits, {} forbids, {} static entities",
+            permits,
+            self.policies.len() - permits,
+            self.entities
+        )?;
+        writeln!(f, "schema:   {}", self.schema_file.display())?;
+        for p in &self.policy_files {
+            writeln!(f, "policies: {}", p.display())?;
+        }
+        writeln!(f, "entities: {}", self.entities_file.display())?;
+        writeln!(f, "version:  {}", self.version)?;
+        for p in &self.policies {
+            match (&p.code, &p.reason) {
+                (Some(code), Some(reason)) => writeln!(
+                    f,
+                    "  forbid {} [{}] {}:{}: {}",
+                    p.id,
+                    code,
+                    p.file.display(),
+                    p.line,
+                    reason
+                )?,
+                _ => writeln!(f, "  permit {} {}:{}", p.id, p.file.display(), p.line)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads and validates a policy directory (for `purpose-gate policy check`).
+pub fn check(dir: &Path) -> Result<CheckReport, PolicyLoadError> {
+    let engine = PolicyEngine::load(dir)?;
+    Ok(engine.check_report())
+}
+
+/// Runs `dir/tests/*.json` (the `cedar run-tests` format) against the policies in `dir`, with
+/// the crate rather than the CLI (for `purpose-gate policy test`).
+pub fn run_tests(dir: &Path) -> Result<TestReport, PolicyLoadError> {
+    let engine = PolicyEngine::load(dir)?;
+    suite::run(&engine, &dir.join("tests"))
+}
+
+/// Cedar type names used per request, parsed once.
+struct Types {
+    employee: EntityTypeName,
+    role: EntityTypeName,
+    organization: EntityTypeName,
+    case_type: EntityTypeName,
+    case: EntityTypeName,
+    person: EntityTypeName,
+    vehicle: EntityTypeName,
+    person_search: EntityTypeName,
+}
+
+impl Types {
+    fn new() -> Result<Types, PolicyLoadError> {
+        let t = |name: &str| {
+            EntityTypeName::from_str(name)
+                .map_err(|e| PolicyLoadError(format!("bad entity type `{name}`: {e}")))
+        };
+        Ok(Types {
+            employee: t("Gate::Employee")?,
+            role: t("Gate::Role")?,
+            organization: t("Gate::Organization")?,
+            case_type: t("Gate::CaseType")?,
+            case: t("Gate::Case")?,
+            person: t("Gate::Person")?,
+            vehicle: t("Gate::Vehicle")?,
+            person_search: t("Gate::PersonSearch")?,
+        })
+    }
+
+    fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+    }
+}
+
+/// Static entities, indexed at load so that a decision clones only what it needs.
+struct Statics {
+    /// Role name → the role entity followed by all of its ancestor roles.
+    roles: HashMap<String, Vec<Entity>>,
+    case_types: HashMap<String, Entity>,
+    organizations: HashMap<String, Entity>,
+    /// BSNs of persons marked `protected: true`.
+    protected: HashSet<String>,
+    /// Number of entities in `entities.json`.
+    count: usize,
+}
+
+impl Statics {
+    fn index(entities: &Entities, types: &Types) -> Statics {
+        let mut s = Statics {
+            roles: HashMap::new(),
+            case_types: HashMap::new(),
+            organizations: HashMap::new(),
+            protected: HashSet::new(),
+            count: 0,
+        };
+        for entity in entities.iter() {
+            let uid = entity.uid();
+            let ty = uid.type_name();
+            let id = uid.id().unescaped().to_string();
+            if ty.basename() == "Action" {
+                continue;
+            }
+            s.count += 1;
+            if ty == &types.role {
+                let mut chain = vec![entity.clone()];
+                if let Some(ancestors) = entities.ancestors(&uid) {
+                    let mut ancestors: Vec<&EntityUid> = ancestors.collect();
+                    ancestors.sort();
+                    chain.extend(
+                        ancestors
+                            .into_iter()
+                            .filter_map(|a| entities.get(a).cloned()),
+                    );
+                }
+                s.roles.insert(id, chain);
+            } else if ty == &types.case_type {
+                s.case_types.insert(id, entity.clone());
+            } else if ty == &types.organization {
+                s.organizations.insert(id, entity.clone());
+            } else if ty == &types.person
+                && matches!(entity.attr("protected"), Some(Ok(EvalResult::Bool(true))))
+            {
+                s.protected.insert(id);
+            }
+        }
+        s
+    }
+}
+
+/// A loaded, validated policy set with its static entities.
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    authorizer: Authorizer,
+    infos: Vec<PolicyInfo>,
+    /// Policy id → index into `infos` (load order).
+    order: HashMap<PolicyId, usize>,
+    types: Types,
+    actions: [EntityUid; 4],
+    statics: Statics,
+    schema_file: PathBuf,
+    policy_files: Vec<PathBuf>,
+    entities_file: PathBuf,
+    version: String,
+}
+
+impl fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("version", &self.version)
+            .field("policies", &self.infos.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// Loads and validates `*.cedarschema`, `*.cedar` and `entities.json` from `dir`.
+    pub fn load(dir: &Path) -> Result<PolicyEngine, PolicyLoadError> {
+        let loaded = load::load_dir(dir)?;
+        let types = Types::new()?;
+        let action = |a: Action| {
+            EntityUid::from_str(&format!("Gate::Action::\"{}\"", a.as_str()))
+                .map_err(|e| PolicyLoadError(format!("bad action `{}`: {e}", a.as_str())))
+        };
+        let actions = [
+            action(Action::BrpLookup)?,
+            action(Action::BrpSearch)?,
+            action(Action::RdwVehicle)?,
+            action(Action::RdwHolder)?,
+        ];
+        let statics = Statics::index(&loaded.entities, &types);
+        let order = loaded
+            .infos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (PolicyId::new(&p.id), i))
+            .collect();
+        Ok(PolicyEngine {
+            schema: loaded.schema,
+            policies: loaded.policies,
+            authorizer: Authorizer::new(),
+            infos: loaded.infos,
+            order,
+            types,
+            actions,
+            statics,
+            schema_file: loaded.schema_file,
+            policy_files: loaded.policy_files,
+            entities_file: loaded.entities_file,
+            version: loaded.version,
+        })
+    }
+
+    /// SHA-256 over the loaded files, as lowercase hex.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Every loaded policy, in load order.
+    pub fn policies(&self) -> &[PolicyInfo] {
+        &self.infos
+    }
+
+    /// The summary `policy check` prints.
+    pub fn check_report(&self) -> CheckReport {
+        CheckReport {
+            version: self.version.clone(),
+            schema_file: self.schema_file.clone(),
+            policy_files: self.policy_files.clone(),
+            entities_file: self.entities_file.clone(),
+            entities: self.statics.count,
+            policies: self.infos.clone(),
+        }
+    }
+
+    /// Decides one request about one data subject.
+    pub fn decide(&self, input: &DecisionInput<'_>) -> Decision {
+        // INVARIANT: `build` produces a request and entities that conform to the schema (a unit
+        // test validates them), so the request path skips Cedar's per-request schema checks.
+        let built = match self.build(input, None) {
+            Ok(b) => b,
+            Err(e) => return policy_error(vec![], vec![e]),
+        };
+        let response =
+            self.authorizer
+                .is_authorized(&built.request, &self.policies, &built.entities);
+        let mut indices: Vec<usize> = response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| self.order.get(id).copied())
+            .collect();
+        indices.sort_unstable();
+        let determining: Vec<&PolicyInfo> =
+            indices.iter().filter_map(|i| self.infos.get(*i)).collect();
+        let eval_errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| load::one_line(&e.to_string()))
+            .collect();
+        let allowed = response.decision() == cedar_policy::Decision::Allow;
+
+        if !eval_errors.is_empty() || built.note.is_some() {
+            // INVARIANT: an evaluation error never allows; an erroring forbid must not be
+            // outvoted by a permit that happened to evaluate.
+            let mut errors: Vec<String> = built.note.into_iter().collect();
+            errors.extend(eval_errors);
+            let forbids: Vec<&PolicyInfo> = if allowed {
+                vec![]
+            } else {
+                determining.into_iter().filter(|p| !p.permit).collect()
+            };
+            return policy_error(forbids, errors);
+        }
+        if allowed {
+            return Decision {
+                allow: true,
+                policies: determining.iter().map(|p| p.id.clone()).collect(),
+                reasons: vec![],
+                code: None,
+                errors: vec![],
+            };
+        }
+        let forbids: Vec<&PolicyInfo> = determining.into_iter().filter(|p| !p.permit).collect();
+        match forbids.first() {
+            None => Decision {
+                allow: false,
+                policies: vec![],
+                reasons: vec![REASON_NOT_PERMITTED.to_string()],
+                code: Some(CODE_NOT_PERMITTED.to_string()),
+                errors: vec![],
+            },
+            Some(first) => Decision {
+                allow: false,
+                code: first.code.clone(),
+                policies: forbids.iter().map(|p| p.id.clone()).collect(),
+                reasons: forbids.iter().filter_map(|p| p.reason.clone()).collect(),
+                errors: vec![],
+            },
+        }
+    }
+
+    /// Builds the Cedar request and the per-request entity set. With `schema`, both are
+    /// validated against it (tests do this; the request path builds them by construction).
+    fn build(&self, input: &DecisionInput<'_>, schema: Option<&Schema>) -> Result<Built, String> {
+        let t = &self.types;
+        let employee = input.employee;
+        let principal = Types::uid(&t.employee, &employee.id);
+        let mut entities: Vec<Entity> = Vec::with_capacity(8);
+        let mut note = None;
+
+        let mut parents: HashSet<EntityUid> = HashSet::with_capacity(employee.roles.len() + 1);
+        parents.insert(Types::uid(&t.organization, &employee.org));
+        for role in &employee.roles {
+            parents.insert(Types::uid(&t.role, role));
+            if let Some(chain) = self.statics.roles.get(role) {
+                entities.extend(chain.iter().cloned());
+            }
+        }
+        entities.push(Entity::new_no_attrs(principal.clone(), parents));
+        if let Some(org) = self.statics.organizations.get(&employee.org) {
+            entities.push(org.clone());
+        }
+
+        let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(8);
+        ctx.push((
+            "now".into(),
+            RestrictedExpression::new_datetime(cedar_datetime(&input.now)),
+        ));
+        if let Some(case) = input.case {
+            let uid = Types::uid(&t.case, &case.id);
+            match self.statics.case_types.get(&case.case_type) {
+                Some(ct) => entities.push(ct.clone()),
+                None => {
+                    note = Some(format!(
+                        "case type `{}` is not defined in the static entities",
+                        crate::model::truncate_for_message(&case.case_type)
+                    ));
+                }
+            }
+            if case.organization != employee.org
+                && let Some(org) = self.statics.organizations.get(&case.organization)
+            {
+                entities.push(org.clone());
+            }
+            entities.push(self.case_entity(uid.clone(), case)?);
+            ctx.push(("case".into(), RestrictedExpression::new_entity_uid(uid)));
+        }
+        ctx.push((
+            "break_glass".into(),
+            RestrictedExpression::new_bool(input.break_glass),
+        ));
+        if let Some(reason) = input.reason {
+            ctx.push((
+                "reason".into(),
+                RestrictedExpression::new_string(reason.to_string()),
+            ));
+        }
+        ctx.push((
+            "fields".into(),
+            RestrictedExpression::new_set(
+                input
+                    .fields
+                    .iter()
+                    .map(|f| RestrictedExpression::new_string(f.clone())),
+            ),
+        ));
+        if let Some(ip) = input.client_ip {
+            ctx.push((
+                "client_ip".into(),
+                RestrictedExpression::new_ip(ip.to_string()),
+            ));
+        }
+        ctx.push((
+            "lookups_last_hour".into(),
+            RestrictedExpression::new_long(input.counters.lookups_last_hour),
+        ));
+        ctx.push((
+            "lookups_last_day".into(),
+            RestrictedExpression::new_long(input.counters.lookups_last_day),
+        ));
+
+        let resource = match input.resource {
+            Resource::Person(bsn) => {
+                let uid = Types::uid(&t.person, bsn.as_str());
+                let protected = self.statics.protected.contains(bsn.as_str());
+                let person = Entity::new(
+                    uid.clone(),
+                    HashMap::from([(
+                        "protected".to_string(),
+                        RestrictedExpression::new_bool(protected),
+                    )]),
+                    HashSet::new(),
+                )
+                .map_err(|e| format!("cannot build person `{bsn}`: {e}"))?;
+                entities.push(person);
+                uid
+            }
+            Resource::PersonSearch(kind) => {
+                let uid = Types::uid(&t.person_search, kind);
+                entities.push(Entity::new_no_attrs(uid.clone(), HashSet::new()));
+                uid
+            }
+            Resource::Vehicle(kenteken) => {
+                let uid = Types::uid(&t.vehicle, kenteken.as_str());
+                entities.push(Entity::new_no_attrs(uid.clone(), HashSet::new()));
+                uid
+            }
+        };
+
+        let action = self.action_uid(input.action).clone();
+        let context = Context::from_pairs(ctx)
+            .map_err(|e| format!("cannot build context: {}", load::one_line(&e.to_string())))?;
+        let request = Request::new(principal, action, resource, context, schema)
+            .map_err(|e| format!("cannot build request: {}", load::one_line(&e.to_string())))?;
+        let entities = Entities::from_entities(entities, schema)
+            .map_err(|e| format!("cannot build entities: {}", load::one_line(&e.to_string())))?;
+        Ok(Built {
+            request,
+            entities,
+            note,
+        })
+    }
+
+    fn case_entity(&self, uid: EntityUid, case: &Case) -> Result<Entity, String> {
+        let t = &self.types;
+        let refs = |ty: &EntityTypeName, ids: &[String]| {
+            RestrictedExpression::new_set(
+                ids.iter()
+                    .map(|id| RestrictedExpression::new_entity_uid(Types::uid(ty, id))),
+            )
+        };
+        let closes = match &case.closes {
+            Some(c) => cedar_datetime(c),
+            None => OPEN_ENDED_CLOSES.to_string(),
+        };
+        let attrs: HashMap<String, RestrictedExpression> = HashMap::from([
+            (
+                "case_type".to_string(),
+                RestrictedExpression::new_entity_uid(Types::uid(&t.case_type, &case.case_type)),
+            ),
+            (
+                "status".to_string(),
+                RestrictedExpression::new_string(case.status.as_str().to_string()),
+            ),
+            (
+                "opened".to_string(),
+                RestrictedExpression::new_datetime(cedar_datetime(&case.opened)),
+            ),
+            (
+                "closes".to_string(),
+                RestrictedExpression::new_datetime(closes),
+            ),
+            (
+                "organization".to_string(),
+                RestrictedExpression::new_entity_uid(Types::uid(
+                    &t.organization,
+                    &case.organization,
+                )),
+            ),
+            ("handlers".to_string(), refs(&t.employee, &case.handlers)),
+            ("subjects".to_string(), refs(&t.person, &case.subjects)),
+            ("vehicles".to_string(), refs(&t.vehicle, &case.vehicles)),
+        ]);
+        Entity::new(uid, attrs, HashSet::new()).map_err(|e| {
+            format!(
+                "cannot build case `{}`: {}",
+                crate::model::truncate_for_message(&case.id),
+                load::one_line(&e.to_string())
+            )
+        })
+    }
+
+    fn action_uid(&self, action: Action) -> &EntityUid {
+        let [lookup, search, vehicle, holder] = &self.actions;
+        match action {
+            Action::BrpLookup => lookup,
+            Action::BrpSearch => search,
+            Action::RdwVehicle => vehicle,
+            Action::RdwHolder => holder,
+        }
+    }
+
+    /// The policy info for a Cedar policy id.
+    fn info(&self, id: &PolicyId) -> Option<&PolicyInfo> {
+        self.order.get(id).and_then(|i| self.infos.get(*i))
+    }
+}
+
+/// A built request with its entities and, when something is missing, a note for the errors.
+struct Built {
+    request: Request,
+    entities: Entities,
+    note: Option<String>,
+}
+
+fn policy_error(forbids: Vec<&PolicyInfo>, errors: Vec<String>) -> Decision {
+    let mut reasons: Vec<String> = forbids.iter().filter_map(|p| p.reason.clone()).collect();
+    reasons.push(REASON_POLICY_ERROR.to_string());
+    Decision {
+        allow: false,
+        policies: forbids.iter().map(|p| p.id.clone()).collect(),
+        reasons,
+        code: Some(CODE_POLICY_ERROR.to_string()),
+        errors,
+    }
+}
+
+/// A Cedar `datetime` literal (`YYYY-MM-DDThh:mm:ss.SSSZ`, UTC). Years beyond 9999 do not fit
+/// Cedar's format; Cedar then fails to build the value and the decision fails closed.
+fn cedar_datetime(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests;

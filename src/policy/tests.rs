@@ -1,0 +1,928 @@
+//! Unit tests for the policy stage, against the shipped `policies/` directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::model::{Bsn, CaseStatus, Kenteken};
+
+fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+fn engine() -> PolicyEngine {
+    match PolicyEngine::load(&shipped_dir()) {
+        Ok(e) => e,
+        Err(e) => panic!("shipped policies do not load: {e}"),
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).single().unwrap()
+}
+
+fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).single().unwrap()
+}
+
+fn employee(id: &str, org: &str, roles: &[&str]) -> Employee {
+    Employee {
+        id: id.into(),
+        org: org.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+/// An open parkeervergunning case of Amsterdam, handled by `vv-0363`.
+fn pv_case() -> Case {
+    Case {
+        id: "Z-2026-000123".into(),
+        case_type: "parkeervergunning".into(),
+        status: CaseStatus::Open,
+        opened: at(2026, 1, 1),
+        closes: Some(at(2026, 12, 31)),
+        organization: "0363".into(),
+        handlers: vec!["vv-0363".into()],
+        subjects: vec!["999993653".into(), "999990639".into()],
+        vehicles: vec!["AB123C".into()],
+        url: None,
+    }
+}
+
+/// An open-ended handhaving case of Amsterdam, handled by `hh-0363`.
+fn hh_case() -> Case {
+    Case {
+        id: "Z-2026-000456".into(),
+        case_type: "handhaving".into(),
+        closes: None,
+        handlers: vec!["hh-0363".into()],
+        ..pv_case()
+    }
+}
+
+fn person(bsn: &str) -> Resource {
+    Resource::Person(Bsn::parse(bsn).unwrap())
+}
+
+fn vehicle(k: &str) -> Resource {
+    Resource::Vehicle(Kenteken::parse(k).unwrap())
+}
+
+fn search() -> Resource {
+    Resource::PersonSearch("ZoekMetGeslachtsnaamEnGeboortedatum".into())
+}
+
+const BG_REASON: &str = "acute dreiging, melding politie 2026-0042";
+
+/// One request, with owned parts; `input()` borrows them as a `DecisionInput`.
+struct Req {
+    employee: Employee,
+    action: Action,
+    resource: Resource,
+    case: Option<Case>,
+    break_glass: bool,
+    reason: Option<String>,
+    fields: Vec<String>,
+    client_ip: Option<IpAddr>,
+    now: DateTime<Utc>,
+    counters: Counters,
+}
+
+impl Req {
+    /// `vv-0363` looks up a subject of the parkeervergunning case: allowed.
+    fn lookup() -> Req {
+        Req {
+            employee: employee("vv-0363", "0363", &["vergunningverlener"]),
+            action: Action::BrpLookup,
+            resource: person("999993653"),
+            case: Some(pv_case()),
+            break_glass: false,
+            reason: None,
+            fields: vec!["naam".into(), "verblijfplaats".into()],
+            client_ip: Some("10.0.0.5".parse().unwrap()),
+            now: now(),
+            counters: Counters {
+                lookups_last_hour: 3,
+                lookups_last_day: 9,
+            },
+        }
+    }
+
+    fn by(mut self, e: Employee) -> Req {
+        self.employee = e;
+        self
+    }
+
+    fn action(mut self, a: Action, r: Resource) -> Req {
+        self.action = a;
+        self.resource = r;
+        self
+    }
+
+    fn case(mut self, c: Option<Case>) -> Req {
+        self.case = c;
+        self
+    }
+
+    fn break_glass(mut self, reason: Option<&str>) -> Req {
+        self.break_glass = true;
+        self.reason = reason.map(str::to_string);
+        self
+    }
+
+    fn fields(mut self, f: &[&str]) -> Req {
+        self.fields = f.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    fn input(&self) -> DecisionInput<'_> {
+        DecisionInput {
+            employee: &self.employee,
+            action: self.action,
+            resource: &self.resource,
+            case: self.case.as_ref(),
+            break_glass: self.break_glass,
+            reason: self.reason.as_deref(),
+            fields: &self.fields,
+            client_ip: self.client_ip,
+            now: self.now,
+            counters: self.counters,
+        }
+    }
+}
+
+fn decide(req: &Req) -> Decision {
+    engine().decide(&req.input())
+}
+
+#[track_caller]
+fn assert_allowed_by(d: &Decision, id: &str) {
+    assert!(d.allow, "expected allow by `{id}`, got {d:?}");
+    assert_eq!(d.policies, vec![id.to_string()], "{d:?}");
+    assert_eq!(d.code, None);
+    assert!(d.errors.is_empty(), "{d:?}");
+}
+
+#[track_caller]
+fn assert_denied(d: &Decision, code: &str, id: &str) {
+    assert!(!d.allow, "expected deny `{code}`, got {d:?}");
+    assert_eq!(d.code.as_deref(), Some(code), "{d:?}");
+    assert_eq!(d.policies.first().map(String::as_str), Some(id), "{d:?}");
+    assert!(d.errors.is_empty(), "{d:?}");
+    assert_eq!(d.reasons.len(), d.policies.len(), "{d:?}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Permits: an allow each, and a deny when one of their requirements is missing.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn allow_lookup_of_case_subject_by_handler() {
+    assert_allowed_by(&decide(&Req::lookup()), "permit-brp-lookup-for-case");
+}
+
+#[test]
+fn allow_lookup_with_role_inherited_from_parent_role() {
+    // boa-parkeren is inside handhaver, which the handhaving case type allows.
+    let req = Req::lookup()
+        .by(employee("hh-0363", "0363", &["boa-parkeren"]))
+        .case(Some(hh_case()))
+        .fields(&["naam", "geboorte"]);
+    assert_allowed_by(&decide(&req), "permit-brp-lookup-for-case");
+}
+
+#[test]
+fn allow_lookup_in_open_ended_case() {
+    let req = Req::lookup()
+        .by(employee("hh-0363", "0363", &["handhaver"]))
+        .case(Some(hh_case()));
+    assert!(req.case.as_ref().is_some_and(|c| c.closes.is_none()));
+    assert_allowed_by(&decide(&req), "permit-brp-lookup-for-case");
+}
+
+#[test]
+fn allow_search_by_handler_when_case_type_allows_search() {
+    let req = Req::lookup()
+        .by(employee("hh-0363", "0363", &["handhaver"]))
+        .action(Action::BrpSearch, search())
+        .case(Some(hh_case()));
+    assert_allowed_by(&decide(&req), "permit-brp-search-for-case");
+}
+
+#[test]
+fn deny_search_when_case_type_forbids_search() {
+    let req = Req::lookup().action(Action::BrpSearch, search());
+    assert_denied(
+        &decide(&req),
+        "searchNotAllowed",
+        "forbid-search-not-allowed",
+    );
+}
+
+#[test]
+fn allow_holder_for_vehicle_named_in_case() {
+    let req = Req::lookup()
+        .action(Action::RdwHolder, vehicle("AB-123-C"))
+        .fields(&[]);
+    assert_allowed_by(&decide(&req), "permit-rdw-for-case");
+}
+
+#[test]
+fn allow_vehicle_facts_for_vehicle_named_in_case() {
+    let req = Req::lookup()
+        .action(Action::RdwVehicle, vehicle("AB123C"))
+        .fields(&[]);
+    assert_allowed_by(&decide(&req), "permit-rdw-for-case");
+}
+
+#[test]
+fn deny_vehicle_facts_for_vehicle_not_in_case_without_role() {
+    let req = Req::lookup()
+        .action(Action::RdwVehicle, vehicle("XY999Z"))
+        .fields(&[]);
+    let d = decide(&req);
+    assert!(!d.allow);
+    assert_eq!(d.code.as_deref(), Some(CODE_NOT_PERMITTED));
+    assert_eq!(d.reasons, vec![REASON_NOT_PERMITTED.to_string()]);
+    assert!(d.policies.is_empty());
+}
+
+#[test]
+fn allow_vehicle_facts_for_voertuiginformatie_role_without_case() {
+    let req = Req::lookup()
+        .by(employee("vi-0363", "0363", &["voertuiginformatie"]))
+        .action(Action::RdwVehicle, vehicle("XY999Z"))
+        .case(None)
+        .fields(&[]);
+    assert_allowed_by(&decide(&req), "permit-rdw-vehicle-by-role");
+}
+
+#[test]
+fn deny_holder_without_case_even_for_voertuiginformatie() {
+    let req = Req::lookup()
+        .by(employee("vi-0363", "0363", &["voertuiginformatie"]))
+        .action(Action::RdwHolder, vehicle("XY999Z"))
+        .case(None)
+        .fields(&[]);
+    assert_denied(&decide(&req), "caseRequired", "forbid-case-required");
+}
+
+#[test]
+fn allow_break_glass_lookup_of_protected_person_by_noodtoegang() {
+    let req = Req::lookup()
+        .by(employee("nood-0363", "0363", &["noodtoegang"]))
+        .action(Action::BrpLookup, person("999990639"))
+        .case(None)
+        .break_glass(Some(BG_REASON));
+    assert_allowed_by(&decide(&req), "permit-break-glass");
+}
+
+#[test]
+fn allow_break_glass_holder_lookup_by_noodtoegang() {
+    let req = Req::lookup()
+        .by(employee("nood-0363", "0363", &["noodtoegang"]))
+        .action(Action::RdwHolder, vehicle("XY999Z"))
+        .case(None)
+        .break_glass(Some(BG_REASON));
+    assert_allowed_by(&decide(&req), "permit-break-glass");
+}
+
+// ------------------------------------------------------------------------------------------
+// Forbids: each names one missing requirement.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn deny_lookup_without_case() {
+    let d = decide(&Req::lookup().case(None));
+    assert_denied(&d, "caseRequired", "forbid-case-required");
+    assert_eq!(
+        d.reasons,
+        vec!["this lookup needs a case (x-case-id) or break-glass access".to_string()]
+    );
+}
+
+#[test]
+fn deny_when_case_closed() {
+    let mut case = pv_case();
+    case.status = CaseStatus::Closed;
+    let d = decide(&Req::lookup().case(Some(case)));
+    assert_denied(&d, "caseClosed", "forbid-case-closed");
+    assert_eq!(d.reasons, vec!["the case is closed".to_string()]);
+}
+
+#[test]
+fn deny_before_case_opened() {
+    let mut case = pv_case();
+    case.opened = at(2026, 6, 1);
+    assert_denied(
+        &decide(&Req::lookup().case(Some(case))),
+        "caseOutsideWindow",
+        "forbid-case-outside-window",
+    );
+}
+
+#[test]
+fn deny_at_the_instant_the_case_closes() {
+    let mut case = pv_case();
+    case.closes = Some(now());
+    assert_denied(
+        &decide(&Req::lookup().case(Some(case))),
+        "caseOutsideWindow",
+        "forbid-case-outside-window",
+    );
+}
+
+#[test]
+fn deny_when_case_of_other_organisation() {
+    let mut case = pv_case();
+    case.handlers.push("vv-0599".into());
+    let req = Req::lookup()
+        .by(employee("vv-0599", "0599", &["vergunningverlener"]))
+        .case(Some(case));
+    assert_denied(
+        &decide(&req),
+        "caseOtherOrganization",
+        "forbid-case-other-organization",
+    );
+}
+
+#[test]
+fn deny_when_not_case_handler() {
+    let req = Req::lookup().by(employee("vv2-0363", "0363", &["vergunningverlener"]));
+    assert_denied(&decide(&req), "notCaseHandler", "forbid-not-case-handler");
+}
+
+#[test]
+fn deny_when_role_not_allowed_for_case_type() {
+    let mut case = pv_case();
+    case.handlers.push("hh-0363".into());
+    let req = Req::lookup()
+        .by(employee("hh-0363", "0363", &["handhaver"]))
+        .case(Some(case));
+    assert_denied(
+        &decide(&req),
+        "roleNotAllowedForCaseType",
+        "forbid-role-not-allowed-for-case-type",
+    );
+}
+
+#[test]
+fn deny_when_subject_not_in_case() {
+    let req = Req::lookup().action(Action::BrpLookup, person("999991802"));
+    assert_denied(
+        &decide(&req),
+        "subjectNotInCase",
+        "forbid-subject-not-in-case",
+    );
+}
+
+#[test]
+fn deny_holder_when_vehicle_not_in_case() {
+    let req = Req::lookup()
+        .action(Action::RdwHolder, vehicle("XY999Z"))
+        .fields(&[]);
+    assert_denied(
+        &decide(&req),
+        "vehicleNotInCase",
+        "forbid-vehicle-not-in-case",
+    );
+}
+
+#[test]
+fn deny_when_field_not_allowed_for_case_type() {
+    let req = Req::lookup().fields(&["naam", "nationaliteiten"]);
+    assert_denied(&decide(&req), "fieldNotAllowed", "forbid-field-not-allowed");
+}
+
+#[test]
+fn fields_are_compared_as_exact_strings() {
+    let req = Req::lookup().fields(&["naam.voornamen"]);
+    assert_denied(&decide(&req), "fieldNotAllowed", "forbid-field-not-allowed");
+}
+
+#[test]
+fn deny_protected_person_even_with_case() {
+    let req = Req::lookup().action(Action::BrpLookup, person("999990639"));
+    assert_denied(&decide(&req), "protectedPerson", "forbid-protected-person");
+}
+
+#[test]
+fn deny_break_glass_for_role_without_noodtoegang() {
+    let req = Req::lookup().case(None).break_glass(Some(BG_REASON));
+    assert_denied(
+        &decide(&req),
+        "breakGlassNotAllowed",
+        "forbid-break-glass-role",
+    );
+}
+
+#[test]
+fn deny_break_glass_for_search() {
+    let req = Req::lookup()
+        .by(employee("nood-0363", "0363", &["noodtoegang"]))
+        .action(Action::BrpSearch, search())
+        .case(None)
+        .break_glass(Some(BG_REASON));
+    assert_denied(
+        &decide(&req),
+        "breakGlassActionNotAllowed",
+        "forbid-break-glass-action",
+    );
+}
+
+#[test]
+fn deny_break_glass_without_reason() {
+    for reason in [None, Some("")] {
+        let req = Req::lookup()
+            .by(employee("nood-0363", "0363", &["noodtoegang"]))
+            .case(None)
+            .break_glass(reason);
+        assert_denied(
+            &decide(&req),
+            "breakGlassReasonRequired",
+            "forbid-break-glass-reason",
+        );
+    }
+}
+
+#[test]
+fn deny_over_volume_limit_and_allow_at_it() {
+    let mut req = Req::lookup();
+    req.counters.lookups_last_hour = 200;
+    assert_allowed_by(&decide(&req), "permit-brp-lookup-for-case");
+    req.counters.lookups_last_hour = 201;
+    assert_denied(&decide(&req), "volumeLimit", "forbid-volume-limit");
+}
+
+#[test]
+fn several_forbids_are_reported_in_load_order() {
+    // bz-0363 neither handles the handhaving case nor has a role for it.
+    let req = Req::lookup()
+        .by(employee("bz-0363", "0363", &["burgerzaken"]))
+        .case(Some(hh_case()));
+    let d = decide(&req);
+    assert_denied(&d, "notCaseHandler", "forbid-not-case-handler");
+    assert_eq!(
+        d.policies,
+        vec![
+            "forbid-not-case-handler".to_string(),
+            "forbid-role-not-allowed-for-case-type".to_string()
+        ]
+    );
+    assert_eq!(
+        d.reasons,
+        vec![
+            "you are not a handler of this case".to_string(),
+            "your role may not work on cases of this type".to_string()
+        ]
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Fail closed
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn fail_closed_on_unknown_case_type() {
+    let mut case = pv_case();
+    case.case_type = "onbekend".into();
+    let d = decide(&Req::lookup().case(Some(case)));
+    assert!(!d.allow);
+    assert_eq!(d.code.as_deref(), Some(CODE_POLICY_ERROR));
+    assert!(d.errors.iter().any(|e| e.contains("`onbekend`")), "{d:?}");
+    // Cedar itself fails on the missing entity, which alone would deny.
+    assert!(d.errors.len() > 1, "{d:?}");
+    assert!(d.reasons.contains(&REASON_POLICY_ERROR.to_string()));
+}
+
+#[test]
+fn fail_closed_when_a_date_does_not_fit_cedar() {
+    let mut case = pv_case();
+    case.closes = Some(Utc.with_ymd_and_hms(12026, 1, 1, 0, 0, 0).single().unwrap());
+    let d = decide(&Req::lookup().case(Some(case)));
+    assert!(!d.allow);
+    assert_eq!(d.code.as_deref(), Some(CODE_POLICY_ERROR));
+    assert!(!d.errors.is_empty());
+}
+
+/// A copy of the shipped directory with `gate.cedar` replaced, in a temp dir.
+fn dir_with_policies(policies: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["gate.cedarschema", ENTITIES_FILE] {
+        std::fs::copy(shipped_dir().join(f), tmp.path().join(f)).unwrap();
+    }
+    std::fs::write(tmp.path().join("gate.cedar"), policies).unwrap();
+    tmp
+}
+
+#[test]
+fn an_erroring_forbid_never_lets_a_permit_through() {
+    let tmp = dir_with_policies(
+        r#"@id("permit-all")
+permit (principal, action, resource);
+
+@id("forbid-overflow")
+@code("overflow")
+@reason("this forbid overflows")
+forbid (principal, action, resource)
+when { context.lookups_last_hour + 9223372036854775807 > 0 };
+"#,
+    );
+    let engine = PolicyEngine::load(tmp.path()).unwrap();
+    let req = Req::lookup();
+    let d = engine.decide(&req.input());
+    assert!(!d.allow, "{d:?}");
+    assert_eq!(d.code.as_deref(), Some(CODE_POLICY_ERROR));
+    assert!(
+        d.errors.iter().any(|e| e.contains("forbid-overflow")),
+        "{d:?}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Loading
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn every_shipped_policy_has_id_and_every_forbid_code_and_reason() {
+    let engine = engine();
+    let infos = engine.policies();
+    assert!(infos.iter().filter(|p| p.permit).count() >= 5);
+    let mut ids: Vec<&str> = infos.iter().map(|p| p.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), infos.len(), "duplicate ids");
+    for p in infos.iter().filter(|p| !p.permit) {
+        let code = p.code.as_deref().unwrap_or("");
+        let reason = p.reason.as_deref().unwrap_or("");
+        assert!(!code.is_empty() && !reason.is_empty(), "{p:?}");
+        assert_eq!(reason, reason.to_lowercase(), "reason not lowercase: {p:?}");
+        assert!(!reason.ends_with('.'), "reason ends with a period: {p:?}");
+    }
+    let codes: Vec<&str> = infos.iter().filter_map(|p| p.code.as_deref()).collect();
+    for code in [
+        "caseRequired",
+        "caseClosed",
+        "caseOutsideWindow",
+        "notCaseHandler",
+        "caseOtherOrganization",
+        "subjectNotInCase",
+        "vehicleNotInCase",
+        "roleNotAllowedForCaseType",
+        "fieldNotAllowed",
+        "searchNotAllowed",
+        "protectedPerson",
+        "breakGlassNotAllowed",
+        "volumeLimit",
+    ] {
+        assert!(codes.contains(&code), "no forbid with code `{code}`");
+    }
+}
+
+#[test]
+fn shipped_cedar_tests_pass_with_the_crate() {
+    let report = run_tests(&shipped_dir()).unwrap();
+    assert!(report.ok(), "{report}");
+    assert!(report.cases.len() >= 30, "{report}");
+    assert_eq!(report.files.len(), 4);
+}
+
+#[test]
+fn every_shipped_policy_is_named_by_a_cedar_test() {
+    let mut named = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(shipped_dir().join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let cases: Vec<serde_json::Value> =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for c in cases {
+                for r in c["reason"].as_array().unwrap() {
+                    named.insert(r.as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    for p in engine().policies() {
+        assert!(named.contains(&p.id), "no cedar test names `{}`", p.id);
+    }
+}
+
+#[test]
+fn test_fixtures_carry_the_shipped_static_entities_unchanged() {
+    let read = |p: PathBuf| -> Vec<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let fixtures = read(shipped_dir().join("tests/fixtures/entities.json"));
+    for e in read(shipped_dir().join(ENTITIES_FILE)) {
+        assert!(fixtures.contains(&e), "fixtures lack {e}");
+    }
+}
+
+#[test]
+fn run_tests_reports_a_readable_diff_on_failure() {
+    let tmp =
+        dir_with_policies(&std::fs::read_to_string(shipped_dir().join("gate.cedar")).unwrap());
+    let tests = tmp.path().join("tests");
+    std::fs::create_dir_all(tests.join("fixtures")).unwrap();
+    std::fs::copy(
+        shipped_dir().join("tests/fixtures/entities.json"),
+        tests.join("fixtures/entities.json"),
+    )
+    .unwrap();
+    let case = serde_json::json!([{
+        "name": "wrongly_expects_allow_for_closed_case",
+        "request": {
+            "principal": "Gate::Employee::\"vv-0363\"",
+            "action": "Gate::Action::\"brp:lookup\"",
+            "resource": "Gate::Person::\"999993653\"",
+            "context": {
+                "now": {"__extn": {"fn": "datetime", "arg": "2026-03-02T10:00:00Z"}},
+                "case": {"__entity": {"type": "Gate::Case", "id": "Z-PV-CLOSED"}},
+                "break_glass": false,
+                "fields": ["naam"],
+                "lookups_last_hour": 1,
+                "lookups_last_day": 1
+            }
+        },
+        "entities": "fixtures/entities.json",
+        "decision": "allow",
+        "reason": ["permit-brp-lookup-for-case"],
+        "num_errors": 0
+    }]);
+    std::fs::write(tests.join("wrong.json"), case.to_string()).unwrap();
+    let report = run_tests(tmp.path()).unwrap();
+    assert_eq!(report.failed(), 1);
+    let failure = report.cases[0].failure.clone().unwrap_or_default();
+    assert_eq!(
+        failure,
+        "expected allow, got deny by `forbid-case-closed` (the case is closed)"
+    );
+}
+
+#[test]
+fn broken_policy_file_reports_file_and_position() {
+    let tmp =
+        dir_with_policies("@id(\"a\")\npermit (principal, action, resource)\nwhen { context. };\n");
+    let err = PolicyLoadError::to_string(&PolicyEngine::load(tmp.path()).unwrap_err());
+    let file = tmp.path().join("gate.cedar");
+    assert!(err.starts_with(&format!("{}:3:", file.display())), "{err}");
+}
+
+#[test]
+fn policy_without_id_reports_its_position() {
+    let tmp = dir_with_policies(
+        "@id(\"ok\")\npermit (principal, action, resource);\n\n  permit (principal, action, resource);\n",
+    );
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    let file = tmp.path().join("gate.cedar");
+    assert_eq!(
+        err,
+        format!(
+            "{}:4:3: policy has no `@id(\"…\")` annotation",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn forbid_without_code_or_reason_is_refused() {
+    let tmp =
+        dir_with_policies("@id(\"f\")\n@reason(\"no\")\nforbid (principal, action, resource);\n");
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("gate.cedar:1:1: forbid `f` has no `@code"),
+        "{err}"
+    );
+    let tmp =
+        dir_with_policies("@id(\"f\")\n@code(\"no\")\nforbid (principal, action, resource);\n");
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("gate.cedar:1:1: forbid `f` has no `@reason"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validation_error_reports_file_and_position() {
+    let tmp = dir_with_policies(
+        "@id(\"p\")\npermit (principal, action, resource)\nwhen { context.nope };\n",
+    );
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    let file = tmp.path().join("gate.cedar");
+    assert!(
+        err.starts_with(&format!("{}:3:8:", file.display())),
+        "{err}"
+    );
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn duplicate_policy_ids_across_files_are_refused() {
+    let tmp = dir_with_policies("@id(\"p\")\npermit (principal, action, resource);\n");
+    std::fs::write(
+        tmp.path().join("more.cedar"),
+        "\n@id(\"p\")\npermit (principal, action, resource);\n",
+    )
+    .unwrap();
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("more.cedar:2:1: duplicate policy id `p`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn entity_not_matching_schema_reports_its_position() {
+    let tmp = dir_with_policies("@id(\"p\")\npermit (principal, action, resource);\n");
+    std::fs::write(
+        tmp.path().join(ENTITIES_FILE),
+        "[\n  {\"uid\": {\"type\": \"Gate::Organization\", \"id\": \"0363\"}, \"attrs\": {}, \"parents\": []},\n  {\"uid\": {\"type\": \"Gate::Person\", \"id\": \"999990639\"}, \"attrs\": {\"protected\": \"ja\"}, \"parents\": []}\n]\n",
+    )
+    .unwrap();
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("entities.json:3:3:"), "{err}");
+}
+
+#[test]
+fn per_request_entity_types_are_refused_in_static_entities() {
+    let tmp = dir_with_policies("@id(\"p\")\npermit (principal, action, resource);\n");
+    std::fs::write(
+        tmp.path().join(ENTITIES_FILE),
+        "[\n  {\"uid\": {\"type\": \"Gate::Employee\", \"id\": \"e1\"}, \"attrs\": {}, \"parents\": []}\n]\n",
+    )
+    .unwrap();
+    let err = PolicyEngine::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("entities.json:2:3: entity `Gate::Employee::\"e1\"`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_is_sha256_hex_and_follows_the_files() {
+    let a = engine();
+    assert_eq!(a.version().len(), 64);
+    assert!(
+        a.version()
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    assert_eq!(a.version(), engine().version());
+    let src = std::fs::read_to_string(shipped_dir().join("gate.cedar")).unwrap();
+    let tmp = dir_with_policies(&format!("{src}\n// changed\n"));
+    let b = PolicyEngine::load(tmp.path()).unwrap();
+    assert_ne!(a.version(), b.version());
+}
+
+#[test]
+fn check_reports_every_policy_with_its_position() {
+    let report = check(&shipped_dir()).unwrap();
+    assert_eq!(report.policies.len(), engine().policies().len());
+    let first = &report.policies[0];
+    assert_eq!(first.id, "permit-brp-lookup-for-case");
+    assert!(first.line > 1);
+    assert!(report.entities >= 13, "{}", report.entities);
+    assert!(
+        report
+            .to_string()
+            .contains("forbid forbid-case-closed [caseClosed]")
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Per-request entities
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn built_request_and_entities_conform_to_the_schema() {
+    let engine = engine();
+    let reqs = [
+        Req::lookup(),
+        Req::lookup()
+            .by(employee(
+                "hh-0363",
+                "0363",
+                &["boa-parkeren", "onbekende-rol"],
+            ))
+            .action(Action::BrpSearch, search())
+            .case(Some(hh_case())),
+        Req::lookup()
+            .by(employee("nood-0363", "0363", &["noodtoegang"]))
+            .action(Action::RdwHolder, vehicle("XY999Z"))
+            .case(None)
+            .break_glass(Some(BG_REASON)),
+    ];
+    for req in &reqs {
+        let built = engine.build(&req.input(), Some(&engine.schema));
+        assert!(built.is_ok(), "{:?}", built.err());
+    }
+}
+
+#[test]
+fn per_request_entities_hold_only_what_the_decision_needs() {
+    let engine = engine();
+    let req = Req::lookup();
+    let built = engine.build(&req.input(), None).unwrap();
+    // employee, its role, its organisation, the case, the case type, the person.
+    assert_eq!(built.entities.iter().count(), 6);
+    let req = Req::lookup().by(employee("hh-0363", "0363", &["boa-parkeren"]));
+    let built = engine.build(&req.input(), None).unwrap();
+    // boa-parkeren brings its parent role handhaver along.
+    assert_eq!(built.entities.iter().count(), 7);
+}
+
+#[test]
+fn engine_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<PolicyEngine>();
+    let engine = std::sync::Arc::new(engine());
+    let req = Req::lookup();
+    let expected = engine.decide(&req.input());
+    let other = std::sync::Arc::clone(&engine);
+    let from_thread = std::thread::spawn(move || other.decide(&Req::lookup().input()))
+        .join()
+        .unwrap();
+    assert_eq!(from_thread, expected);
+}
+
+#[test]
+fn cedar_datetime_literals_are_utc_with_milliseconds() {
+    assert_eq!(cedar_datetime(&now()), "2026-03-02T10:00:00.000Z");
+}
+
+/// Informal timing of `decide`; run with
+/// `cargo test --lib policy::tests::decide_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn decide_timing() {
+    let engine = engine();
+    let req = Req::lookup();
+    let input = req.input();
+    let mut samples = Vec::with_capacity(20_000);
+    for _ in 0..20_000 {
+        let t = std::time::Instant::now();
+        let d = engine.decide(&input);
+        samples.push(t.elapsed());
+        assert!(d.allow);
+    }
+    samples.sort();
+    println!(
+        "decide: median {:?}, p99 {:?}",
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100]
+    );
+}
+
+/// Informal timing of the stages of `decide` (building, authorizing); run like `decide_timing`.
+#[test]
+#[ignore]
+fn decide_timing_by_stage() {
+    let engine = engine();
+    let req = Req::lookup();
+    let input = req.input();
+    let n = 2_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(engine.build(&input, None).unwrap());
+    }
+    println!("build:     {:?}", t.elapsed() / n);
+    let b = engine.build(&input, None).unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(engine.authorizer.is_authorized(
+            &b.request,
+            &engine.policies,
+            &b.entities,
+        ));
+    }
+    println!("authorize: {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            engine.case_entity(Types::uid(&engine.types.case, "x"), input.case.unwrap()),
+        )
+        .unwrap();
+    }
+    println!("case:      {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(RestrictedExpression::new_datetime(
+            "2026-03-02T10:00:00.000Z",
+        ));
+    }
+    println!("dt expr:   {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            Context::from_pairs([(
+                "now".to_string(),
+                RestrictedExpression::new_datetime("2026-03-02T10:00:00.000Z"),
+            )])
+            .unwrap(),
+        );
+    }
+    println!("dt ctx:    {:?}", t.elapsed() / n);
+}
