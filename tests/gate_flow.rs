@@ -13,7 +13,9 @@ use serde_json::Value;
 #[tokio::test]
 async fn decision_record_is_durable_before_the_upstream_sees_the_request() {
     // The registry reads the audit directory the moment a request arrives.
-    let seen_at_arrival: Arc<Mutex<Vec<(String, Vec<Value>)>>> = Arc::default();
+    // (request id, audit records on disk) at the moment each request reached the registry.
+    type Snapshots = Arc<Mutex<Vec<(String, Vec<Value>)>>>;
+    let seen_at_arrival: Snapshots = Arc::default();
     let audit_dir = tempfile::tempdir().unwrap();
     let dir = audit_dir.path().to_path_buf();
     let sink = Arc::clone(&seen_at_arrival);
