@@ -481,7 +481,7 @@ impl Default for AuditConfig {
     }
 }
 
-/// `[headers]`: the names of the purpose headers and which client headers are stripped.
+/// `[headers]`: the names of the purpose headers and which extra client headers are forwarded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
@@ -493,11 +493,27 @@ pub struct HeadersConfig {
     pub doelbinding: String,
     #[serde(default = "default_verwerking_header")]
     pub verwerking: String,
-    /// Client headers never forwarded (identity and credential headers), besides
-    /// `Authorization`, `Cookie`, `X-Request-Id`, `Forwarded` and `X-Forwarded-*`.
-    #[serde(default = "default_strip")]
-    pub strip: Vec<String>,
+    /// Extra client headers passed on to the upstream, besides the built-in allowlist
+    /// (`Accept`, `Accept-Language`, `Content-Type`, `User-Agent`, `tracestate`, `Accept-Crs`,
+    /// `Content-Crs` and the two purpose headers). Identity and credential headers cannot be
+    /// named here.
+    #[serde(default)]
+    pub forward: Vec<String>,
 }
+
+/// Client headers that may never be forwarded, whatever `headers.forward` says.
+pub const NEVER_FORWARDED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "x-request-id",
+    "traceparent",
+    "forwarded",
+    "x-real-ip",
+    "x-gebruiker",
+    "x-user",
+    "host",
+    "content-length",
+];
 
 fn default_case_header() -> String {
     "x-case-id".into()
@@ -511,14 +527,6 @@ fn default_doelbinding_header() -> String {
 fn default_verwerking_header() -> String {
     "x-verwerking".into()
 }
-fn default_strip() -> Vec<String> {
-    vec![
-        "x-gebruiker".into(),
-        "x-user".into(),
-        "x-api-key".into(),
-        "proxy-authorization".into(),
-    ]
-}
 
 impl Default for HeadersConfig {
     fn default() -> Self {
@@ -527,7 +535,7 @@ impl Default for HeadersConfig {
             break_glass: default_break_glass_header(),
             doelbinding: default_doelbinding_header(),
             verwerking: default_verwerking_header(),
-            strip: default_strip(),
+            forward: Vec::new(),
         }
     }
 }
@@ -724,6 +732,28 @@ impl Config {
             }
         }
         self.cases.check()?;
+        for h in &self.headers.forward {
+            let lower = h.to_ascii_lowercase();
+            let credential = self
+                .upstreams
+                .values()
+                .flat_map(|u| u.headers.keys().chain(u.header_files.keys()))
+                .any(|k| k.eq_ignore_ascii_case(h));
+            if NEVER_FORWARDED.contains(&lower.as_str())
+                || lower.starts_with("x-forwarded-")
+                || lower.starts_with("proxy-")
+                || credential
+                || lower == self.headers.case_id.to_ascii_lowercase()
+                || lower == self.headers.break_glass.to_ascii_lowercase()
+            {
+                return Err(format!(
+                    "`headers.forward`: `{h}` is an identity, credential or gate header and is never forwarded"
+                ));
+            }
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(format!("`headers.forward`: `{h}` is not a valid header name"));
+            }
+        }
         if self.audit.max_batch == 0 {
             return Err("`audit.max_batch` must be at least 1".into());
         }
@@ -936,5 +966,18 @@ zgw_secret_file = "zgw.secret"
             err.contains("`cases.zgw_client_id` is set but `cases.zgw_url` is not"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn credential_headers_cannot_be_forwarded() {
+        for h in ["Authorization", "x-forwarded-for", "Cookie", "x-api-key", "x-case-id"] {
+            let text = format!(
+                "{MINIMAL}headers = {{ \"X-Api-Key\" = \"s\" }}\n[headers]\nforward = [\"{h}\"]\n"
+            );
+            let err = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(err.contains("never forwarded"), "{h}: {err}");
+        }
+        let ok = format!("{MINIMAL}[headers]\nforward = [\"X-Correlation-Id\"]\n");
+        assert!(Config::parse(&ok, Path::new(".")).is_ok());
     }
 }

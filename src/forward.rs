@@ -94,7 +94,10 @@ impl Upstreams {
             .iter()
             .map(|h| HeaderName::from_static(h))
             .collect();
-        for h in [&cfg.headers.doelbinding, &cfg.headers.verwerking] {
+        for h in [&cfg.headers.doelbinding, &cfg.headers.verwerking]
+            .into_iter()
+            .chain(&cfg.headers.forward)
+        {
             let name = HeaderName::from_bytes(h.as_bytes())
                 .map_err(|_| format!("`{h}` is not a valid header name"))?;
             forwarded.push(name);
