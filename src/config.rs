@@ -751,7 +751,9 @@ impl Config {
                 ));
             }
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                return Err(format!("`headers.forward`: `{h}` is not a valid header name"));
+                return Err(format!(
+                    "`headers.forward`: `{h}` is not a valid header name"
+                ));
             }
         }
         if self.audit.max_batch == 0 {
@@ -970,7 +972,13 @@ zgw_secret_file = "zgw.secret"
 
     #[test]
     fn credential_headers_cannot_be_forwarded() {
-        for h in ["Authorization", "x-forwarded-for", "Cookie", "x-api-key", "x-case-id"] {
+        for h in [
+            "Authorization",
+            "x-forwarded-for",
+            "Cookie",
+            "x-api-key",
+            "x-case-id",
+        ] {
             let text = format!(
                 "{MINIMAL}headers = {{ \"X-Api-Key\" = \"s\" }}\n[headers]\nforward = [\"{h}\"]\n"
             );

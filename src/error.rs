@@ -20,6 +20,12 @@ pub enum GateError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Resource(#[from] ResourceError),
+    /// A route has this path, but not this method (405 with `Allow`).
+    #[error("method `{method}` is not allowed on this path")]
+    MethodNotAllowed {
+        method: String,
+        allow: Vec<http::Method>,
+    },
     /// A purpose header is malformed (400).
     #[error("{message}")]
     InvalidPurpose { code: &'static str, message: String },
@@ -58,7 +64,8 @@ impl GateError {
         match self {
             GateError::Route(RouteError::NotCanonical(_)) => StatusCode::BAD_REQUEST,
             GateError::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
-            GateError::Route(RouteError::MethodNotAllowed(_)) => StatusCode::METHOD_NOT_ALLOWED,
+            GateError::Route(RouteError::MethodNotAllowed(_))
+            | GateError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GateError::Auth(_) => StatusCode::UNAUTHORIZED,
             GateError::Resource(_)
             | GateError::InvalidPurpose { .. }
@@ -78,7 +85,8 @@ impl GateError {
         match self {
             GateError::Route(RouteError::NotCanonical(_)) => "invalidPath",
             GateError::Route(RouteError::NotFound) => "notFound",
-            GateError::Route(RouteError::MethodNotAllowed(_)) => "methodNotAllowed",
+            GateError::Route(RouteError::MethodNotAllowed(_))
+            | GateError::MethodNotAllowed { .. } => "methodNotAllowed",
             GateError::Auth(e) => e.code(),
             GateError::Resource(e) => e.code(),
             GateError::InvalidPurpose { code, .. } => code,
@@ -163,6 +171,12 @@ pub fn problem_response(err: &GateError, request_id: &str) -> Response<Full<Byte
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer error=\"invalid_token\""),
         );
+    }
+    if let GateError::MethodNotAllowed { allow, .. } = err {
+        let list: Vec<&str> = allow.iter().map(http::Method::as_str).collect();
+        if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+            h.insert(header::ALLOW, v);
+        }
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -29,7 +29,7 @@ use crate::model::{Employee, Purpose};
 use crate::policy::{DecisionInput, PolicyEngine};
 use crate::purpose::{CaseRegistry, JsonFileCases, parse_purpose};
 use crate::resource::{Subjects, parse_brp_body, subjects_for_path};
-use crate::routes::{RouteTable, fill_template};
+use crate::routes::{RouteError, RouteTable, fill_template};
 use crate::zgw::ZgwCases;
 
 /// The gate could not start; the message names the file or key at fault.
@@ -183,7 +183,16 @@ impl Gate {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // Stage: route. Paths that match no registry route are refused without a record.
-        let m = self.routes.resolve_request(&req)?;
+        let m = match self.routes.resolve_request(&req) {
+            Ok(m) => m,
+            Err(RouteError::MethodNotAllowed(method)) => {
+                return Err(GateError::MethodNotAllowed {
+                    method,
+                    allow: self.routes.allowed_methods(req.uri()),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let route: &RouteConfig = m.route;
         let mut draft = Draft {
             action: route.action.map(|a| a.as_str().to_string()),

@@ -323,3 +323,35 @@ async fn oversized_body_is_refused_with_413_and_recorded() {
     assert_eq!(a.code(), "bodyTooLarge");
     assert_eq!(h.registry.seen_count(), 0);
 }
+
+#[tokio::test]
+async fn a_new_case_in_the_case_file_is_used_without_a_restart() {
+    let h = Harness::start().await;
+    let q = raadpleeg(&["999993872"], &["naam"]);
+    let a = h.brp(&h.emp042(), Some("Z-NEW"), &q).await;
+    assert_eq!(a.code(), "caseNotFound");
+    let mut cases = common::test_cases();
+    let mut new_case = cases["cases"][0].clone();
+    new_case["id"] = "Z-NEW".into();
+    new_case["subjects"] = serde_json::json!(["999993872"]);
+    cases["cases"].as_array_mut().unwrap().push(new_case);
+    std::fs::write(h.tmp.path().join("cases.json"), cases.to_string()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let a = h.brp(&h.emp042(), Some("Z-NEW"), &q).await;
+        if a.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new case was never picked up: {:?}",
+            a.json()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A broken case file keeps the cases that were loaded.
+    std::fs::write(h.tmp.path().join("cases.json"), "{ broken").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let a = h.brp(&h.emp042(), Some("Z-NEW"), &q).await;
+    assert_eq!(a.status, 200);
+}

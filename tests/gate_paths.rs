@@ -60,6 +60,12 @@ async fn ambiguous_paths_get_400_and_never_reach_the_registry() {
         let a = h.send(method, v, &[("authorization", &auth)], None).await;
         assert_eq!(a.status, status, "{method} {v}");
         assert!(a.is_problem(), "{v}");
+        if status == 405 {
+            assert!(
+                a.headers.contains_key("allow"),
+                "{v}: 405 names the allowed methods"
+            );
+        }
     }
     // The canonical form of the same request passes.
     let a = h
