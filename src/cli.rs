@@ -1,4 +1,4 @@
-//! The command line: `serve`, `policy check|test`, `audit verify|query`.
+//! The command line: `serve`, `policy check|test`, `audit verify|keygen|prove|check-proof|…`.
 //!
 //! Exit codes: 0 ok, 1 a check failed, 2 usage or configuration error.
 
@@ -53,11 +53,38 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain of the whole log.
+    /// Verify the hash chain and every signed checkpoint of the log.
     Verify {
         /// The audit directory.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Check checkpoint signatures with this public key (SPKI PEM from `audit keygen`).
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+    },
+    /// Write an Ed25519 key pair for signing checkpoints (private key mode 0600).
+    Keygen {
+        /// Directory for the key files (created when absent; existing keys are kept).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print an inclusion proof (JSON) of a record against the latest checkpoint.
+    Prove {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The record to prove.
+        #[arg(long, value_name = "N")]
+        seq: u64,
+    },
+    /// Check an inclusion proof without access to the log.
+    CheckProof {
+        /// The proof file written by `audit prove`.
+        #[arg(value_name = "FILE")]
+        proof: PathBuf,
+        /// The log's public key (SPKI PEM).
+        #[arg(long, value_name = "FILE")]
+        pubkey: PathBuf,
     },
 }
 
@@ -66,7 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Policy(cmd) => policy(cmd),
-        Command::Audit(AuditCommand::Verify { dir }) => audit_verify(&dir),
+        Command::Audit(cmd) => audit(cmd),
     }
 }
 
@@ -144,17 +171,67 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
     }
 }
 
-fn audit_verify(dir: &Path) -> ExitCode {
-    if !dir.is_dir() {
-        eprintln!("error: audit directory `{}` does not exist", dir.display());
-        return ExitCode::from(2);
+fn audit(cmd: AuditCommand) -> ExitCode {
+    match cmd {
+        AuditCommand::Verify { dir, pubkey } => audit_verify(&dir, pubkey.as_deref()),
+        AuditCommand::Keygen { out } => match crate::audit::checkpoint::keygen(&out) {
+            Ok((private, public)) => {
+                println!("private key: {}", private.display());
+                println!("public key: {}", public.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        AuditCommand::Prove { dir, seq } => audit_prove(&dir, seq),
+        AuditCommand::CheckProof { proof, pubkey } => audit_check_proof(&proof, &pubkey),
     }
-    match crate::audit::verify(dir) {
+}
+
+fn existing_dir(dir: &Path) -> Result<(), ExitCode> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        eprintln!("error: audit directory `{}` does not exist", dir.display());
+        Err(ExitCode::from(2))
+    }
+}
+
+fn load_pubkey(path: &Path) -> Result<ed25519_dalek::VerifyingKey, ExitCode> {
+    crate::audit::checkpoint::load_verifying_key(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn audit_verify(dir: &Path, pubkey: Option<&Path>) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let key = match pubkey.map(load_pubkey).transpose() {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    match crate::audit::integrity::verify_log(dir, key.as_ref()) {
         Ok(s) => {
             println!(
                 "ok: {} records in {} segments, chain intact",
                 s.records, s.segments
             );
+            let signatures = if s.signatures_checked {
+                "signatures valid"
+            } else {
+                "signatures not checked (no --pubkey)"
+            };
+            match &s.latest {
+                Some((size, _)) => println!(
+                    "ok: {} checkpoints match the records, {signatures}; latest covers seq 1..={size}",
+                    s.checkpoints
+                ),
+                None => println!("note: no checkpoints (no `[audit] signing_key`)"),
+            }
             ExitCode::SUCCESS
         }
         Err(f) => {
@@ -162,6 +239,58 @@ fn audit_verify(dir: &Path) -> ExitCode {
                 Some(seq) => println!("FAILED at seq {seq}: {}", f.message),
                 None => println!("FAILED: {}", f.message),
             }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn audit_prove(dir: &Path, seq: u64) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    match crate::audit::integrity::prove(dir, seq) {
+        Ok(proof) => match serde_json::to_string_pretty(&proof) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot encode the proof: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(f) => {
+            println!("FAILED: {}", f.message);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn audit_check_proof(path: &Path, pubkey: &Path) -> ExitCode {
+    let key = match load_pubkey(pubkey) {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    let proof: crate::audit::integrity::InclusionProof = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: proof file `{}`: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match crate::audit::integrity::check_proof(&proof, &key) {
+        Ok(c) => {
+            println!(
+                "ok: record seq {} is included in checkpoint `{}` of {} records (signature valid)",
+                proof.seq, c.origin, c.tree_size
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
             ExitCode::from(1)
         }
     }

@@ -459,6 +459,46 @@ pub struct AuditConfig {
     /// Most records written with one fdatasync.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Ed25519 PKCS#8 PEM private key (`purpose-gate audit keygen`); when set, the writer
+    /// writes signed checkpoints. Default: none (no checkpoints).
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// A checkpoint after this many records. Default 10000.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// And at least this often while records arrive (`"0s"`: only by count and at shutdown).
+    /// Default `"60s"`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Dur,
+    /// The log's name: the origin line of checkpoints and the signing key's name.
+    /// Default `"purpose-gate/audit"`; use something unique such as `gemeente.example/audit`.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// File holding the key (at least 32 bytes) for pseudonymised subjects: records store
+    /// `hmac-sha256:<hex>` of HMAC-SHA256(key, BSN) instead of the BSN. Default: none.
+    #[serde(default)]
+    pub subject_key: Option<PathBuf>,
+    /// Working hours for `audit signals`, `"Mon-Fri 07:00-19:00"` (local time of the auditor's
+    /// machine is not used: times are UTC unless an offset is given, e.g. `"Mon-Fri 07:00-19:00 +01:00"`).
+    /// Default `"Mon-Fri 07:00-19:00"`.
+    #[serde(default = "default_working_hours")]
+    pub working_hours: String,
+    /// Optional JSON file `{"emp-042": {"name": "Jansen"}}` for the shared-surname signal.
+    #[serde(default)]
+    pub employee_directory: Option<PathBuf>,
+}
+
+fn default_checkpoint_every() -> u64 {
+    10_000
+}
+fn default_checkpoint_interval() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_origin() -> String {
+    "purpose-gate/audit".into()
+}
+fn default_working_hours() -> String {
+    "Mon-Fri 07:00-19:00".into()
 }
 
 fn default_audit_dir() -> PathBuf {
@@ -477,6 +517,13 @@ impl Default for AuditConfig {
             dir: default_audit_dir(),
             segment_max_bytes: default_segment_bytes(),
             max_batch: default_max_batch(),
+            signing_key: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+            origin: default_origin(),
+            subject_key: None,
+            working_hours: default_working_hours(),
+            employee_directory: None,
         }
     }
 }
@@ -638,6 +685,16 @@ impl Config {
         resolve(&mut cfg.policies.dir);
         cfg.cases.resolve(base);
         resolve(&mut cfg.audit.dir);
+        for p in [
+            cfg.audit.signing_key.as_mut(),
+            cfg.audit.subject_key.as_mut(),
+            cfg.audit.employee_directory.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
         if let Some(p) = cfg.auth.jwks_file.as_mut() {
             resolve(p);
         }

@@ -17,8 +17,8 @@ use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::audit::{
-    AuditLog, AuditOptions, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal,
-    PurposeRecord, RecordBody, RequestRecord, ResourceRef, Verdict,
+    AuditLog, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal, PurposeRecord,
+    RecordBody, RequestRecord, ResourceRef, Verdict,
 };
 use crate::auth::Authenticator;
 use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
@@ -110,12 +110,8 @@ impl Gate {
                     ));
                 }
             };
-        let audit = AuditLog::open(&AuditOptions {
-            dir: cfg.audit.dir.clone(),
-            segment_max_bytes: cfg.audit.segment_max_bytes,
-            max_batch: cfg.audit.max_batch,
-        })
-        .map_err(|e| {
+        // The `[audit]` section decides checkpoint signing (auditor toolkit, issue 3).
+        let audit = AuditLog::open_from_config(&cfg.audit).map_err(|e| {
             StartError(format!(
                 "audit directory `{}`: {e}",
                 cfg.audit.dir.display()

@@ -16,6 +16,6 @@ pub mod model;
 pub mod policy;
 pub mod purpose;
 pub mod resource;
-pub mod zgw;
 pub mod response;
 pub mod routes;
+pub mod zgw;
