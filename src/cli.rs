@@ -77,6 +77,14 @@ pub enum AuditCommand {
         #[arg(long, value_name = "N")]
         seq: u64,
     },
+    /// Decisions joined with their outcomes, filtered.
+    Query {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output format (`json`: JSON Lines, one row per line).
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
     /// Check an inclusion proof without access to the log.
     CheckProof {
         /// The proof file written by `audit prove`.
@@ -86,6 +94,62 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         pubkey: PathBuf,
     },
+}
+
+/// Filters shared by the auditor commands.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    /// The audit directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// A person (BSN, in the clear; pseudonymised with `--subject-key`).
+    #[arg(long, value_name = "BSN")]
+    pub subject: Option<String>,
+    /// A vehicle (hyphens and lowercase are normalised).
+    #[arg(long)]
+    pub kenteken: Option<String>,
+    /// An employee id.
+    #[arg(long)]
+    pub employee: Option<String>,
+    /// An organisation id.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// A case id.
+    #[arg(long = "case")]
+    pub case_id: Option<String>,
+    /// A Cedar action (`brp:lookup`, `brp:search`, `rdw:vehicle`, `rdw:holder`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// `allow` or `deny`.
+    #[arg(long, value_enum)]
+    pub decision: Option<DecisionArg>,
+    /// Only break-glass requests.
+    #[arg(long)]
+    pub break_glass: bool,
+    /// From this time (RFC 3339, or a date `YYYY-MM-DD` meaning 00:00 UTC), inclusive.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Up to this time (RFC 3339, or a date meaning 00:00 UTC), exclusive.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// The `[audit] subject_key` file, for a log with pseudonymised subjects.
+    #[arg(long, value_name = "FILE")]
+    pub subject_key: Option<PathBuf>,
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DecisionArg {
+    Allow,
+    Deny,
+}
+
+/// Output of row-shaped commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 /// Runs a parsed command line.
@@ -187,7 +251,112 @@ fn audit(cmd: AuditCommand) -> ExitCode {
         },
         AuditCommand::Prove { dir, seq } => audit_prove(&dir, seq),
         AuditCommand::CheckProof { proof, pubkey } => audit_check_proof(&proof, &pubkey),
+        AuditCommand::Query { filter, format } => audit_query(&filter, format),
     }
+}
+
+/// Parses `--since`/`--until`: RFC 3339, or a date meaning 00:00 UTC.
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("`{s}` is not a time: expected RFC 3339 or `YYYY-MM-DD`"))
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Builds the query filter (deriving the pseudonym of `--subject` when a key is given).
+fn build_filter(args: &FilterArgs) -> Result<crate::audit::query::Filter, ExitCode> {
+    existing_dir(&args.dir)?;
+    let key = args
+        .subject_key
+        .as_deref()
+        .map(crate::audit::pseudonym::SubjectKey::load)
+        .transpose()
+        .map_err(|e| usage_error(&e))?;
+    let time = |s: &Option<String>| {
+        s.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|e| usage_error(&e))
+    };
+    Ok(crate::audit::query::Filter {
+        subject: args
+            .subject
+            .as_deref()
+            .map(|b| crate::audit::pseudonym::subject_id(key.as_ref(), "Person", b.trim())),
+        kenteken: args
+            .kenteken
+            .as_deref()
+            .map(crate::audit::query::normalise_kenteken),
+        employee: args.employee.clone(),
+        org: args.org.clone(),
+        case: args.case_id.clone(),
+        action: args.action.clone(),
+        decision: args.decision.map(|d| match d {
+            DecisionArg::Allow => crate::audit::Verdict::Allow,
+            DecisionArg::Deny => crate::audit::Verdict::Deny,
+        }),
+        break_glass: args.break_glass.then_some(true),
+        since: time(&args.since)?,
+        until: time(&args.until)?,
+    })
+}
+
+fn audit_query(args: &FilterArgs, format: TableFormat) -> ExitCode {
+    use crate::audit::query;
+    let filter = match build_filter(args) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let result = match query::query(&args.dir, &filter) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let out = match format {
+        TableFormat::Json => {
+            let mut out = String::new();
+            for row in &result.rows {
+                match serde_json::to_string(row) {
+                    Ok(line) => {
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot encode a row: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            out
+        }
+        TableFormat::Table | TableFormat::Csv => {
+            let rows: Vec<Vec<String>> = result.rows.iter().map(query::cells).collect();
+            if format == TableFormat::Csv {
+                query::csv(&query::COLUMNS, &rows)
+            } else {
+                let mut t = query::table(&query::COLUMNS, &rows);
+                t.push_str(&format!(
+                    "{} decisions of {} records\n",
+                    result.rows.len(),
+                    result.records
+                ));
+                t
+            }
+        }
+    };
+    print!("{out}");
+    ExitCode::SUCCESS
 }
 
 fn existing_dir(dir: &Path) -> Result<(), ExitCode> {

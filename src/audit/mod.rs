@@ -16,6 +16,8 @@ pub mod checkpoint;
 mod format;
 pub mod integrity;
 pub mod merkle;
+pub mod pseudonym;
+pub mod query;
 mod reader;
 pub mod record;
 mod scan;
