@@ -80,7 +80,7 @@ pub enum AuditCommand {
     /// Decisions joined with their outcomes, filtered.
     Query {
         #[command(flatten)]
-        filter: FilterArgs,
+        filter: Box<FilterArgs>,
         /// Output format (`json`: JSON Lines, one row per line).
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,

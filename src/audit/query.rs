@@ -335,10 +335,12 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
                     return Ok(());
                 }
                 match parse_at(file, number, line)? {
-                    Record::Decision(d) if kind == "decision" => {
-                        if missing.contains(&d.request_id) && !known.contains(&d.seq) {
-                            decisions.insert(d.seq, *d);
-                        }
+                    Record::Decision(d)
+                        if kind == "decision"
+                            && missing.contains(&d.request_id)
+                            && !known.contains(&d.seq) =>
+                    {
+                        decisions.insert(d.seq, *d);
                     }
                     Record::Outcome(o) if missing.contains(&o.request_id) => {
                         outcomes.entry(o.request_id.clone()).or_insert(o);
