@@ -85,6 +85,73 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
+    /// A citizen's access report (GDPR art. 15): every lookup of and disclosure about a person.
+    SubjectReport {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The person's BSN (in the clear, also for a pseudonymised log).
+        #[arg(long)]
+        bsn: String,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// The `[audit] subject_key` file, for a log with pseudonymised subjects.
+        #[arg(long, value_name = "FILE")]
+        subject_key: Option<PathBuf>,
+    },
+    /// Every person and vehicle whose data an employee obtained.
+    IncidentReport {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The employee id.
+        #[arg(long)]
+        employee: String,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Output format (`json`: one document).
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
+    /// Snooping signals per employee, ranked, each with the seqs that support it.
+    Signals {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Working hours, e.g. `Mon-Fri 07:00-19:00 +01:00` (default: from `--config`, else
+        /// `Mon-Fri 07:00-19:00` UTC).
+        #[arg(long, value_name = "SPEC")]
+        working_hours: Option<String>,
+        /// Take `[audit] working_hours` from this gate config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// Append a review of a decision (the log is never edited).
+    Review {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The seq of the reviewed decision record.
+        #[arg(long, value_name = "N")]
+        seq: u64,
+        /// The reviewer's id.
+        #[arg(long, value_name = "AUDITOR")]
+        by: String,
+        /// The verdict.
+        #[arg(long, value_enum)]
+        verdict: VerdictArg,
+        /// A note.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
     /// Check an inclusion proof without access to the log.
     CheckProof {
         /// The proof file written by `audit prove`.
@@ -135,6 +202,32 @@ pub struct FilterArgs {
     /// The `[audit] subject_key` file, for a log with pseudonymised subjects.
     #[arg(long, value_name = "FILE")]
     pub subject_key: Option<PathBuf>,
+}
+
+/// A time window.
+#[derive(Debug, clap::Args)]
+pub struct PeriodArgs {
+    /// From this time (RFC 3339, or `YYYY-MM-DD` meaning 00:00 UTC), inclusive.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Up to this time, exclusive.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+/// Output of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Html,
+}
+
+/// A review verdict.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VerdictArg {
+    Ok,
+    Suspicious,
 }
 
 /// `allow` or `deny`.
@@ -252,6 +345,235 @@ fn audit(cmd: AuditCommand) -> ExitCode {
         AuditCommand::Prove { dir, seq } => audit_prove(&dir, seq),
         AuditCommand::CheckProof { proof, pubkey } => audit_check_proof(&proof, &pubkey),
         AuditCommand::Query { filter, format } => audit_query(&filter, format),
+        AuditCommand::SubjectReport {
+            dir,
+            bsn,
+            period,
+            format,
+            subject_key,
+        } => audit_subject_report(&dir, &bsn, &period, format, subject_key.as_deref()),
+        AuditCommand::IncidentReport {
+            dir,
+            employee,
+            period,
+            format,
+        } => audit_incident_report(&dir, &employee, &period, format),
+        AuditCommand::Signals {
+            dir,
+            period,
+            working_hours,
+            config,
+            format,
+        } => audit_signals(&dir, &period, working_hours, config.as_deref(), format),
+        AuditCommand::Review {
+            dir,
+            seq,
+            by,
+            verdict,
+            note,
+        } => audit_review(&dir, seq, &by, verdict, note),
+    }
+}
+
+type Period = (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+fn period(p: &PeriodArgs) -> Result<Period, ExitCode> {
+    let time = |s: &Option<String>| {
+        s.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|e| usage_error(&e))
+    };
+    Ok((time(&p.since)?, time(&p.until)?))
+}
+
+fn run_query(
+    dir: &Path,
+    filter: &crate::audit::query::Filter,
+) -> Result<crate::audit::query::QueryResult, ExitCode> {
+    crate::audit::query::query(dir, filter).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot encode the report: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn audit_subject_report(
+    dir: &Path,
+    bsn: &str,
+    p: &PeriodArgs,
+    format: ReportFormat,
+    subject_key: Option<&Path>,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let (since, until) = match period(p) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let key = match subject_key
+        .map(crate::audit::pseudonym::SubjectKey::load)
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => return usage_error(&e),
+    };
+    let bsn = bsn.trim();
+    let stored = crate::audit::pseudonym::subject_id(key.as_ref(), "Person", bsn);
+    let filter = crate::audit::query::Filter {
+        subject: Some(stored.clone()),
+        since,
+        until,
+        ..Default::default()
+    };
+    let result = match run_query(dir, &filter) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = crate::audit::report::subject_report(&result, bsn, &stored, since, until);
+    match format {
+        ReportFormat::Text => {
+            print!("{}", report.text());
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Html => {
+            print!("{}", report.html());
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Json => print_json(&report),
+    }
+}
+
+fn audit_incident_report(
+    dir: &Path,
+    employee: &str,
+    p: &PeriodArgs,
+    format: TableFormat,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let (since, until) = match period(p) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let filter = crate::audit::query::Filter {
+        employee: Some(employee.to_string()),
+        since,
+        until,
+        ..Default::default()
+    };
+    let result = match run_query(dir, &filter) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = crate::audit::report::incident_report(&result, employee);
+    match format {
+        TableFormat::Table => {
+            print!("{}", report.text());
+            ExitCode::SUCCESS
+        }
+        TableFormat::Csv => {
+            print!(
+                "{}",
+                crate::audit::query::csv(&crate::audit::report::INCIDENT_COLUMNS, &report.cells())
+            );
+            ExitCode::SUCCESS
+        }
+        TableFormat::Json => print_json(&report),
+    }
+}
+
+fn audit_signals(
+    dir: &Path,
+    p: &PeriodArgs,
+    working_hours: Option<String>,
+    config: Option<&Path>,
+    format: ReportFormat,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let (since, until) = match period(p) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let spec = match (working_hours, config) {
+        (Some(w), _) => w,
+        (None, Some(c)) => match load_config(c) {
+            Ok(cfg) => cfg.audit.working_hours,
+            Err(code) => return code,
+        },
+        (None, None) => crate::config::AuditConfig::default().working_hours,
+    };
+    let hours = match crate::audit::report::WorkingHours::parse(&spec) {
+        Ok(h) => h,
+        Err(e) => return usage_error(&e),
+    };
+    let filter = crate::audit::query::Filter {
+        since,
+        until,
+        ..Default::default()
+    };
+    let result = match run_query(dir, &filter) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let list =
+        crate::audit::report::signals(&result, &crate::audit::report::SignalOptions::new(hours));
+    match format {
+        ReportFormat::Text => {
+            print!("{}", crate::audit::report::signals_text(&list));
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Html => {
+            print!("{}", crate::audit::report::signals_html(&list));
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Json => print_json(&list),
+    }
+}
+
+fn audit_review(
+    dir: &Path,
+    seq: u64,
+    by: &str,
+    verdict: VerdictArg,
+    note: Option<String>,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let verdict = match verdict {
+        VerdictArg::Ok => crate::audit::ReviewVerdict::Ok,
+        VerdictArg::Suspicious => crate::audit::ReviewVerdict::Suspicious,
+    };
+    match crate::audit::review::append_review(dir, seq, by, verdict, note) {
+        Ok(review_seq) => {
+            println!("ok: review of seq {seq} appended as seq {review_seq}");
+            ExitCode::SUCCESS
+        }
+        Err(crate::audit::review::ReviewError::Usage(m)) => usage_error(&m),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

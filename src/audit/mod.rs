@@ -20,6 +20,8 @@ pub mod pseudonym;
 pub mod query;
 mod reader;
 pub mod record;
+pub mod report;
+pub mod review;
 mod scan;
 #[cfg(test)]
 mod testutil;
@@ -159,6 +161,9 @@ impl AuditLog {
                 AuditError::Unavailable(format!("cannot sync `{}`: {e}", parent.display()))
             })?;
         }
+        // One writer per directory: a second gate, or `audit review` while the gate runs,
+        // would fork the chain. The lock is held by the writer thread until close.
+        let lock = lock_dir(&dir)?;
         let tail = scan::recover_dir(&dir)?;
         if let Some((bytes, why)) = &tail.truncated {
             tracing::warn!(
@@ -174,7 +179,8 @@ impl AuditLog {
             opts.segment_max_bytes,
             opts.max_batch,
             tail,
-        )?;
+        )?
+        .with_lock(lock);
         let interval = checkpoints.as_ref().map(|c| c.interval);
         if let Some(opts) = checkpoints {
             let (frontier, since) = rebuild_frontier(&dir)?;
@@ -252,6 +258,31 @@ impl AuditLog {
         if self.tx.send(Command::Close(reply)).await.is_ok() {
             let _ = done.await;
         }
+    }
+}
+
+/// The file whose exclusive lock marks the directory's single writer.
+pub const WRITER_LOCK_FILE: &str = "writer.lock";
+
+/// Takes the directory's writer lock without waiting.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
+    let path = dir.join(WRITER_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AuditError::Unavailable(format!("cannot open `{}`: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Unavailable(format!(
+            "`{}` is in use by another writer (a running gate holds `{WRITER_LOCK_FILE}`)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::Unavailable(format!(
+            "cannot lock `{}`: {e}",
+            path.display()
+        ))),
     }
 }
 

@@ -123,6 +123,8 @@ pub(crate) struct Writer {
     checkpoints: Option<Checkpoints>,
     /// Leaf hashes of the lines in `buf` (only with checkpoints).
     leaves: Vec<Hash>,
+    /// The exclusive lock on `writer.lock`, released before a close is acknowledged.
+    lock: Option<File>,
 }
 
 impl Writer {
@@ -148,6 +150,7 @@ impl Writer {
             buf: Vec::with_capacity(1 << 20),
             checkpoints: None,
             leaves: Vec::new(),
+            lock: None,
         };
         writer.file = Some(writer.open_current()?);
         Ok(writer)
@@ -156,6 +159,12 @@ impl Writer {
     /// Switches checkpoints on; `checkpoints.frontier` must cover every line already in the log.
     pub(crate) fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Writer {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Holds `lock` (the directory's writer lock) while the writer runs.
+    pub(crate) fn with_lock(mut self, lock: File) -> Writer {
+        self.lock = Some(lock);
         self
     }
 
@@ -233,6 +242,8 @@ impl Writer {
                     self.commit(&mut batch);
                 }
                 self.finish(rx);
+                // Release the directory for the next writer before acknowledging the close.
+                drop(self.lock.take());
                 let _ = reply.send(());
                 return;
             }
