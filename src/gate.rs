@@ -45,6 +45,8 @@ pub struct Gate {
     cases: Arc<dyn CaseRegistry>,
     policy: Arc<ArcSwap<PolicyEngine>>,
     audit: AuditLog,
+    /// `[audit] subject_key`: BSNs in records are pseudonymised with it.
+    subject_key: Option<crate::audit::pseudonym::SubjectKey>,
     upstreams: Upstreams,
     counters: LookupCounters,
     headers: HeadersConfig,
@@ -117,6 +119,13 @@ impl Gate {
                 cfg.audit.dir.display()
             ))
         })?;
+        let subject_key = cfg
+            .audit
+            .subject_key
+            .as_deref()
+            .map(crate::audit::pseudonym::SubjectKey::load)
+            .transpose()
+            .map_err(StartError)?;
         let upstreams = Upstreams::new(cfg).map_err(StartError)?;
         Ok(Gate {
             gate_id: cfg.gate_id.clone(),
@@ -125,6 +134,7 @@ impl Gate {
             cases,
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             audit,
+            subject_key,
             upstreams,
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
@@ -289,7 +299,11 @@ impl Gate {
                     &draft,
                     Some(ResourceRef {
                         kind: kind.to_string(),
-                        id: id.to_string(),
+                        id: crate::audit::pseudonym::subject_id(
+                            self.subject_key.as_ref(),
+                            kind,
+                            id,
+                        ),
                     }),
                     verdict,
                     code,
@@ -382,7 +396,10 @@ impl Gate {
             request_id: ctx.request_id.clone(),
             status,
             upstream_ms,
-            disclosed,
+            disclosed: crate::audit::pseudonym::pseudonymise_refs(
+                self.subject_key.as_ref(),
+                disclosed,
+            ),
         });
         if let Err(e) = self.audit.append(vec![outcome]).await {
             tracing::error!(request_id = %ctx.request_id, error = %e, "outcome record failed; answer withheld");

@@ -68,6 +68,23 @@ pub fn subject_id(key: Option<&SubjectKey>, kind: &str, id: &str) -> String {
     }
 }
 
+/// [`subject_id`] applied to every reference (the `disclosed` list of an outcome).
+pub fn pseudonymise_refs(
+    key: Option<&SubjectKey>,
+    refs: Vec<super::record::ResourceRef>,
+) -> Vec<super::record::ResourceRef> {
+    match key {
+        None => refs,
+        Some(_) => refs
+            .into_iter()
+            .map(|r| super::record::ResourceRef {
+                id: subject_id(key, &r.kind, &r.id),
+                kind: r.kind,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
