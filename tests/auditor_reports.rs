@@ -93,7 +93,7 @@ async fn traffic(pseudonymise: bool) -> (Harness, std::path::PathBuf, tempfile::
     assert_eq!(a.status, 200);
     let handhaver = h.token("emp-107", "0363", &["handhaver"]);
     let search = json!({"type": "ZoekMetGeslachtsnaamEnGeboortedatum", "geslachtsnaam": "Dijk",
-                        "geboortedatum": "1980-01-01", "fields": ["naam"]});
+                        "geboortedatum": "1980-01-01", "fields": ["burgerservicenummer", "naam"]});
     let a = h.brp(&handhaver, Some("Z-HANDHAVING"), &search).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let auth = format!("Bearer {emp042}");
@@ -147,6 +147,8 @@ async fn reports_over_a_log_written_by_the_gate() {
             ("emp-042", "brp:lookup", "allow"),
             ("emp-042", "brp:lookup", "deny"),
             ("emp-107", "brp:search", "allow"),
+            // The holder of XX999X is 999993653: the answer disclosed her.
+            ("emp-042", "rdw:holder", "allow"),
         ],
         "{}",
         stdout(&q)
@@ -194,7 +196,7 @@ async fn reports_over_a_log_written_by_the_gate() {
         &dir,
     )))
     .unwrap();
-    assert_eq!(json["entries"].as_array().unwrap().len(), 4);
+    assert_eq!(json["entries"].as_array().unwrap().len(), 5);
     assert_eq!(json["entries"][3]["disclosed"], true);
     assert_eq!(json["entries"][2]["disclosed"], false);
     assert!(json["covered_by"]["tree_size"].as_u64().unwrap() > 0);
@@ -216,7 +218,7 @@ async fn reports_over_a_log_written_by_the_gate() {
         .iter()
         .find(|e| e["kind"] == "Person" && e["id"] == "999993653")
         .unwrap();
-    assert_eq!(person["count"], 2);
+    assert_eq!(person["count"], 3, "two lookups and the holder lookup");
     assert_eq!(person["cases"], json!(["Z-OPEN"]));
     assert!(
         entries
@@ -333,7 +335,7 @@ async fn pseudonymised_subjects_round_trip() {
         ],
         &dir,
     );
-    assert_eq!(stdout(&q).lines().count(), 4, "{}", stdout(&q));
+    assert_eq!(stdout(&q).lines().count(), 5, "{}", stdout(&q));
     let report = stdout(&cli(
         &[
             "subject-report",
@@ -345,7 +347,7 @@ async fn pseudonymised_subjects_round_trip() {
         &dir,
     ));
     assert!(report.contains("Subject (BSN): 999993653"), "{report}");
-    assert!(report.contains("4 entries"), "{report}");
+    assert!(report.contains("5 entries"), "{report}");
     // Without the key nothing matches.
     let q = cli(
         &["query", "--subject", "999993653", "--format", "json"],
