@@ -125,6 +125,9 @@ pub(crate) struct Writer {
     leaves: Vec<Hash>,
     /// The exclusive lock on `writer.lock`, released before a close is acknowledged.
     lock: Option<File>,
+    /// UTC day of the current segment's records (`None` while it is empty): a segment holds
+    /// the records of one day, the next day starts a new segment.
+    segment_day: Option<chrono::NaiveDate>,
 }
 
 impl Writer {
@@ -151,7 +154,14 @@ impl Writer {
             checkpoints: None,
             leaves: Vec::new(),
             lock: None,
+            segment_day: None,
         };
+        if writer.durable_len > 0 {
+            writer.segment_day = std::fs::metadata(&writer.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).date_naive());
+        }
         writer.file = Some(writer.open_current()?);
         Ok(writer)
     }
@@ -344,7 +354,11 @@ impl Writer {
         }
         let mut pending = batch.drain(..).peekable();
         while pending.peek().is_some() {
-            if self.durable_len >= self.segment_max_bytes
+            let new_day = self.durable_len > 0
+                && self
+                    .segment_day
+                    .is_some_and(|d| d != chrono::Utc::now().date_naive());
+            if (self.durable_len >= self.segment_max_bytes || new_day)
                 && let Err(e) = self.rotate()
             {
                 tracing::error!(error = %e, "audit log: cannot start a new segment");
@@ -376,6 +390,9 @@ impl Writer {
             }
             match self.write_durably() {
                 Ok(()) => {
+                    if self.segment_day.is_none() {
+                        self.segment_day = Some(chrono::Utc::now().date_naive());
+                    }
                     self.durable_len += self.buf.len() as u64;
                     self.chain = chain;
                     if let Some(cp) = self.checkpoints.as_mut() {
@@ -480,6 +497,7 @@ impl Writer {
         self.path = path;
         self.file = Some(file);
         self.durable_len = 0;
+        self.segment_day = None;
         self.segment_start = self.chain;
         Ok(())
     }
@@ -744,5 +762,34 @@ mod tests {
         log.close().await;
         let summary = verify(dir.path()).unwrap();
         assert_eq!((summary.records, summary.segments), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_new_day_starts_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        log.append(vec![decision("a")]).await.unwrap();
+        log.close().await;
+        // The segment was last written yesterday.
+        let yesterday = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(segment_file_name(1)))
+            .unwrap();
+        file.set_modified(yesterday).unwrap();
+        drop(file);
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        log.append(vec![decision("b")]).await.unwrap();
+        log.append(vec![decision("c")]).await.unwrap();
+        log.close().await;
+        let summary = verify(dir.path()).unwrap();
+        assert_eq!((summary.records, summary.segments), (3, 2));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(segment_file_name(2)))
+                .unwrap()
+                .lines()
+                .count(),
+            2
+        );
     }
 }
