@@ -841,6 +841,92 @@ mod tests {
         assert!(WorkingHours::parse("Fri-Mon 08:00-18:00").unwrap().days[6]);
     }
 
+    fn row(seq: u64, emp: &str, time: &str, decision: Verdict, case: &str, bsn: &str) -> Row {
+        Row {
+            seq,
+            time: time.into(),
+            request_id: format!("r{seq}"),
+            employee: Some(emp.into()),
+            org: Some("0363".into()),
+            roles: vec![],
+            action: Some("brp:lookup".into()),
+            resource: Some(crate::audit::ResourceRef {
+                kind: "Person".into(),
+                id: bsn.into(),
+            }),
+            case_id: Some(case.into()),
+            doelbinding: None,
+            verwerking: None,
+            break_glass: false,
+            reason: None,
+            fields: vec![],
+            decision,
+            code: (decision == Verdict::Deny).then(|| "caseClosed".to_string()),
+            reasons: vec![],
+            outcome_seq: None,
+            status: None,
+            disclosed: vec![],
+            review: None,
+        }
+    }
+
+    #[test]
+    fn volume_spike_and_repeated_denials_are_signalled_with_their_seqs() {
+        let mut rows = Vec::new();
+        let mut seq = 0;
+        // emp-1: 2 lookups a day on five days, then 30 on one day.
+        for day in 2..=6 {
+            for _ in 0..2 {
+                seq += 1;
+                let t = format!("2026-03-0{day}T10:00:00Z");
+                rows.push(row(seq, "emp-1", &t, Verdict::Allow, "Z-1", "999993653"));
+            }
+        }
+        let spike_start = seq + 1;
+        for _ in 0..30 {
+            seq += 1;
+            rows.push(row(
+                seq,
+                "emp-1",
+                "2026-03-09T10:00:00Z",
+                Verdict::Allow,
+                "Z-1",
+                "999993653",
+            ));
+        }
+        // emp-2: three denials on one day, under two cases for the same person.
+        for case in ["Z-1", "Z-2", "Z-2"] {
+            seq += 1;
+            rows.push(row(
+                seq,
+                "emp-2",
+                "2026-03-09T11:00:00Z",
+                Verdict::Deny,
+                case,
+                "999990639",
+            ));
+        }
+        let result = QueryResult {
+            rows,
+            ..QueryResult::default()
+        };
+        let wh = WorkingHours::parse("Mon-Fri 07:00-19:00").unwrap();
+        let list = signals(&result, &SignalOptions::new(wh));
+        let emp1 = list.iter().find(|e| e.employee == "emp-1").unwrap();
+        let volume = emp1.signals.iter().find(|s| s.kind == "volume").unwrap();
+        assert_eq!(volume.seqs.len(), 30);
+        assert_eq!(volume.seqs[0], spike_start);
+        assert!(emp1.signals.iter().all(|s| s.kind != "after_hours"));
+        let emp2 = list.iter().find(|e| e.employee == "emp-2").unwrap();
+        let kinds: Vec<&str> = emp2.signals.iter().map(|s| s.kind.as_str()).collect();
+        assert!(kinds.contains(&"repeated_denials"), "{kinds:?}");
+        assert!(kinds.contains(&"unrelated_cases"), "{kinds:?}");
+        // Ranked by score.
+        assert!(list.windows(2).all(|w| w[0].score >= w[1].score));
+        let html = signals_html(&list);
+        assert!(html.contains("Snooping signals") && html.contains("repeated_denials"));
+    }
+
     #[test]
     fn html_escape_escapes_markup() {
         assert_eq!(
