@@ -478,12 +478,11 @@ pub struct AuditConfig {
     /// `hmac-sha256:<hex>` of HMAC-SHA256(key, BSN) instead of the BSN. Default: none.
     #[serde(default)]
     pub subject_key: Option<PathBuf>,
-    /// Working hours for `audit signals`, `"Mon-Fri 07:00-19:00"` (local time of the auditor's
-    /// machine is not used: times are UTC unless an offset is given, e.g. `"Mon-Fri 07:00-19:00 +01:00"`).
-    /// Default `"Mon-Fri 07:00-19:00"`.
+    /// Working hours for `audit signals --config`: days and hours, in UTC unless an offset is
+    /// given (`"Mon-Fri 07:00-19:00 +01:00"`). Default `"Mon-Fri 07:00-19:00"`.
     #[serde(default = "default_working_hours")]
     pub working_hours: String,
-    /// Optional JSON file `{"emp-042": {"name": "Jansen"}}` for the shared-surname signal.
+    /// Reserved for the shared-surname signal (accepted, not used yet). Default: none.
     #[serde(default)]
     pub employee_directory: Option<PathBuf>,
 }
@@ -784,6 +783,17 @@ impl Config {
         if self.audit.max_batch == 0 {
             return Err("`audit.max_batch` must be at least 1".into());
         }
+        if self.audit.checkpoint_every == 0 {
+            return Err("`audit.checkpoint_every` must be at least 1".into());
+        }
+        let origin = &self.audit.origin;
+        if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+') {
+            return Err(format!(
+                "`audit.origin` = `{origin}`: expected a name without spaces or `+`, e.g. `gemeente.example/audit`"
+            ));
+        }
+        crate::audit::report::WorkingHours::parse(&self.audit.working_hours)
+            .map_err(|e| format!("`audit.working_hours`: {e}"))?;
         Ok(())
     }
 
@@ -993,5 +1003,32 @@ zgw_secret_file = "zgw.secret"
             err.contains("`cases.zgw_client_id` is set but `cases.zgw_url` is not"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn audit_keys_have_defaults_resolve_paths_and_are_checked() {
+        let cfg = Config::parse(MINIMAL, Path::new("/etc/gate")).unwrap();
+        assert_eq!(cfg.audit.signing_key, None);
+        assert_eq!(cfg.audit.checkpoint_every, 10_000);
+        assert_eq!(cfg.audit.checkpoint_interval.0, Duration::from_secs(60));
+        assert_eq!(cfg.audit.origin, "purpose-gate/audit");
+        let text = format!(
+            "{MINIMAL}[audit]\nsigning_key = \"keys/ckpt.pem\"\nsubject_key = \"keys/subject.key\"\ncheckpoint_interval = \"0s\"\n"
+        );
+        let cfg = Config::parse(&text, Path::new("/etc/gate")).unwrap();
+        assert_eq!(
+            cfg.audit.signing_key,
+            Some(PathBuf::from("/etc/gate/keys/ckpt.pem"))
+        );
+        assert_eq!(
+            cfg.audit.subject_key,
+            Some(PathBuf::from("/etc/gate/keys/subject.key"))
+        );
+        let bad = format!("{MINIMAL}[audit]\norigin = \"my log\"\n");
+        let err = Config::parse(&bad, Path::new("/etc/gate")).unwrap_err();
+        assert!(err.contains("`audit.origin` = `my log`"), "{err}");
+        let bad = format!("{MINIMAL}[audit]\nworking_hours = \"9 to 5\"\n");
+        let err = Config::parse(&bad, Path::new("/etc/gate")).unwrap_err();
+        assert!(err.contains("`audit.working_hours`"), "{err}");
     }
 }
