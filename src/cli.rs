@@ -1,4 +1,4 @@
-//! The command line: `serve`, `policy check|test`, `audit verify|query`.
+//! The command line: `serve`, `policy check|test`, `audit verify|keygen|prove|check-proof|…`.
 //!
 //! Exit codes: 0 ok, 1 a check failed, 2 usage or configuration error.
 
@@ -53,12 +53,196 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain of the whole log.
+    /// Verify the hash chain and every signed checkpoint of the log.
     Verify {
         /// The audit directory.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Check checkpoint signatures with this public key (SPKI PEM from `audit keygen`).
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
     },
+    /// Write an Ed25519 key pair for signing checkpoints (private key mode 0600).
+    Keygen {
+        /// Directory for the key files (created when absent; existing keys are kept).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print an inclusion proof (JSON) of a record against the latest checkpoint.
+    Prove {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The record to prove.
+        #[arg(long, value_name = "N")]
+        seq: u64,
+    },
+    /// Decisions joined with their outcomes, filtered.
+    Query {
+        #[command(flatten)]
+        filter: Box<FilterArgs>,
+        /// Output format (`json`: JSON Lines, one row per line).
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
+    /// A citizen's access report (GDPR art. 15): every lookup of and disclosure about a person.
+    SubjectReport {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The person's BSN (in the clear, also for a pseudonymised log).
+        #[arg(long)]
+        bsn: String,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// The `[audit] subject_key` file, for a log with pseudonymised subjects.
+        #[arg(long, value_name = "FILE")]
+        subject_key: Option<PathBuf>,
+    },
+    /// Every person and vehicle whose data an employee obtained.
+    IncidentReport {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The employee id.
+        #[arg(long)]
+        employee: String,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Output format (`json`: one document).
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
+    /// Snooping signals per employee, ranked, each with the seqs that support it.
+    Signals {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Working hours, e.g. `Mon-Fri 07:00-19:00 +01:00` (default: from `--config`, else
+        /// `Mon-Fri 07:00-19:00` UTC).
+        #[arg(long, value_name = "SPEC")]
+        working_hours: Option<String>,
+        /// Take `[audit] working_hours` from this gate config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// Append a review of a decision (the log is never edited).
+    Review {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The seq of the reviewed decision record.
+        #[arg(long, value_name = "N")]
+        seq: u64,
+        /// The reviewer's id.
+        #[arg(long, value_name = "AUDITOR")]
+        by: String,
+        /// The verdict.
+        #[arg(long, value_enum)]
+        verdict: VerdictArg,
+        /// A note.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Check an inclusion proof without access to the log.
+    CheckProof {
+        /// The proof file written by `audit prove`.
+        #[arg(value_name = "FILE")]
+        proof: PathBuf,
+        /// The log's public key (SPKI PEM).
+        #[arg(long, value_name = "FILE")]
+        pubkey: PathBuf,
+    },
+}
+
+/// Filters shared by the auditor commands.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    /// The audit directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// A person (BSN, in the clear; pseudonymised with `--subject-key`).
+    #[arg(long, value_name = "BSN")]
+    pub subject: Option<String>,
+    /// A vehicle (hyphens and lowercase are normalised).
+    #[arg(long)]
+    pub kenteken: Option<String>,
+    /// An employee id.
+    #[arg(long)]
+    pub employee: Option<String>,
+    /// An organisation id.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// A case id.
+    #[arg(long = "case")]
+    pub case_id: Option<String>,
+    /// A Cedar action (`brp:lookup`, `brp:search`, `rdw:vehicle`, `rdw:holder`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// `allow` or `deny`.
+    #[arg(long, value_enum)]
+    pub decision: Option<DecisionArg>,
+    /// Only break-glass requests.
+    #[arg(long)]
+    pub break_glass: bool,
+    /// From this time (RFC 3339, or a date `YYYY-MM-DD` meaning 00:00 UTC), inclusive.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Up to this time (RFC 3339, or a date meaning 00:00 UTC), exclusive.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// The `[audit] subject_key` file, for a log with pseudonymised subjects.
+    #[arg(long, value_name = "FILE")]
+    pub subject_key: Option<PathBuf>,
+}
+
+/// A time window.
+#[derive(Debug, clap::Args)]
+pub struct PeriodArgs {
+    /// From this time (RFC 3339, or `YYYY-MM-DD` meaning 00:00 UTC), inclusive.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Up to this time, exclusive.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+/// Output of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Html,
+}
+
+/// A review verdict.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VerdictArg {
+    Ok,
+    Suspicious,
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DecisionArg {
+    Allow,
+    Deny,
+}
+
+/// Output of row-shaped commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 /// Runs a parsed command line.
@@ -66,7 +250,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Policy(cmd) => policy(cmd),
-        Command::Audit(AuditCommand::Verify { dir }) => audit_verify(&dir),
+        Command::Audit(cmd) => audit(cmd),
     }
 }
 
@@ -170,17 +354,401 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
     }
 }
 
-fn audit_verify(dir: &Path) -> ExitCode {
-    if !dir.is_dir() {
-        eprintln!("error: audit directory `{}` does not exist", dir.display());
-        return ExitCode::from(2);
+fn audit(cmd: AuditCommand) -> ExitCode {
+    match cmd {
+        AuditCommand::Verify { dir, pubkey } => audit_verify(&dir, pubkey.as_deref()),
+        AuditCommand::Keygen { out } => match crate::audit::checkpoint::keygen(&out) {
+            Ok((private, public)) => {
+                println!("private key: {}", private.display());
+                println!("public key: {}", public.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        AuditCommand::Prove { dir, seq } => audit_prove(&dir, seq),
+        AuditCommand::CheckProof { proof, pubkey } => audit_check_proof(&proof, &pubkey),
+        AuditCommand::Query { filter, format } => audit_query(&filter, format),
+        AuditCommand::SubjectReport {
+            dir,
+            bsn,
+            period,
+            format,
+            subject_key,
+        } => audit_subject_report(&dir, &bsn, &period, format, subject_key.as_deref()),
+        AuditCommand::IncidentReport {
+            dir,
+            employee,
+            period,
+            format,
+        } => audit_incident_report(&dir, &employee, &period, format),
+        AuditCommand::Signals {
+            dir,
+            period,
+            working_hours,
+            config,
+            format,
+        } => audit_signals(&dir, &period, working_hours, config.as_deref(), format),
+        AuditCommand::Review {
+            dir,
+            seq,
+            by,
+            verdict,
+            note,
+        } => audit_review(&dir, seq, &by, verdict, note),
     }
-    match crate::audit::verify(dir) {
+}
+
+type Period = (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+fn period(p: &PeriodArgs) -> Result<Period, ExitCode> {
+    let time = |s: &Option<String>| {
+        s.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|e| usage_error(&e))
+    };
+    Ok((time(&p.since)?, time(&p.until)?))
+}
+
+fn run_query(
+    dir: &Path,
+    filter: &crate::audit::query::Filter,
+) -> Result<crate::audit::query::QueryResult, ExitCode> {
+    crate::audit::query::query(dir, filter).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot encode the report: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn audit_subject_report(
+    dir: &Path,
+    bsn: &str,
+    p: &PeriodArgs,
+    format: ReportFormat,
+    subject_key: Option<&Path>,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let (since, until) = match period(p) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let key = match subject_key
+        .map(crate::audit::pseudonym::SubjectKey::load)
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => return usage_error(&e),
+    };
+    let bsn = bsn.trim();
+    let stored = crate::audit::pseudonym::subject_id(key.as_ref(), "Person", bsn);
+    let filter = crate::audit::query::Filter {
+        subject: Some(stored.clone()),
+        since,
+        until,
+        ..Default::default()
+    };
+    let result = match run_query(dir, &filter) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = crate::audit::report::subject_report(&result, bsn, &stored, since, until);
+    match format {
+        ReportFormat::Text => {
+            print!("{}", report.text());
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Html => {
+            print!("{}", report.html());
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Json => print_json(&report),
+    }
+}
+
+fn audit_incident_report(
+    dir: &Path,
+    employee: &str,
+    p: &PeriodArgs,
+    format: TableFormat,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let (since, until) = match period(p) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let filter = crate::audit::query::Filter {
+        employee: Some(employee.to_string()),
+        since,
+        until,
+        ..Default::default()
+    };
+    let result = match run_query(dir, &filter) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = crate::audit::report::incident_report(&result, employee);
+    match format {
+        TableFormat::Table => {
+            print!("{}", report.text());
+            ExitCode::SUCCESS
+        }
+        TableFormat::Csv => {
+            print!(
+                "{}",
+                crate::audit::query::csv(&crate::audit::report::INCIDENT_COLUMNS, &report.cells())
+            );
+            ExitCode::SUCCESS
+        }
+        TableFormat::Json => print_json(&report),
+    }
+}
+
+fn audit_signals(
+    dir: &Path,
+    p: &PeriodArgs,
+    working_hours: Option<String>,
+    config: Option<&Path>,
+    format: ReportFormat,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let (since, until) = match period(p) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let spec = match (working_hours, config) {
+        (Some(w), _) => w,
+        (None, Some(c)) => match load_config(c) {
+            Ok(cfg) => cfg.audit.working_hours,
+            Err(code) => return code,
+        },
+        (None, None) => crate::config::AuditConfig::default().working_hours,
+    };
+    let hours = match crate::audit::report::WorkingHours::parse(&spec) {
+        Ok(h) => h,
+        Err(e) => return usage_error(&e),
+    };
+    let filter = crate::audit::query::Filter {
+        since,
+        until,
+        ..Default::default()
+    };
+    let result = match run_query(dir, &filter) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let list =
+        crate::audit::report::signals(&result, &crate::audit::report::SignalOptions::new(hours));
+    match format {
+        ReportFormat::Text => {
+            print!("{}", crate::audit::report::signals_text(&list));
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Html => {
+            print!("{}", crate::audit::report::signals_html(&list));
+            ExitCode::SUCCESS
+        }
+        ReportFormat::Json => print_json(&list),
+    }
+}
+
+fn audit_review(
+    dir: &Path,
+    seq: u64,
+    by: &str,
+    verdict: VerdictArg,
+    note: Option<String>,
+) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let verdict = match verdict {
+        VerdictArg::Ok => crate::audit::ReviewVerdict::Ok,
+        VerdictArg::Suspicious => crate::audit::ReviewVerdict::Suspicious,
+    };
+    match crate::audit::review::append_review(dir, seq, by, verdict, note) {
+        Ok(review_seq) => {
+            println!("ok: review of seq {seq} appended as seq {review_seq}");
+            ExitCode::SUCCESS
+        }
+        Err(crate::audit::review::ReviewError::Usage(m)) => usage_error(&m),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Parses `--since`/`--until`: RFC 3339, or a date meaning 00:00 UTC.
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("`{s}` is not a time: expected RFC 3339 or `YYYY-MM-DD`"))
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Builds the query filter (deriving the pseudonym of `--subject` when a key is given).
+fn build_filter(args: &FilterArgs) -> Result<crate::audit::query::Filter, ExitCode> {
+    existing_dir(&args.dir)?;
+    let key = args
+        .subject_key
+        .as_deref()
+        .map(crate::audit::pseudonym::SubjectKey::load)
+        .transpose()
+        .map_err(|e| usage_error(&e))?;
+    let time = |s: &Option<String>| {
+        s.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|e| usage_error(&e))
+    };
+    Ok(crate::audit::query::Filter {
+        subject: args
+            .subject
+            .as_deref()
+            .map(|b| crate::audit::pseudonym::subject_id(key.as_ref(), "Person", b.trim())),
+        kenteken: args
+            .kenteken
+            .as_deref()
+            .map(crate::audit::query::normalise_kenteken),
+        employee: args.employee.clone(),
+        org: args.org.clone(),
+        case: args.case_id.clone(),
+        action: args.action.clone(),
+        decision: args.decision.map(|d| match d {
+            DecisionArg::Allow => crate::audit::Verdict::Allow,
+            DecisionArg::Deny => crate::audit::Verdict::Deny,
+        }),
+        break_glass: args.break_glass.then_some(true),
+        since: time(&args.since)?,
+        until: time(&args.until)?,
+    })
+}
+
+fn audit_query(args: &FilterArgs, format: TableFormat) -> ExitCode {
+    use crate::audit::query;
+    let filter = match build_filter(args) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let result = match query::query(&args.dir, &filter) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let out = match format {
+        TableFormat::Json => {
+            let mut out = String::new();
+            for row in &result.rows {
+                match serde_json::to_string(row) {
+                    Ok(line) => {
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot encode a row: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            out
+        }
+        TableFormat::Table | TableFormat::Csv => {
+            let rows: Vec<Vec<String>> = result.rows.iter().map(query::cells).collect();
+            if format == TableFormat::Csv {
+                query::csv(&query::COLUMNS, &rows)
+            } else {
+                let mut t = query::table(&query::COLUMNS, &rows);
+                t.push_str(&format!(
+                    "{} decisions of {} records\n",
+                    result.rows.len(),
+                    result.records
+                ));
+                t
+            }
+        }
+    };
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+fn existing_dir(dir: &Path) -> Result<(), ExitCode> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        eprintln!("error: audit directory `{}` does not exist", dir.display());
+        Err(ExitCode::from(2))
+    }
+}
+
+fn load_pubkey(path: &Path) -> Result<ed25519_dalek::VerifyingKey, ExitCode> {
+    crate::audit::checkpoint::load_verifying_key(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn audit_verify(dir: &Path, pubkey: Option<&Path>) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    let key = match pubkey.map(load_pubkey).transpose() {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    match crate::audit::integrity::verify_log(dir, key.as_ref()) {
         Ok(s) => {
             println!(
                 "ok: {} records in {} segments, chain intact",
                 s.records, s.segments
             );
+            let signatures = if s.signatures_checked {
+                "signatures valid"
+            } else {
+                "signatures not checked (no --pubkey)"
+            };
+            match &s.latest {
+                Some((size, _)) => println!(
+                    "ok: {} checkpoints match the records, {signatures}; latest covers seq 1..={size}",
+                    s.checkpoints
+                ),
+                None => println!("note: no checkpoints (no `[audit] signing_key`)"),
+            }
             ExitCode::SUCCESS
         }
         Err(f) => {
@@ -188,6 +756,58 @@ fn audit_verify(dir: &Path) -> ExitCode {
                 Some(seq) => println!("FAILED at seq {seq}: {}", f.message),
                 None => println!("FAILED: {}", f.message),
             }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn audit_prove(dir: &Path, seq: u64) -> ExitCode {
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
+    match crate::audit::integrity::prove(dir, seq) {
+        Ok(proof) => match serde_json::to_string_pretty(&proof) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot encode the proof: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(f) => {
+            println!("FAILED: {}", f.message);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn audit_check_proof(path: &Path, pubkey: &Path) -> ExitCode {
+    let key = match load_pubkey(pubkey) {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    let proof: crate::audit::integrity::InclusionProof = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: proof file `{}`: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match crate::audit::integrity::check_proof(&proof, &key) {
+        Ok(c) => {
+            println!(
+                "ok: record seq {} is included in checkpoint `{}` of {} records (signature valid)",
+                proof.seq, c.origin, c.tree_size
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
             ExitCode::from(1)
         }
     }

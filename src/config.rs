@@ -459,6 +459,45 @@ pub struct AuditConfig {
     /// Most records written with one fdatasync.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Ed25519 PKCS#8 PEM private key (`purpose-gate audit keygen`); when set, the writer
+    /// writes signed checkpoints. Default: none (no checkpoints).
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// A checkpoint after this many records. Default 10000.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// And at least this often while records arrive (`"0s"`: only by count and at shutdown).
+    /// Default `"60s"`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Dur,
+    /// The log's name: the origin line of checkpoints and the signing key's name.
+    /// Default `"purpose-gate/audit"`; use something unique such as `gemeente.example/audit`.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// File holding the key (at least 32 bytes) for pseudonymised subjects: records store
+    /// `hmac-sha256:<hex>` of HMAC-SHA256(key, BSN) instead of the BSN. Default: none.
+    #[serde(default)]
+    pub subject_key: Option<PathBuf>,
+    /// Working hours for `audit signals --config`: days and hours, in UTC unless an offset is
+    /// given (`"Mon-Fri 07:00-19:00 +01:00"`). Default `"Mon-Fri 07:00-19:00"`.
+    #[serde(default = "default_working_hours")]
+    pub working_hours: String,
+    /// Reserved for the shared-surname signal (accepted, not used yet). Default: none.
+    #[serde(default)]
+    pub employee_directory: Option<PathBuf>,
+}
+
+fn default_checkpoint_every() -> u64 {
+    10_000
+}
+fn default_checkpoint_interval() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_origin() -> String {
+    "purpose-gate/audit".into()
+}
+fn default_working_hours() -> String {
+    "Mon-Fri 07:00-19:00".into()
 }
 
 fn default_audit_dir() -> PathBuf {
@@ -477,6 +516,13 @@ impl Default for AuditConfig {
             dir: default_audit_dir(),
             segment_max_bytes: default_segment_bytes(),
             max_batch: default_max_batch(),
+            signing_key: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+            origin: default_origin(),
+            subject_key: None,
+            working_hours: default_working_hours(),
+            employee_directory: None,
         }
     }
 }
@@ -646,6 +692,16 @@ impl Config {
         resolve(&mut cfg.policies.dir);
         cfg.cases.resolve(base);
         resolve(&mut cfg.audit.dir);
+        for p in [
+            cfg.audit.signing_key.as_mut(),
+            cfg.audit.subject_key.as_mut(),
+            cfg.audit.employee_directory.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
         if let Some(p) = cfg.auth.jwks_file.as_mut() {
             resolve(p);
         }
@@ -759,6 +815,17 @@ impl Config {
         if self.audit.max_batch == 0 {
             return Err("`audit.max_batch` must be at least 1".into());
         }
+        if self.audit.checkpoint_every == 0 {
+            return Err("`audit.checkpoint_every` must be at least 1".into());
+        }
+        let origin = &self.audit.origin;
+        if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+') {
+            return Err(format!(
+                "`audit.origin` = `{origin}`: expected a name without spaces or `+`, e.g. `gemeente.example/audit`"
+            ));
+        }
+        crate::audit::report::WorkingHours::parse(&self.audit.working_hours)
+            .map_err(|e| format!("`audit.working_hours`: {e}"))?;
         Ok(())
     }
 
@@ -987,5 +1054,32 @@ zgw_secret_file = "zgw.secret"
         }
         let ok = format!("{MINIMAL}[headers]\nforward = [\"X-Correlation-Id\"]\n");
         assert!(Config::parse(&ok, Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn audit_keys_have_defaults_resolve_paths_and_are_checked() {
+        let cfg = Config::parse(MINIMAL, Path::new("/etc/gate")).unwrap();
+        assert_eq!(cfg.audit.signing_key, None);
+        assert_eq!(cfg.audit.checkpoint_every, 10_000);
+        assert_eq!(cfg.audit.checkpoint_interval.0, Duration::from_secs(60));
+        assert_eq!(cfg.audit.origin, "purpose-gate/audit");
+        let text = format!(
+            "{MINIMAL}[audit]\nsigning_key = \"keys/ckpt.pem\"\nsubject_key = \"keys/subject.key\"\ncheckpoint_interval = \"0s\"\n"
+        );
+        let cfg = Config::parse(&text, Path::new("/etc/gate")).unwrap();
+        assert_eq!(
+            cfg.audit.signing_key,
+            Some(PathBuf::from("/etc/gate/keys/ckpt.pem"))
+        );
+        assert_eq!(
+            cfg.audit.subject_key,
+            Some(PathBuf::from("/etc/gate/keys/subject.key"))
+        );
+        let bad = format!("{MINIMAL}[audit]\norigin = \"my log\"\n");
+        let err = Config::parse(&bad, Path::new("/etc/gate")).unwrap_err();
+        assert!(err.contains("`audit.origin` = `my log`"), "{err}");
+        let bad = format!("{MINIMAL}[audit]\nworking_hours = \"9 to 5\"\n");
+        let err = Config::parse(&bad, Path::new("/etc/gate")).unwrap_err();
+        assert!(err.contains("`audit.working_hours`"), "{err}");
     }
 }

@@ -17,8 +17,8 @@ use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::audit::{
-    AuditLog, AuditOptions, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal,
-    PurposeRecord, RecordBody, RequestRecord, ResourceRef, Verdict,
+    AuditLog, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal, PurposeRecord,
+    RecordBody, RequestRecord, ResourceRef, Verdict,
 };
 use crate::auth::Authenticator;
 use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
@@ -45,6 +45,8 @@ pub struct Gate {
     cases: Arc<dyn CaseRegistry>,
     policy: Arc<ArcSwap<PolicyEngine>>,
     audit: AuditLog,
+    /// `[audit] subject_key`: BSNs in records are pseudonymised with it.
+    subject_key: Option<crate::audit::pseudonym::SubjectKey>,
     upstreams: Upstreams,
     counters: LookupCounters,
     headers: HeadersConfig,
@@ -110,17 +112,20 @@ impl Gate {
                     ));
                 }
             };
-        let audit = AuditLog::open(&AuditOptions {
-            dir: cfg.audit.dir.clone(),
-            segment_max_bytes: cfg.audit.segment_max_bytes,
-            max_batch: cfg.audit.max_batch,
-        })
-        .map_err(|e| {
+        // The `[audit]` section decides checkpoint signing (auditor toolkit, issue 3).
+        let audit = AuditLog::open_from_config(&cfg.audit).map_err(|e| {
             StartError(format!(
                 "audit directory `{}`: {e}",
                 cfg.audit.dir.display()
             ))
         })?;
+        let subject_key = cfg
+            .audit
+            .subject_key
+            .as_deref()
+            .map(crate::audit::pseudonym::SubjectKey::load)
+            .transpose()
+            .map_err(StartError)?;
         let upstreams = Upstreams::new(cfg).map_err(StartError)?;
         Ok(Gate {
             gate_id: cfg.gate_id.clone(),
@@ -129,6 +134,7 @@ impl Gate {
             cases,
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             audit,
+            subject_key,
             upstreams,
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
@@ -302,7 +308,11 @@ impl Gate {
                     &draft,
                     Some(ResourceRef {
                         kind: kind.to_string(),
-                        id: id.to_string(),
+                        id: crate::audit::pseudonym::subject_id(
+                            self.subject_key.as_ref(),
+                            kind,
+                            id,
+                        ),
                     }),
                     verdict,
                     code,
@@ -395,7 +405,10 @@ impl Gate {
             request_id: ctx.request_id.clone(),
             status,
             upstream_ms,
-            disclosed,
+            disclosed: crate::audit::pseudonym::pseudonymise_refs(
+                self.subject_key.as_ref(),
+                disclosed,
+            ),
         });
         if let Err(e) = self.audit.append(vec![outcome]).await {
             tracing::error!(request_id = %ctx.request_id, error = %e, "outcome record failed; answer withheld");

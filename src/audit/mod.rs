@@ -12,9 +12,16 @@
 //! This module knows nothing of HTTP. Auditor tooling reads the log through it
 //! ([`read_records`], [`verify`]): one parser for writer, verifier and tools.
 
+pub mod checkpoint;
 mod format;
+pub mod integrity;
+pub mod merkle;
+pub mod pseudonym;
+pub mod query;
 mod reader;
 pub mod record;
+pub mod report;
+pub mod review;
 mod scan;
 #[cfg(test)]
 mod testutil;
@@ -31,7 +38,8 @@ pub use reader::{RecordIter, read_records, verify};
 pub use record::*;
 pub use writer::{FsStore, SegmentFile, SegmentStore};
 
-use writer::{Append, Command, Writer};
+use checkpoint::{CheckpointOptions, NoteSigner, rebuild_frontier};
+use writer::{Append, Checkpoints, Command, Writer};
 
 /// Options of the audit writer.
 #[derive(Debug, Clone)]
@@ -102,6 +110,43 @@ impl AuditLog {
         opts: &AuditOptions,
         store: Arc<dyn SegmentStore>,
     ) -> Result<AuditLog, AuditError> {
+        AuditLog::open_full(opts, store, None)
+    }
+
+    /// Opens the log as configured in `[audit]`: with signed checkpoints when `signing_key`
+    /// is set (the key is loaded here; a bad key is an error).
+    pub fn open_from_config(config: &crate::config::AuditConfig) -> Result<AuditLog, AuditError> {
+        let checkpoints = match &config.signing_key {
+            Some(path) => Some(CheckpointOptions {
+                signer: NoteSigner::load(path, &config.origin)
+                    .map_err(|e| AuditError::Unavailable(e.to_string()))?,
+                every: config.checkpoint_every.max(1),
+                interval: config.checkpoint_interval.0,
+            }),
+            None => None,
+        };
+        AuditLog::open_full(
+            &AuditOptions::from_config(config),
+            Arc::new(FsStore),
+            checkpoints,
+        )
+    }
+
+    /// Opens the log, writing signed checkpoints with `checkpoints` (see [`checkpoint`]).
+    ///
+    /// With checkpoints, opening reads every line of the log once to rebuild the Merkle tree.
+    pub fn open_with_checkpoints(
+        opts: &AuditOptions,
+        checkpoints: CheckpointOptions,
+    ) -> Result<AuditLog, AuditError> {
+        AuditLog::open_full(opts, Arc::new(FsStore), Some(checkpoints))
+    }
+
+    fn open_full(
+        opts: &AuditOptions,
+        store: Arc<dyn SegmentStore>,
+        checkpoints: Option<CheckpointOptions>,
+    ) -> Result<AuditLog, AuditError> {
         let dir = opts.dir.clone();
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(|e| {
@@ -116,6 +161,9 @@ impl AuditLog {
                 AuditError::Unavailable(format!("cannot sync `{}`: {e}", parent.display()))
             })?;
         }
+        // One writer per directory: a second gate, or `audit review` while the gate runs,
+        // would fork the chain. The lock is held by the writer thread until close.
+        let lock = lock_dir(&dir)?;
         let tail = scan::recover_dir(&dir)?;
         if let Some((bytes, why)) = &tail.truncated {
             tracing::warn!(
@@ -125,8 +173,42 @@ impl AuditLog {
                 "audit log: cut off a torn last line"
             );
         }
-        let writer = Writer::new(dir, store, opts.segment_max_bytes, opts.max_batch, tail)?;
+        let mut writer = Writer::new(
+            dir.clone(),
+            store,
+            opts.segment_max_bytes,
+            opts.max_batch,
+            tail,
+        )?
+        .with_lock(lock);
+        let interval = checkpoints.as_ref().map(|c| c.interval);
+        if let Some(opts) = checkpoints {
+            let (frontier, since) = rebuild_frontier(&dir)?;
+            writer = writer.with_checkpoints(Checkpoints {
+                opts,
+                frontier,
+                since,
+            });
+        }
         let (tx, rx) = mpsc::channel(opts.max_batch.clamp(1024, 65_536));
+        if let Some(interval) = interval.filter(|i| !i.is_zero()) {
+            // The ticker holds only a weak sender: it never keeps the writer alive.
+            let weak = tx.downgrade();
+            std::thread::Builder::new()
+                .name("audit-checkpoint-tick".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(interval);
+                        let Some(tx) = weak.upgrade() else { break };
+                        if let Err(mpsc::error::TrySendError::Closed(_)) =
+                            tx.try_send(Command::Tick)
+                        {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| AuditError::Unavailable(format!("cannot start the ticker: {e}")))?;
+        }
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
@@ -176,6 +258,31 @@ impl AuditLog {
         if self.tx.send(Command::Close(reply)).await.is_ok() {
             let _ = done.await;
         }
+    }
+}
+
+/// The file whose exclusive lock marks the directory's single writer.
+pub const WRITER_LOCK_FILE: &str = "writer.lock";
+
+/// Takes the directory's writer lock without waiting.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
+    let path = dir.join(WRITER_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AuditError::Unavailable(format!("cannot open `{}`: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Unavailable(format!(
+            "`{}` is in use by another writer (a running gate holds `{WRITER_LOCK_FILE}`)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::Unavailable(format!(
+            "cannot lock `{}`: {e}",
+            path.display()
+        ))),
     }
 }
 

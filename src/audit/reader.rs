@@ -101,14 +101,14 @@ impl ReadFault {
         }
     }
 
-    fn to_verify_failure(&self) -> VerifyFailure {
+    pub(crate) fn to_verify_failure(&self) -> VerifyFailure {
         VerifyFailure {
             seq: self.seq,
             message: format!("{}: {}", self.place(), self.message),
         }
     }
 
-    fn to_audit_error(&self) -> AuditError {
+    pub(crate) fn to_audit_error(&self) -> AuditError {
         if self.io {
             AuditError::Unavailable(format!("{}: {}", self.place(), self.message))
         } else {
@@ -148,6 +148,11 @@ impl LogWalker {
             segments_seen: 0,
             records: 0,
         })
+    }
+
+    /// Segment files opened so far.
+    pub(crate) fn segments_seen(&self) -> usize {
+        self.segments_seen
     }
 
     /// The next record with its line bytes, `None` after the last segment.

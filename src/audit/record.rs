@@ -112,11 +112,67 @@ pub enum OutcomeKind {
     Outcome,
 }
 
+/// A signed checkpoint was written: the log's first `tree_size` records have Merkle root `root`.
+///
+/// The checkpoint record itself is not covered by the checkpoint it names (its seq is larger
+/// than `tree_size`); the next checkpoint covers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub time: String,
+    pub kind: CheckpointKind,
+    /// The origin line of the signed note (the log's name).
+    pub origin: String,
+    /// Number of records covered: seq 1 to `tree_size`.
+    pub tree_size: u64,
+    /// Standard base64 of the RFC 6962 Merkle tree hash over those records' line bytes.
+    pub root: String,
+    /// The checkpoint file, relative to the audit directory (`checkpoints/000000001234.ckpt`).
+    pub file: String,
+}
+
+/// An auditor's verdict on an earlier record; nothing is ever edited, reviews are appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewRecord {
+    pub time: String,
+    pub kind: ReviewKind,
+    /// The seq of the reviewed record (a decision).
+    pub target_seq: u64,
+    /// Who reviewed (the auditor's id).
+    pub by: String,
+    pub verdict: ReviewVerdict,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The verdict of a review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewVerdict {
+    Ok,
+    Suspicious,
+}
+
+/// Marker for `"kind": "checkpoint"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointKind {
+    #[serde(rename = "checkpoint")]
+    Checkpoint,
+}
+
+/// Marker for `"kind": "review"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReviewKind {
+    #[serde(rename = "review")]
+    Review,
+}
+
 /// A record body handed to the writer (without `seq` and `prev`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordBody {
     Decision(Box<DecisionRecord>),
     Outcome(OutcomeRecord),
+    Checkpoint(CheckpointRecord),
+    Review(ReviewRecord),
 }
 
 /// A record as read back from the log, with its chain fields.
@@ -125,6 +181,33 @@ pub enum RecordBody {
 pub enum Record {
     Decision(Box<ReadDecision>),
     Outcome(ReadOutcome),
+    Checkpoint(ReadCheckpoint),
+    Review(ReadReview),
+}
+
+/// A checkpoint record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadCheckpoint {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub origin: String,
+    pub tree_size: u64,
+    pub root: String,
+    pub file: String,
+}
+
+/// A review record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadReview {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub target_seq: u64,
+    pub by: String,
+    pub verdict: ReviewVerdict,
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// A decision record with its `seq` and `prev`.
@@ -172,6 +255,8 @@ impl Record {
         match self {
             Record::Decision(d) => d.seq,
             Record::Outcome(o) => o.seq,
+            Record::Checkpoint(c) => c.seq,
+            Record::Review(r) => r.seq,
         }
     }
 
@@ -179,13 +264,27 @@ impl Record {
         match self {
             Record::Decision(d) => &d.prev,
             Record::Outcome(o) => &o.prev,
+            Record::Checkpoint(c) => &c.prev,
+            Record::Review(r) => &r.prev,
         }
     }
 
+    /// The request id; empty for checkpoint and review records (they belong to no request).
     pub fn request_id(&self) -> &str {
         match self {
             Record::Decision(d) => &d.request_id,
             Record::Outcome(o) => &o.request_id,
+            Record::Checkpoint(_) | Record::Review(_) => "",
+        }
+    }
+
+    /// The record's time (RFC 3339 UTC).
+    pub fn time(&self) -> &str {
+        match self {
+            Record::Decision(d) => &d.time,
+            Record::Outcome(o) => &o.time,
+            Record::Checkpoint(c) => &c.time,
+            Record::Review(r) => &r.time,
         }
     }
 }

@@ -19,7 +19,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::AuditError;
-use super::format::{Chain, frame_line, segment_file_name};
+use super::checkpoint::{Checkpoint, CheckpointOptions, write_checkpoint_file};
+use super::format::{Chain, encode_body, frame_line, segment_file_name};
+use super::merkle::{Frontier, Hash, leaf_hash};
+use super::record::{CheckpointKind, CheckpointRecord, RecordBody};
 use super::scan::{Tail, scan_segment};
 
 /// A segment file as the writer uses it; a test double can inject failures.
@@ -80,6 +83,17 @@ impl SegmentStore for FsStore {
 pub(crate) enum Command {
     Append(Append),
     Close(oneshot::Sender<()>),
+    /// The checkpoint interval passed: write a checkpoint if records arrived since the last.
+    Tick,
+}
+
+/// The writer's checkpoint state (when a signing key is configured).
+pub(crate) struct Checkpoints {
+    pub opts: CheckpointOptions,
+    /// The Merkle tree of every durable line.
+    pub frontier: Frontier,
+    /// Records (other than checkpoint records) since the last checkpoint record.
+    pub since: u64,
 }
 
 /// Records of one caller, framed contiguously.
@@ -106,6 +120,14 @@ pub(crate) struct Writer {
     /// Chain state after the last durable record.
     chain: Chain,
     buf: Vec<u8>,
+    checkpoints: Option<Checkpoints>,
+    /// Leaf hashes of the lines in `buf` (only with checkpoints).
+    leaves: Vec<Hash>,
+    /// The exclusive lock on `writer.lock`, released before a close is acknowledged.
+    lock: Option<File>,
+    /// UTC day of the current segment's records (`None` while it is empty): a segment holds
+    /// the records of one day, the next day starts a new segment.
+    segment_day: Option<chrono::NaiveDate>,
 }
 
 impl Writer {
@@ -129,9 +151,31 @@ impl Writer {
             segment_start: tail.segment_start,
             chain: tail.chain,
             buf: Vec::with_capacity(1 << 20),
+            checkpoints: None,
+            leaves: Vec::new(),
+            lock: None,
+            segment_day: None,
         };
+        if writer.durable_len > 0 {
+            writer.segment_day = std::fs::metadata(&writer.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).date_naive());
+        }
         writer.file = Some(writer.open_current()?);
         Ok(writer)
+    }
+
+    /// Switches checkpoints on; `checkpoints.frontier` must cover every line already in the log.
+    pub(crate) fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Writer {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Holds `lock` (the directory's writer lock) while the writer runs.
+    pub(crate) fn with_lock(mut self, lock: File) -> Writer {
+        self.lock = Some(lock);
+        self
     }
 
     fn open_current(&self) -> Result<Box<dyn SegmentFile>, AuditError> {
@@ -169,6 +213,7 @@ impl Writer {
         let mut carry: Option<Append> = None;
         loop {
             let mut close = None;
+            let mut tick = false;
             let mut records = 0usize;
             if let Some(append) = carry.take() {
                 records += append.bodies.len();
@@ -180,6 +225,7 @@ impl Writer {
                         batch.push(append);
                     }
                     Some(Command::Close(reply)) => close = Some(reply),
+                    Some(Command::Tick) => tick = true,
                     None => break,
                 }
             }
@@ -194,16 +240,20 @@ impl Writer {
                         batch.push(append);
                     }
                     Ok(Command::Close(reply)) => close = Some(reply),
+                    Ok(Command::Tick) => tick = true,
                     Err(_) => break,
                 }
             }
             self.commit(&mut batch);
+            self.maybe_checkpoint(tick);
             if let Some(reply) = close {
                 if let Some(append) = carry.take() {
                     batch.push(append);
                     self.commit(&mut batch);
                 }
                 self.finish(rx);
+                // Release the directory for the next writer before acknowledging the close.
+                drop(self.lock.take());
                 let _ = reply.send(());
                 return;
             }
@@ -211,6 +261,60 @@ impl Writer {
         if let Some(append) = carry.take() {
             batch.push(append);
             self.commit(&mut batch);
+        }
+        self.maybe_checkpoint(true);
+    }
+
+    /// Writes a signed checkpoint when checkpoints are on and `every` records (or, with
+    /// `force`, any record) arrived since the last one: the note file first, then the
+    /// `checkpoint` record that names it. A failure is logged and retried on the next batch;
+    /// the records themselves are durable regardless.
+    fn maybe_checkpoint(&mut self, force: bool) {
+        let Some(cp) = self.checkpoints.as_ref() else {
+            return;
+        };
+        if cp.since == 0 || (!force && cp.since < cp.opts.every) {
+            return;
+        }
+        let checkpoint = Checkpoint {
+            origin: cp.opts.signer.name().to_string(),
+            tree_size: cp.frontier.size(),
+            root: cp.frontier.root(),
+        };
+        let note = cp.opts.signer.sign(&checkpoint);
+        let file = match write_checkpoint_file(&self.dir, &checkpoint, &note) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "audit log: cannot write checkpoint");
+                return;
+            }
+        };
+        let body = RecordBody::Checkpoint(CheckpointRecord {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            kind: CheckpointKind::Checkpoint,
+            origin: checkpoint.origin.clone(),
+            tree_size: checkpoint.tree_size,
+            root: checkpoint.root_base64(),
+            file,
+        });
+        let bodies = match encode_body(&body) {
+            Ok(b) => vec![b],
+            Err(e) => {
+                tracing::error!(error = %e, "audit log: cannot encode checkpoint record");
+                return;
+            }
+        };
+        let (reply, mut answer) = oneshot::channel();
+        self.commit(&mut vec![Append { bodies, reply }]);
+        if let Ok(Ok(_)) = answer.try_recv()
+            && let Some(cp) = self.checkpoints.as_mut()
+        {
+            // The checkpoint record is covered by the next checkpoint but does not call for one.
+            cp.since = 0;
+            tracing::debug!(
+                tree_size = checkpoint.tree_size,
+                "audit log: checkpoint written"
+            );
         }
     }
 
@@ -225,8 +329,10 @@ impl Writer {
                 Command::Close(reply) => {
                     let _ = reply.send(());
                 }
+                Command::Tick => {}
             }
         }
+        self.maybe_checkpoint(true);
         if let Some(file) = self.file.as_mut()
             && let Err(e) = file.sync_data()
         {
@@ -248,7 +354,11 @@ impl Writer {
         }
         let mut pending = batch.drain(..).peekable();
         while pending.peek().is_some() {
-            if self.durable_len >= self.segment_max_bytes
+            let new_day = self.durable_len > 0
+                && self
+                    .segment_day
+                    .is_some_and(|d| d != chrono::Utc::now().date_naive());
+            if (self.durable_len >= self.segment_max_bytes || new_day)
                 && let Err(e) = self.rotate()
             {
                 tracing::error!(error = %e, "audit log: cannot start a new segment");
@@ -258,6 +368,8 @@ impl Writer {
             // Frame the appends that go into this segment; INVARIANT: the records of one
             // append are contiguous and in one segment.
             self.buf.clear();
+            self.leaves.clear();
+            let with_leaves = self.checkpoints.is_some();
             let mut chain = self.chain;
             let mut chunk: Vec<(Append, u64)> = Vec::new();
             while let Some(append) = pending.next_if(|_| {
@@ -269,14 +381,26 @@ impl Writer {
                     let start = self.buf.len();
                     frame_line(&mut self.buf, chain.next_seq, body, &chain.prev_hex);
                     chain.advance(&self.buf[start..]);
+                    if with_leaves {
+                        self.leaves.push(leaf_hash(&self.buf[start..]));
+                    }
                     self.buf.push(b'\n');
                 }
                 chunk.push((append, first_seq));
             }
             match self.write_durably() {
                 Ok(()) => {
+                    if self.segment_day.is_none() {
+                        self.segment_day = Some(chrono::Utc::now().date_naive());
+                    }
                     self.durable_len += self.buf.len() as u64;
                     self.chain = chain;
+                    if let Some(cp) = self.checkpoints.as_mut() {
+                        for leaf in &self.leaves {
+                            cp.frontier.push(*leaf);
+                        }
+                        cp.since += self.leaves.len() as u64;
+                    }
                     for (append, first_seq) in chunk {
                         let seqs = (first_seq..first_seq + append.bodies.len() as u64).collect();
                         let _ = append.reply.send(Ok(seqs));
@@ -373,6 +497,7 @@ impl Writer {
         self.path = path;
         self.file = Some(file);
         self.durable_len = 0;
+        self.segment_day = None;
         self.segment_start = self.chain;
         Ok(())
     }
@@ -637,5 +762,34 @@ mod tests {
         log.close().await;
         let summary = verify(dir.path()).unwrap();
         assert_eq!((summary.records, summary.segments), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_new_day_starts_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        log.append(vec![decision("a")]).await.unwrap();
+        log.close().await;
+        // The segment was last written yesterday.
+        let yesterday = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(segment_file_name(1)))
+            .unwrap();
+        file.set_modified(yesterday).unwrap();
+        drop(file);
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        log.append(vec![decision("b")]).await.unwrap();
+        log.append(vec![decision("c")]).await.unwrap();
+        log.close().await;
+        let summary = verify(dir.path()).unwrap();
+        assert_eq!((summary.records, summary.segments), (3, 2));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(segment_file_name(2)))
+                .unwrap()
+                .lines()
+                .count(),
+            2
+        );
     }
 }
