@@ -261,7 +261,7 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
         ),
         (
             "equal content-lengths around transfer-encoding",
-            format!("Content-Length: 5\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n".to_string(),
             format!("{chunked_good}{smuggled}"),
         ),
     ];
@@ -407,7 +407,7 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
 
     // Bare LF as line terminator, with a smuggled request in the body: whatever the reading,
     // the registry never sees the hidden GET.
-    let mut req = request(&h, "POST", BRP.as_bytes(), "", GOOD.as_bytes());
+    let req = request(&h, "POST", BRP.as_bytes(), "", GOOD.as_bytes());
     let head_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let (head, body) = req.split_at(head_end);
     let mut lf: Vec<u8> = String::from_utf8_lossy(head)
