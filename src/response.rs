@@ -87,9 +87,11 @@ pub fn inspect(
                     }
                 })
                 .collect();
-            if action == Action::RdwHolder
-                && let Ok(doc) = serde_json::from_slice::<Value>(body)
-            {
+            // An answer that is not JSON is refused, not passed on: for a holder it could name
+            // a person that `disclosed` would then miss.
+            let doc: Value =
+                serde_json::from_slice(body).map_err(|e| ResponseError(e.to_string()))?;
+            if action == Action::RdwHolder {
                 collect_bsns(&doc, &mut disclosed, 0);
             }
             dedup(&mut disclosed);
@@ -218,5 +220,16 @@ mod tests {
         assert!(out.is_none());
         assert_eq!(disc.len(), 2);
         assert_eq!(disc[1], person("999991802"));
+    }
+
+    #[test]
+    fn unreadable_rdw_answer_is_an_error_not_passed_on() {
+        let k = || Resource::Vehicle(crate::model::Kenteken::parse("XX999X").unwrap());
+        // Truncated JSON that a lenient client could still read a holder from.
+        let body =
+            br#"{"kenteken":"XX999X","houder":{"burgerservicenummer":"999991802","naam":"P""#;
+        assert!(inspect(Action::RdwHolder, &[k()], &[], body).is_err());
+        assert!(inspect(Action::RdwVehicle, &[k()], &[], b"{\"type\":[").is_err());
+        assert!(inspect(Action::RdwVehicle, &[k()], &[], b"<html>").is_err());
     }
 }

@@ -228,11 +228,13 @@ impl Authenticator {
         // Read before the key is chosen: see `TokenCache::insert`.
         let generation = self.cache.generation();
         let (header_b64, payload_b64, signature_b64) = split_token(token)?;
-        let header: JoseHeader = decode_json(
-            header_b64,
-            "header",
-            "is not a JSON object with a string `alg` and an optional string `kid`",
-        )?;
+        const HEADER_SHAPE: &str =
+            "is not a JSON object with a string `alg` and an optional string `kid`";
+        // RFC 7515 section 4: the header is a JSON object. serde also reads a struct from an
+        // array by position, so the object shape is checked on its own (only on a cache miss).
+        let _: Map<String, Value> = decode_json(header_b64, "header", HEADER_SHAPE)?;
+        // The struct refuses a repeated `alg`, `kid` or `crit`.
+        let header: JoseHeader = decode_json(header_b64, "header", HEADER_SHAPE)?;
         if header.crit.is_some() {
             return Err(AuthError::Malformed(
                 "the header names critical extensions (`crit`) the gate does not support".into(),

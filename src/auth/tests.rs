@@ -450,6 +450,22 @@ async fn token_without_kid_uses_the_only_key_of_its_algorithm() {
 }
 
 #[tokio::test]
+async fn header_that_is_an_array_is_malformed_even_when_signed() {
+    let ec = ec_key("ec-1");
+    let auth = fixture(&[&ec]).auth().await;
+    for header in [json!(["ES256"]), json!(["ES256", "ec-1"]), json!("ES256")] {
+        let token = sign_raw(&header, &claims(), &ec.enc, Algorithm::ES256);
+        assert!(
+            matches!(
+                refused(&auth, &bearer(&token), NOW).await,
+                AuthError::Malformed(_)
+            ),
+            "{header}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn token_without_kid_is_refused_when_several_keys_match() {
     let (ec1, ec2) = (ec_key("ec-1"), ec_key("ec-2"));
     let auth = fixture(&[&ec1, &ec2]).auth().await;
