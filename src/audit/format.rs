@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::record::{ReadDecision, ReadOutcome, Record, RecordBody};
+use super::record::{ReadConfig, ReadDecision, ReadOutcome, Record, RecordBody};
 
 /// `prev` of the first record: 64 zeros.
 pub(crate) const GENESIS_PREV: [u8; 64] = [b'0'; 64];
@@ -65,6 +65,7 @@ pub(crate) fn encode_body(body: &RecordBody) -> Result<Vec<u8>, String> {
     let bytes = match body {
         RecordBody::Decision(d) => serde_json::to_vec(d),
         RecordBody::Outcome(o) => serde_json::to_vec(o),
+        RecordBody::Config(c) => serde_json::to_vec(c),
     }
     .map_err(|e| format!("cannot serialise record: {e}"))?;
     // INVARIANT: a body is a non-empty JSON object without `seq`/`prev` (the record types have
@@ -138,6 +139,9 @@ pub fn parse_record(line: &[u8]) -> Result<Record, String> {
             .map_err(not_a_record),
         "outcome" => serde_json::from_slice::<ReadOutcome>(line)
             .map(Record::Outcome)
+            .map_err(not_a_record),
+        "config" => serde_json::from_slice::<ReadConfig>(line)
+            .map(Record::Config)
             .map_err(not_a_record),
         other => Err(format!("not a record: unknown kind `{other}`")),
     }

@@ -112,11 +112,34 @@ pub enum OutcomeKind {
     Outcome,
 }
 
+/// The gate's configuration changed: e.g. a reload swapped the policy set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub time: String,
+    pub kind: ConfigKind,
+    /// `gate_id` from the config.
+    pub gate: String,
+    /// What changed: `policies`.
+    pub changed: String,
+    /// `policy_version` before the change.
+    pub old_version: String,
+    /// `policy_version` after the change; decisions from now on carry it.
+    pub new_version: String,
+}
+
+/// Marker for `"kind": "config"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigKind {
+    #[serde(rename = "config")]
+    Config,
+}
+
 /// A record body handed to the writer (without `seq` and `prev`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordBody {
     Decision(Box<DecisionRecord>),
     Outcome(OutcomeRecord),
+    Config(ConfigRecord),
 }
 
 /// A record as read back from the log, with its chain fields.
@@ -125,6 +148,19 @@ pub enum RecordBody {
 pub enum Record {
     Decision(Box<ReadDecision>),
     Outcome(ReadOutcome),
+    Config(ReadConfig),
+}
+
+/// A config record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadConfig {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub gate: String,
+    pub changed: String,
+    pub old_version: String,
+    pub new_version: String,
 }
 
 /// A decision record with its `seq` and `prev`.
@@ -172,6 +208,7 @@ impl Record {
         match self {
             Record::Decision(d) => d.seq,
             Record::Outcome(o) => o.seq,
+            Record::Config(c) => c.seq,
         }
     }
 
@@ -179,6 +216,7 @@ impl Record {
         match self {
             Record::Decision(d) => &d.prev,
             Record::Outcome(o) => &o.prev,
+            Record::Config(c) => &c.prev,
         }
     }
 
@@ -186,6 +224,8 @@ impl Record {
         match self {
             Record::Decision(d) => &d.request_id,
             Record::Outcome(o) => &o.request_id,
+            // A config record belongs to no request.
+            Record::Config(_) => "",
         }
     }
 }
