@@ -921,6 +921,61 @@ url = "http://127.0.0.1:9001"
 "#;
 
     #[test]
+    fn shadow_mode_by_default_and_by_path() {
+        let text = format!(
+            "{MINIMAL}\n[upstreams.rdw]\nurl = \"http://127.0.0.1:9002\"\n[route_defaults]\nenforce = false\n[route_enforce]\n\"/rdw/voertuigen/{{kenteken}}\" = true\n"
+        );
+        let cfg = Config::parse(&text, Path::new(".")).unwrap();
+        let enforce: Vec<(String, bool)> = cfg
+            .effective_routes()
+            .into_iter()
+            .map(|r| (r.path, r.enforce))
+            .collect();
+        assert!(enforce.contains(&("/haalcentraal/api/brp/personen".into(), false)));
+        assert!(enforce.contains(&("/rdw/voertuigen/{kenteken}".into(), true)));
+        assert!(enforce.contains(&("/rdw/voertuigen/{kenteken}/tenaamstelling".into(), false)));
+        let defaults = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert!(defaults.effective_routes().iter().all(|r| r.enforce));
+    }
+
+    #[test]
+    fn route_enforce_for_an_unknown_path_is_an_error_naming_it() {
+        let text = format!("{MINIMAL}\n[route_enforce]\n\"/nope\" = false\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(
+            err.contains("route_enforce") && err.contains("`/nope`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ops_sections_parse_and_are_checked() {
+        let cfg = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(cfg.admin.listen, None);
+        assert_eq!(cfg.log.format, LogFormat::Text);
+        assert_eq!(cfg.server.max_concurrent, 1024);
+        assert_eq!(cfg.policies.poll_interval.0, Duration::from_secs(2));
+        let text = format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9090\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"
+        );
+        let cfg = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(cfg.admin.listen.map(|a| a.port()), Some(9090));
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        let err = Config::parse(
+            &format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.contains("xml"), "{err}");
+        let err = Config::parse(
+            &format!("{MINIMAL}\n[server]\nmax_concurrent = 0\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.contains("server.max_concurrent"), "{err}");
+    }
+
+    #[test]
     fn minimal_config_gets_defaults_and_resolved_paths() {
         let cfg = Config::parse(MINIMAL, Path::new("/etc/gate")).unwrap();
         assert_eq!(cfg.gate_id, "gate-1");

@@ -378,7 +378,7 @@ impl Gate {
                 } else {
                     (Verdict::Deny, d.code.clone(), d.reasons.clone())
                 };
-                RecordBody::Decision(Box::new(self.record(
+                let rec = Box::new(self.record(
                     ctx,
                     &draft,
                     Some(ResourceRef {
@@ -391,7 +391,12 @@ impl Gate {
                     reasons,
                     d.errors.clone(),
                     Some(policy.version().to_string()),
-                )))
+                ));
+                if route.enforce {
+                    RecordBody::Decision(rec)
+                } else {
+                    RecordBody::ShadowDecision(rec)
+                }
             })
             .collect();
         if let Err(e) = self.append(records).await {
@@ -400,7 +405,16 @@ impl Gate {
         }
         self.metrics.decision_latency(ctx.started.elapsed());
         labels.decision = Some(if allowed { "allow" } else { "deny" });
-        if !allowed {
+        if !allowed && !route.enforce {
+            // Shadow mode: the would-be deny is recorded above; forward regardless.
+            self.metrics.shadow_would_deny(&route.path);
+            tracing::info!(
+                code = first_deny
+                    .and_then(|d| d.code.as_deref())
+                    .unwrap_or("notPermitted"),
+                "shadow mode: would deny; forwarded"
+            );
+        } else if !allowed {
             let (code, reason) = match first_deny {
                 Some(d) => (
                     d.code.clone().unwrap_or_else(|| "notPermitted".to_string()),
@@ -457,8 +471,9 @@ impl Gate {
                                 Ok((up.status, up.headers, body)),
                             )
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "upstream answer unreadable");
+                        Err(_) => {
+                            // Not the error text: a parse error can quote the answer (BSNs).
+                            tracing::warn!(upstream = %route.upstream, "upstream answer unreadable");
                             (502, ms, vec![], Err(GateError::UpstreamUnavailable))
                         }
                     }

@@ -313,3 +313,124 @@ async fn readyz_fails_while_the_audit_log_is_unwritable_and_recovers() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn above_max_concurrent_requests_get_503_overloaded_with_retry_after() {
+    // An upstream that accepts and never answers holds the one permit (until its 2s timeout).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = std::sync::Arc::clone(&accepted);
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+            signal.notify_one();
+        }
+    });
+    let h = Harness::start_with(Options {
+        upstream_url: Some(url),
+        server_extra: "max_concurrent = 1".into(),
+        extra_config: "[admin]\nlisten = \"127.0.0.1:0\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let q = raadpleeg(&["999993653"], &["naam"]);
+    let token = h.emp042();
+    let (first, second) = tokio::join!(h.brp(&token, Some("Z-OPEN"), &q), async {
+        accepted.notified().await;
+        h.brp(&token, Some("Z-OPEN"), &q).await
+    });
+    assert_eq!(first.status, 504, "the first request held the permit");
+    assert_eq!(second.status, 503, "{:?}", second.json());
+    assert_eq!(second.code(), "overloaded");
+    assert!(second.is_problem());
+    assert_eq!(
+        second.headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    // The overloaded request reached no stage: only the first request's records exist.
+    let request_ids: std::collections::BTreeSet<String> = h
+        .records()
+        .iter()
+        .filter_map(|r| r["request_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(request_ids.len(), 1);
+    let (_, text) = h.admin_get("/metrics").await;
+    assert_eq!(sample(&text, "purpose_gate_overloaded_total"), Some(1.0));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn shadow_mode_forwards_a_would_be_deny_and_records_it_as_not_enforced() {
+    let h = Harness::start_with(Options {
+        extra_config: "[admin]\nlisten = \"127.0.0.1:0\"\n[route_enforce]\n\"/haalcentraal/api/brp/personen\" = false\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let before = h.registry.seen_count();
+    // A protected person: the shipped policies deny this lookup.
+    let a = h
+        .brp(
+            &h.emp042(),
+            Some("Z-PROTECTED"),
+            &raadpleeg(&["999990639"], &["naam"]),
+        )
+        .await;
+    assert_eq!(a.status, 200, "forwarded regardless: {:?}", a.json());
+    assert_eq!(h.registry.seen_count(), before + 1);
+    let records = h.records();
+    let decision = records.iter().find(|r| r["kind"] == "decision").unwrap();
+    assert_eq!(decision["decision"], "deny");
+    assert_eq!(decision["code"], "protectedPerson");
+    assert_eq!(decision["enforced"], false);
+    let outcome = records.iter().find(|r| r["kind"] == "outcome").unwrap();
+    assert_eq!(outcome["status"], 200);
+    assert!(purpose_gate::audit::verify(&h.audit_dir).is_ok());
+    let parsed = purpose_gate::audit::read_records(&h.audit_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    match parsed.1 {
+        purpose_gate::audit::Record::Decision(d) => assert!(!d.enforced),
+        other => panic!("expected a decision, got {other:?}"),
+    }
+
+    // A refusal before the policy stage is still enforced (no token: 401, nothing forwarded).
+    let a = h
+        .brp(
+            "",
+            Some("Z-PROTECTED"),
+            &raadpleeg(&["999990639"], &["naam"]),
+        )
+        .await;
+    assert_eq!(a.status, 401);
+    assert_eq!(h.registry.seen_count(), before + 1);
+
+    let (_, text) = h.admin_get("/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            "purpose_gate_shadow_would_deny_total{route=\"/haalcentraal/api/brp/personen\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn enforced_routes_keep_denying_and_their_records_have_no_enforced_key() {
+    let h = Harness::start().await;
+    let a = h
+        .brp(
+            &h.emp042(),
+            Some("Z-PROTECTED"),
+            &raadpleeg(&["999990639"], &["naam"]),
+        )
+        .await;
+    assert_eq!(a.status, 403);
+    let records = h.records();
+    let decision = records.iter().find(|r| r["kind"] == "decision").unwrap();
+    assert!(decision.get("enforced").is_none(), "{decision}");
+}

@@ -60,12 +60,24 @@ pub(crate) fn display_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// A decision record with `"enforced": false` after its fields.
+#[derive(serde::Serialize)]
+struct Shadow<'a> {
+    #[serde(flatten)]
+    decision: &'a super::record::DecisionRecord,
+    enforced: bool,
+}
+
 /// Serialises a record body to its JSON object; the writer strips the braces.
 pub(crate) fn encode_body(body: &RecordBody) -> Result<Vec<u8>, String> {
     let bytes = match body {
         RecordBody::Decision(d) => serde_json::to_vec(d),
         RecordBody::Outcome(o) => serde_json::to_vec(o),
         RecordBody::Config(c) => serde_json::to_vec(c),
+        RecordBody::ShadowDecision(d) => serde_json::to_vec(&Shadow {
+            decision: d,
+            enforced: false,
+        }),
     }
     .map_err(|e| format!("cannot serialise record: {e}"))?;
     // INVARIANT: a body is a non-empty JSON object without `seq`/`prev` (the record types have

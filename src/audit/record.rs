@@ -140,6 +140,9 @@ pub enum RecordBody {
     Decision(Box<DecisionRecord>),
     Outcome(OutcomeRecord),
     Config(ConfigRecord),
+    /// A decision on a route in shadow mode (`enforce = false`): written as the decision
+    /// record plus `"enforced": false`; the request was forwarded whatever the verdict.
+    ShadowDecision(Box<DecisionRecord>),
 }
 
 /// A record as read back from the log, with its chain fields.
@@ -189,6 +192,13 @@ pub struct ReadDecision {
     pub request: RequestRecord,
     #[serde(default)]
     pub policy_version: Option<String>,
+    /// `false` when the route was in shadow mode (the verdict was not enforced).
+    #[serde(default = "enforced_default")]
+    pub enforced: bool,
+}
+
+fn enforced_default() -> bool {
+    true
 }
 
 /// An outcome record with its `seq` and `prev`.
