@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{Harness, Options, raadpleeg};
+use common::{Harness, raadpleeg};
 use purpose_gate::config::{LogConfig, LogFormat};
 
 /// A `MakeWriter` appending every line to a shared buffer.
@@ -43,11 +43,7 @@ async fn request_logs_carry_the_request_id_and_never_a_token_or_bsn() {
         capture.clone(),
     )
     .unwrap();
-    let h = Harness::start_with(Options {
-        // An upstream that is down: the failure paths log too.
-        ..Options::default()
-    })
-    .await;
+    let h = Harness::start_with(Options::default()).await;
     let token = h.emp042();
     let bsns = ["999993653", "999991802", "999990639"];
     // Allowed, denied (protected person), case not found, invalid token, bad body.
