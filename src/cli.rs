@@ -254,13 +254,11 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+fn init_logging(cfg: &crate::config::LogConfig) -> Result<(), ExitCode> {
+    crate::logging::init(cfg, std::io::stderr).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
@@ -271,11 +269,13 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn serve(config: &Path) -> ExitCode {
-    init_logging();
     let cfg = match load_config(config) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = init_logging(&cfg.log) {
+        return code;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -92,6 +92,18 @@ pub struct Config {
     /// Extra routes; the BRP and RDW routes exist by default for upstreams named `brp` and `rdw`.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `[route_defaults]`: settings of the built-in BRP and RDW routes.
+    #[serde(default)]
+    pub route_defaults: RouteDefaults,
+    /// `[route_enforce]`: route path template → `enforce`, overriding any route's setting.
+    #[serde(default)]
+    pub route_enforce: BTreeMap<String, bool>,
+    /// `[admin]`: the admin listener (health, readiness, metrics); off when absent.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[log]`: operational logs.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -119,6 +131,62 @@ pub struct ServerConfig {
     /// Time in-flight requests get to finish at shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Dur,
+    /// Most requests handled at once; above it, 503 `overloaded` with `Retry-After`.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+}
+
+fn default_max_concurrent() -> usize {
+    1024
+}
+
+/// `[route_defaults]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDefaults {
+    /// `false` puts the built-in routes in shadow mode: decide and audit, forward regardless.
+    #[serde(default = "default_true")]
+    pub enforce: bool,
+}
+
+impl Default for RouteDefaults {
+    fn default() -> Self {
+        RouteDefaults { enforce: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`, e.g. `127.0.0.1:9090`; off when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax (e.g. `info,purpose_gate=debug`); `RUST_LOG` wins when set.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// The format of operational logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 fn default_listen() -> SocketAddr {
@@ -145,6 +213,7 @@ impl Default for ServerConfig {
             max_header_bytes: default_max_header(),
             header_read_timeout: default_header_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            max_concurrent: default_max_concurrent(),
         }
     }
 }
@@ -234,6 +303,13 @@ pub struct PoliciesConfig {
     /// Directory with `*.cedarschema`, `*.cedar` and `entities.json`.
     #[serde(default = "default_policies_dir")]
     pub dir: PathBuf,
+    /// How often the directory is checked for changed files (`0s`: only on SIGHUP).
+    #[serde(default = "default_policies_poll")]
+    pub poll_interval: Dur,
+}
+
+fn default_policies_poll() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 
 fn default_policies_dir() -> PathBuf {
@@ -244,6 +320,7 @@ impl Default for PoliciesConfig {
     fn default() -> Self {
         PoliciesConfig {
             dir: default_policies_dir(),
+            poll_interval: default_policies_poll(),
         }
     }
 }
@@ -647,6 +724,9 @@ pub struct RouteConfig {
     /// Cedar action for path routes; BRP routes derive it from the query type.
     #[serde(default, deserialize_with = "de_action")]
     pub action: Option<Action>,
+    /// `false`: shadow mode — decide and audit (`"enforced": false`), forward regardless.
+    #[serde(default = "default_true")]
+    pub enforce: bool,
 }
 
 fn de_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Action>, D::Error> {
@@ -826,6 +906,18 @@ impl Config {
         }
         crate::audit::report::WorkingHours::parse(&self.audit.working_hours)
             .map_err(|e| format!("`audit.working_hours`: {e}"))?;
+        if self.server.max_concurrent == 0 {
+            return Err("`server.max_concurrent` must be at least 1".into());
+        }
+        let routes = self.effective_routes();
+        for path in self.route_enforce.keys() {
+            if !routes.iter().any(|r| &r.path == path) {
+                return Err(format!(
+                    "`route_enforce`: no route has the path `{}`",
+                    crate::model::truncate_for_message(path)
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -841,6 +933,7 @@ impl Config {
                 upstream_path: "/personen".into(),
                 kind: RouteKind::BrpPersonen,
                 action: None,
+                enforce: self.route_defaults.enforce,
             });
         }
         if self.upstreams.contains_key("rdw") {
@@ -851,6 +944,7 @@ impl Config {
                 upstream_path: "/voertuigen/{kenteken}".into(),
                 kind: RouteKind::Kenteken,
                 action: Some(Action::RdwVehicle),
+                enforce: self.route_defaults.enforce,
             });
             routes.push(RouteConfig {
                 method: "GET".into(),
@@ -859,7 +953,13 @@ impl Config {
                 upstream_path: "/voertuigen/{kenteken}/tenaamstelling".into(),
                 kind: RouteKind::Kenteken,
                 action: Some(Action::RdwHolder),
+                enforce: self.route_defaults.enforce,
             });
+        }
+        for r in &mut routes {
+            if let Some(enforce) = self.route_enforce.get(&r.path) {
+                r.enforce = *enforce;
+            }
         }
         routes
     }
@@ -886,6 +986,61 @@ jwks_file = "keys/jwks.json"
 [upstreams.brp]
 url = "http://127.0.0.1:9001"
 "#;
+
+    #[test]
+    fn shadow_mode_by_default_and_by_path() {
+        let text = format!(
+            "{MINIMAL}\n[upstreams.rdw]\nurl = \"http://127.0.0.1:9002\"\n[route_defaults]\nenforce = false\n[route_enforce]\n\"/rdw/voertuigen/{{kenteken}}\" = true\n"
+        );
+        let cfg = Config::parse(&text, Path::new(".")).unwrap();
+        let enforce: Vec<(String, bool)> = cfg
+            .effective_routes()
+            .into_iter()
+            .map(|r| (r.path, r.enforce))
+            .collect();
+        assert!(enforce.contains(&("/haalcentraal/api/brp/personen".into(), false)));
+        assert!(enforce.contains(&("/rdw/voertuigen/{kenteken}".into(), true)));
+        assert!(enforce.contains(&("/rdw/voertuigen/{kenteken}/tenaamstelling".into(), false)));
+        let defaults = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert!(defaults.effective_routes().iter().all(|r| r.enforce));
+    }
+
+    #[test]
+    fn route_enforce_for_an_unknown_path_is_an_error_naming_it() {
+        let text = format!("{MINIMAL}\n[route_enforce]\n\"/nope\" = false\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(
+            err.contains("route_enforce") && err.contains("`/nope`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ops_sections_parse_and_are_checked() {
+        let cfg = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(cfg.admin.listen, None);
+        assert_eq!(cfg.log.format, LogFormat::Text);
+        assert_eq!(cfg.server.max_concurrent, 1024);
+        assert_eq!(cfg.policies.poll_interval.0, Duration::from_secs(2));
+        let text = format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9090\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"
+        );
+        let cfg = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(cfg.admin.listen.map(|a| a.port()), Some(9090));
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        let err = Config::parse(
+            &format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.contains("xml"), "{err}");
+        let err = Config::parse(
+            &format!("{MINIMAL}\n[server]\nmax_concurrent = 0\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.contains("server.max_concurrent"), "{err}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults_and_resolved_paths() {

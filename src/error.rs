@@ -56,6 +56,9 @@ pub enum GateError {
     /// The response from upstream is too large (502).
     #[error("the registry's answer is too large")]
     UpstreamTooLarge,
+    /// `server.max_concurrent` requests are in flight.
+    #[error("the gate is handling too many requests; retry later")]
+    Overloaded,
 }
 
 impl GateError {
@@ -72,9 +75,9 @@ impl GateError {
             | GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GateError::CaseNotFound(_) | GateError::Denied { .. } => StatusCode::FORBIDDEN,
             GateError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GateError::CaseRegistryUnavailable | GateError::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GateError::CaseRegistryUnavailable
+            | GateError::AuditUnavailable
+            | GateError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GateError::UpstreamUnavailable | GateError::UpstreamTooLarge => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -99,6 +102,7 @@ impl GateError {
             GateError::UpstreamUnavailable => "upstreamUnavailable",
             GateError::UpstreamTimeout => "upstreamTimeout",
             GateError::UpstreamTooLarge => "upstreamTooLarge",
+            GateError::Overloaded => "overloaded",
         }
     }
 }

@@ -9,12 +9,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
+use tracing::Instrument;
 
 use crate::audit::{
     AuditLog, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal, PurposeRecord,
@@ -25,6 +27,7 @@ use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
 use crate::counters::LookupCounters;
 use crate::error::{GateError, problem_response};
 use crate::forward::{Outbound, TraceContext, Upstreams, trace_context};
+use crate::metrics::{Metrics, RequestLabels};
 use crate::model::{Employee, Purpose};
 use crate::policy::{DecisionInput, PolicyEngine};
 use crate::purpose::{CaseRegistry, JsonFileCases, parse_purpose};
@@ -51,6 +54,12 @@ pub struct Gate {
     counters: LookupCounters,
     headers: HeadersConfig,
     max_body: usize,
+    /// Operational metrics (`/metrics`).
+    metrics: Arc<Metrics>,
+    /// The case file, when cases come from one (reloaded on SIGHUP).
+    case_file: Option<Arc<JsonFileCases>>,
+    /// Permits for `server.max_concurrent` requests in flight.
+    permits: Arc<tokio::sync::Semaphore>,
     /// Background tasks (file watchers) stopped when the gate is dropped.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -71,6 +80,8 @@ struct RequestCtx {
     path: String,
     client_ip: Option<String>,
     now: DateTime<Utc>,
+    /// When the request arrived (for the decision latency metric).
+    started: Instant,
 }
 
 /// What is known so far about a request, for its decision record(s).
@@ -94,6 +105,7 @@ impl Gate {
             .await
             .map_err(|e| StartError(format!("auth: {e}")))?;
         // The case registry: a ZGW Zaken API when `cases.zgw_url` is set, else the case file.
+        let mut case_file = None;
         let (cases, tasks): (Arc<dyn CaseRegistry>, Vec<tokio::task::JoinHandle<()>>) =
             match (&cfg.cases.zgw_url, &cfg.cases.file) {
                 (Some(_), _) => (
@@ -104,6 +116,7 @@ impl Gate {
                 (None, Some(file)) => {
                     let cases = JsonFileCases::load(file).map_err(StartError)?;
                     let watcher = cases.spawn_watcher(cfg.cases.poll_interval.0);
+                    case_file = Some(Arc::clone(&cases));
                     (cases, vec![watcher])
                 }
                 (None, None) => {
@@ -139,6 +152,9 @@ impl Gate {
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
+            metrics: Arc::new(Metrics::default()),
+            case_file,
+            permits: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_concurrent)),
             tasks,
         })
     }
@@ -146,6 +162,44 @@ impl Gate {
     /// The audit log (to flush it at shutdown).
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// `gate_id` from the config.
+    pub fn gate_id(&self) -> &str {
+        &self.gate_id
+    }
+
+    /// The policy snapshot every request reads once (a reload swaps it).
+    pub fn policy(&self) -> &Arc<ArcSwap<PolicyEngine>> {
+        &self.policy
+    }
+
+    /// The authenticator (its JWKS file is reloaded on SIGHUP).
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The case file, when cases come from one.
+    pub fn case_file(&self) -> Option<&Arc<JsonFileCases>> {
+        self.case_file.as_ref()
+    }
+
+    /// The gate's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Ready for traffic: policies are loaded (always, once built) and the audit log is
+    /// writable (the writer runs and the last append succeeded).
+    pub fn ready(&self) -> bool {
+        self.audit.is_alive() && self.metrics.audit_ok()
+    }
+
+    /// Appends records, keeping the audit health metric current.
+    async fn append(&self, records: Vec<RecordBody>) -> Result<Vec<u64>, crate::audit::AuditError> {
+        let result = self.audit.append(records).await;
+        self.metrics.audit_append(result.is_ok());
+        result
     }
 
     /// Answers one request. Never panics; every refusal is problem+json.
@@ -165,14 +219,36 @@ impl Gate {
             path: req.uri().path().to_string(),
             client_ip: peer.map(|p| p.ip().to_string()),
             now: Utc::now(),
+            started: Instant::now(),
         };
-        let mut resp = match self.process(req, &ctx).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::info!(request_id = %ctx.request_id, code = e.code(), status = e.status().as_u16(), "refused");
-                problem_response(&e, &ctx.request_id)
-            }
+        // One span per request; its fields are the request id and the trace id only (never
+        // the path, which can hold a BSN or kenteken, nor any header).
+        let span = tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace.trace_id);
+        let mut labels = RequestLabels {
+            enforced: true,
+            ..RequestLabels::default()
         };
+        let mut resp = async {
+            // Limit: `server.max_concurrent` requests in flight; the permit is held to the end.
+            let Ok(_permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+                self.metrics.overloaded();
+                tracing::warn!("refused: too many requests in flight");
+                return problem_response(&GateError::Overloaded, &ctx.request_id);
+            };
+            self.metrics.in_flight(1);
+            let resp = match self.process(req, &ctx, &mut labels).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::info!(code = e.code(), status = e.status().as_u16(), "refused");
+                    problem_response(&e, &ctx.request_id)
+                }
+            };
+            self.metrics.in_flight(-1);
+            resp
+        }
+        .instrument(span)
+        .await;
+        self.metrics.request(&labels, resp.status().as_u16());
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
@@ -183,6 +259,7 @@ impl Gate {
         &self,
         req: Request<B>,
         ctx: &RequestCtx,
+        labels: &mut RequestLabels,
     ) -> Result<Response<Full<Bytes>>, GateError>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -200,6 +277,10 @@ impl Gate {
             Err(e) => return Err(e.into()),
         };
         let route: &RouteConfig = m.route;
+        labels.route = Some(route.path.clone());
+        labels.enforced = route.enforce;
+        // Every answer from here on follows a decision record; a refusal's record says deny.
+        labels.decision = Some("deny");
         let mut draft = Draft {
             action: route.action.map(|a| a.as_str().to_string()),
             ..Draft::default()
@@ -240,7 +321,7 @@ impl Gate {
         // Stage: case.
         let case = match &purpose.case_id {
             None => None,
-            Some(id) => match self.cases.lookup(id).await {
+            Some(id) => match self.timed_case_lookup(id).await {
                 Ok(Some(c)) => Some(c),
                 Ok(None) => {
                     return Err(self
@@ -303,7 +384,7 @@ impl Gate {
                 } else {
                     (Verdict::Deny, d.code.clone(), d.reasons.clone())
                 };
-                RecordBody::Decision(Box::new(self.record(
+                let rec = Box::new(self.record(
                     ctx,
                     &draft,
                     Some(ResourceRef {
@@ -320,14 +401,30 @@ impl Gate {
                     reasons,
                     d.errors.clone(),
                     Some(policy.version().to_string()),
-                )))
+                ));
+                if route.enforce {
+                    RecordBody::Decision(rec)
+                } else {
+                    RecordBody::ShadowDecision(rec)
+                }
             })
             .collect();
-        if let Err(e) = self.audit.append(records).await {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "audit append failed; request not forwarded");
+        if let Err(e) = self.append(records).await {
+            tracing::error!(error = %e, "audit append failed; request not forwarded");
             return Err(GateError::AuditUnavailable);
         }
-        if !allowed {
+        self.metrics.decision_latency(ctx.started.elapsed());
+        labels.decision = Some(if allowed { "allow" } else { "deny" });
+        if !allowed && !route.enforce {
+            // Shadow mode: the would-be deny is recorded above; forward regardless.
+            self.metrics.shadow_would_deny(&route.path);
+            tracing::info!(
+                code = first_deny
+                    .and_then(|d| d.code.as_deref())
+                    .unwrap_or("notPermitted"),
+                "shadow mode: would deny; forwarded"
+            );
+        } else if !allowed {
             let (code, reason) = match first_deny {
                 Some(d) => (
                     d.code.clone().unwrap_or_else(|| "notPermitted".to_string()),
@@ -384,8 +481,9 @@ impl Gate {
                                 Ok((up.status, up.headers, body)),
                             )
                         }
-                        Err(e) => {
-                            tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream answer unreadable");
+                        Err(_) => {
+                            // Not the error text: a parse error can quote the answer (BSNs).
+                            tracing::warn!(upstream = %route.upstream, "upstream answer unreadable");
                             (502, ms, vec![], Err(GateError::UpstreamUnavailable))
                         }
                     }
@@ -410,8 +508,13 @@ impl Gate {
                 disclosed,
             ),
         });
-        if let Err(e) = self.audit.append(vec![outcome]).await {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "outcome record failed; answer withheld");
+        self.metrics.upstream(
+            &route.upstream,
+            status,
+            std::time::Duration::from_millis(upstream_ms),
+        );
+        if let Err(e) = self.append(vec![outcome]).await {
+            tracing::error!(error = %e, "outcome record failed; answer withheld");
             return Err(GateError::AuditUnavailable);
         }
         let (status, headers, body) = answer?;
@@ -435,17 +538,24 @@ impl Gate {
             vec![],
             None,
         );
-        match self
-            .audit
-            .append(vec![RecordBody::Decision(Box::new(rec))])
-            .await
-        {
+        match self.append(vec![RecordBody::Decision(Box::new(rec))]).await {
             Ok(_) => err,
             Err(e) => {
-                tracing::error!(request_id = %ctx.request_id, error = %e, "audit append failed");
+                tracing::error!(error = %e, "audit append failed");
                 GateError::AuditUnavailable
             }
         }
+    }
+
+    /// Looks a case up, counting its latency and failures.
+    async fn timed_case_lookup(
+        &self,
+        id: &str,
+    ) -> Result<Option<Arc<crate::model::Case>>, crate::purpose::CaseRegistryError> {
+        let started = Instant::now();
+        let found = self.cases.lookup(id).await;
+        self.metrics.case_lookup(started.elapsed(), found.is_ok());
+        found
     }
 
     #[allow(clippy::too_many_arguments)]

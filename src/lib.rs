@@ -3,6 +3,7 @@
 //! The modules follow the request path: `listener` → `routes` → `auth` → `purpose` →
 //! `resource` → `policy` → `audit` → `forward` → `response`; `gate` composes them.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -12,9 +13,12 @@ pub mod error;
 pub mod forward;
 pub mod gate;
 pub mod listener;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod purpose;
+pub mod reload;
 pub mod resource;
 pub mod response;
 pub mod routes;

@@ -17,24 +17,49 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::gate::{Gate, StartError};
+use crate::reload::Reloader;
 
 /// A running gate: its address and a handle to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The admin listener's address, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
+    reloader: Arc<Reloader>,
     stop: tokio::sync::watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
+    /// Reload poller, SIGHUP handler, admin listener: stopped with the gate.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, waits for in-flight requests, closes the audit log.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        self.stop_tasks();
         let _ = self.stop.send(true);
-        let _ = self.done.await;
+        let _ = (&mut self.done).await;
     }
 
     /// Waits until the server stopped (after a signal or `shutdown`).
-    pub async fn wait(self) {
-        let _ = self.done.await;
+    pub async fn wait(mut self) {
+        let _ = (&mut self.done).await;
+        self.stop_tasks();
+    }
+
+    /// The reloader (what SIGHUP runs: `reload().reload_all()`).
+    pub fn reload(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    fn stop_tasks(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_tasks();
     }
 }
 
@@ -53,8 +78,30 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         max_header_bytes: cfg.server.max_header_bytes,
         grace: cfg.server.shutdown_grace.0,
     };
+    let reloader = Reloader::new(Arc::clone(&gate), &cfg.policies.dir);
+    let mut tasks = vec![reloader.spawn_sighup()];
+    if !cfg.policies.poll_interval.0.is_zero() {
+        tasks.push(reloader.spawn_poller(cfg.policies.poll_interval.0));
+    }
+    let admin_addr = match cfg.admin.listen {
+        Some(a) => {
+            let (bound, task) = crate::admin::start(a, Arc::clone(&gate))
+                .await
+                .map_err(StartError)?;
+            tasks.push(task);
+            Some(bound)
+        }
+        None => None,
+    };
     let done = tokio::spawn(serve(listener, gate, settings, stop_rx));
-    Ok(Running { addr, stop, done })
+    Ok(Running {
+        addr,
+        admin_addr,
+        reloader,
+        stop,
+        done,
+        tasks,
+    })
 }
 
 #[derive(Clone, Copy)]

@@ -1278,6 +1278,7 @@ mod tests {
                 upstream_path: "/voertuigen/{kenteken}/tenaamstelling".into(),
                 kind: RouteKind::Kenteken,
                 action: Some(Action::RdwHolder),
+                enforce: true,
             },
             RouteConfig {
                 method: "GET".into(),
@@ -1286,6 +1287,7 @@ mod tests {
                 upstream_path: "/personen/{bsn}".into(),
                 kind: RouteKind::Bsn,
                 action: Some(Action::BrpLookup),
+                enforce: true,
             },
         ])
         .unwrap()
@@ -1359,6 +1361,7 @@ mod tests {
             upstream_path: "/personen".into(),
             kind: RouteKind::BrpPersonen,
             action: Some(Action::BrpLookup),
+            enforce: true,
         };
         let m = RouteMatch {
             route: &brp,

@@ -458,6 +458,7 @@ mod tests {
             upstream_path: upstream_path.into(),
             kind,
             action,
+            enforce: true,
         }
     }
 

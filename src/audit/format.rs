@@ -14,7 +14,9 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::record::{ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, RecordBody};
+use super::record::{
+    ReadCheckpoint, ReadConfig, ReadDecision, ReadOutcome, ReadReview, Record, RecordBody,
+};
 
 /// `prev` of the first record: 64 zeros.
 pub(crate) const GENESIS_PREV: [u8; 64] = [b'0'; 64];
@@ -60,6 +62,14 @@ pub(crate) fn display_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// A decision record with `"enforced": false` after its fields.
+#[derive(serde::Serialize)]
+struct Shadow<'a> {
+    #[serde(flatten)]
+    decision: &'a super::record::DecisionRecord,
+    enforced: bool,
+}
+
 /// Serialises a record body to its JSON object; the writer strips the braces.
 pub(crate) fn encode_body(body: &RecordBody) -> Result<Vec<u8>, String> {
     let bytes = match body {
@@ -67,6 +77,11 @@ pub(crate) fn encode_body(body: &RecordBody) -> Result<Vec<u8>, String> {
         RecordBody::Outcome(o) => serde_json::to_vec(o),
         RecordBody::Checkpoint(c) => serde_json::to_vec(c),
         RecordBody::Review(r) => serde_json::to_vec(r),
+        RecordBody::Config(c) => serde_json::to_vec(c),
+        RecordBody::ShadowDecision(d) => serde_json::to_vec(&Shadow {
+            decision: d,
+            enforced: false,
+        }),
     }
     .map_err(|e| format!("cannot serialise record: {e}"))?;
     // INVARIANT: a body is a non-empty JSON object without `seq`/`prev` (the record types have
@@ -146,6 +161,9 @@ pub fn parse_record(line: &[u8]) -> Result<Record, String> {
             .map_err(not_a_record),
         "review" => serde_json::from_slice::<ReadReview>(line)
             .map(Record::Review)
+            .map_err(not_a_record),
+        "config" => serde_json::from_slice::<ReadConfig>(line)
+            .map(Record::Config)
             .map_err(not_a_record),
         other => Err(format!("not a record: unknown kind `{other}`")),
     }

@@ -23,6 +23,7 @@ pub mod record;
 pub mod report;
 pub mod review;
 mod scan;
+pub mod stats;
 #[cfg(test)]
 mod testutil;
 mod writer;
@@ -241,6 +242,11 @@ impl AuditLog {
             .await
             .map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())?
+    }
+
+    /// Whether appends can still succeed: not closed and the writer thread is running.
+    pub fn is_alive(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) && !self.tx.is_closed()
     }
 
     fn gone(&self) -> AuditError {

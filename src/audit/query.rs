@@ -283,6 +283,7 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
         let kind = line_kind(line);
         let wanted = match (kind, needle) {
             (Some("checkpoint" | "review"), _) => true,
+            (Some("config"), _) => false,
             (_, None) => true,
             (Some("outcome"), Some(_)) if !needle_in_outcomes => false,
             (_, Some(n)) => std::str::from_utf8(line).is_ok_and(|s| s.contains(n)),
@@ -299,6 +300,7 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
             }
             Record::Checkpoint(c) => result.checkpoints.push(c),
             Record::Review(r) => result.reviews.push(r),
+            Record::Config(_) => {}
         }
         Ok(())
     })?;

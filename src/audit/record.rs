@@ -166,6 +166,28 @@ pub enum ReviewKind {
     Review,
 }
 
+/// The gate's configuration changed: e.g. a reload swapped the policy set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub time: String,
+    pub kind: ConfigKind,
+    /// `gate_id` from the config.
+    pub gate: String,
+    /// What changed: `policies`.
+    pub changed: String,
+    /// `policy_version` before the change.
+    pub old_version: String,
+    /// `policy_version` after the change; decisions from now on carry it.
+    pub new_version: String,
+}
+
+/// Marker for `"kind": "config"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigKind {
+    #[serde(rename = "config")]
+    Config,
+}
+
 /// A record body handed to the writer (without `seq` and `prev`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordBody {
@@ -173,6 +195,10 @@ pub enum RecordBody {
     Outcome(OutcomeRecord),
     Checkpoint(CheckpointRecord),
     Review(ReviewRecord),
+    Config(ConfigRecord),
+    /// A decision on a route in shadow mode (`enforce = false`): written as the decision
+    /// record plus `"enforced": false`; the request was forwarded whatever the verdict.
+    ShadowDecision(Box<DecisionRecord>),
 }
 
 /// A record as read back from the log, with its chain fields.
@@ -183,6 +209,7 @@ pub enum Record {
     Outcome(ReadOutcome),
     Checkpoint(ReadCheckpoint),
     Review(ReadReview),
+    Config(ReadConfig),
 }
 
 /// A checkpoint record with its `seq` and `prev`.
@@ -208,6 +235,18 @@ pub struct ReadReview {
     pub verdict: ReviewVerdict,
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// A config record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadConfig {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub gate: String,
+    pub changed: String,
+    pub old_version: String,
+    pub new_version: String,
 }
 
 /// A decision record with its `seq` and `prev`.
@@ -236,6 +275,13 @@ pub struct ReadDecision {
     pub request: RequestRecord,
     #[serde(default)]
     pub policy_version: Option<String>,
+    /// `false` when the route was in shadow mode (the verdict was not enforced).
+    #[serde(default = "enforced_default")]
+    pub enforced: bool,
+}
+
+fn enforced_default() -> bool {
+    true
 }
 
 /// An outcome record with its `seq` and `prev`.
@@ -257,6 +303,7 @@ impl Record {
             Record::Outcome(o) => o.seq,
             Record::Checkpoint(c) => c.seq,
             Record::Review(r) => r.seq,
+            Record::Config(c) => c.seq,
         }
     }
 
@@ -266,15 +313,17 @@ impl Record {
             Record::Outcome(o) => &o.prev,
             Record::Checkpoint(c) => &c.prev,
             Record::Review(r) => &r.prev,
+            Record::Config(c) => &c.prev,
         }
     }
 
-    /// The request id; empty for checkpoint and review records (they belong to no request).
+    /// The request id; empty for checkpoint, review and config records (they belong to no
+    /// request).
     pub fn request_id(&self) -> &str {
         match self {
             Record::Decision(d) => &d.request_id,
             Record::Outcome(o) => &o.request_id,
-            Record::Checkpoint(_) | Record::Review(_) => "",
+            Record::Checkpoint(_) | Record::Review(_) | Record::Config(_) => "",
         }
     }
 
@@ -285,6 +334,7 @@ impl Record {
             Record::Outcome(o) => &o.time,
             Record::Checkpoint(c) => &c.time,
             Record::Review(r) => &r.time,
+            Record::Config(c) => &c.time,
         }
     }
 }

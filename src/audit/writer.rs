@@ -388,11 +388,19 @@ impl Writer {
                 }
                 chunk.push((append, first_seq));
             }
-            match self.write_durably() {
+            let started = std::time::Instant::now();
+            let written = self.write_durably();
+            super::stats::WRITER_STATS
+                .sync_seconds
+                .observe_duration(started.elapsed());
+            match written {
                 Ok(()) => {
                     if self.segment_day.is_none() {
                         self.segment_day = Some(chrono::Utc::now().date_naive());
                     }
+                    super::stats::WRITER_STATS
+                        .batch_records
+                        .observe(chunk.iter().map(|(a, _)| a.bodies.len()).sum::<usize>() as f64);
                     self.durable_len += self.buf.len() as u64;
                     self.chain = chain;
                     if let Some(cp) = self.checkpoints.as_mut() {

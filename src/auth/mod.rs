@@ -130,6 +130,8 @@ pub struct Authenticator {
     hs256: Option<Arc<VerifyKey>>,
     remote: Option<Remote>,
     cache: TokenCache,
+    /// `auth.jwks_file`, reread by [`Authenticator::reload_jwks_file`].
+    jwks_file: Option<std::path::PathBuf>,
 }
 
 /// The JOSE header members the gate reads; all others (`jku`, `x5u`, `jwk`, `x5c`, …) are ignored.
@@ -191,7 +193,25 @@ impl Authenticator {
             hs256,
             remote,
             cache: TokenCache::new(cfg.token_cache_size),
+            jwks_file: cfg.jwks_file.clone(),
         })
+    }
+
+    /// Rereads `auth.jwks_file` (on SIGHUP). A valid file replaces the key set and empties the
+    /// token cache (a removed key must not keep verifying cached tokens); an invalid one keeps
+    /// the old keys and is returned as the error. `Ok(false)`: no `jwks_file` is configured.
+    pub async fn reload_jwks_file(&self) -> Result<bool, AuthSetupError> {
+        let Some(path) = &self.jwks_file else {
+            return Ok(false);
+        };
+        let source = format!("jwks file `{}`", path.display());
+        let doc = tokio::fs::read(path)
+            .await
+            .map_err(|e| AuthSetupError(format!("cannot read {source}: {e}")))?;
+        let keys = KeySet::parse(&doc, &source)?;
+        self.keys.store(Arc::new(keys));
+        self.cache.clear();
+        Ok(true)
     }
 
     /// Number of keys in the current JWKS snapshot (for the startup log).

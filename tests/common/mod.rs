@@ -75,6 +75,12 @@ pub struct Options {
     pub upstream_url: Option<String>,
     /// Extra keys for the `[audit]` table.
     pub audit_extra: String,
+    /// Use this policy directory instead of the shipped `policies/`.
+    pub policies_dir: Option<PathBuf>,
+    /// Extra keys for the `[policies]` table.
+    pub policies_extra: String,
+    /// Extra keys for the `[server]` table.
+    pub server_extra: String,
 }
 
 pub struct Harness {
@@ -83,6 +89,8 @@ pub struct Harness {
     pub audit_dir: PathBuf,
     pub config_path: PathBuf,
     pub tmp: tempfile::TempDir,
+    /// The admin listener's address, when `[admin] listen` was configured.
+    pub admin: Option<SocketAddr>,
     running: Option<Running>,
     registry_task: tokio::task::JoinHandle<()>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -139,12 +147,14 @@ impl Harness {
 [server]
 listen = "127.0.0.1:0"
 shutdown_grace = "5s"
+{server_extra}
 [auth]
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
 jwks_file = "{jwks}"
 [policies]
 dir = "{policies}"
+{policies_extra}
 [cases]
 file = "cases.json"
 poll_interval = "100ms"
@@ -163,7 +173,13 @@ connect_timeout = "500ms"
 {extra}
 "#,
             jwks = repo().join("examples/demo/keys/jwks.json").display(),
-            policies = repo().join("policies").display(),
+            policies = opts
+                .policies_dir
+                .clone()
+                .unwrap_or_else(|| repo().join("policies"))
+                .display(),
+            policies_extra = opts.policies_extra,
+            server_extra = opts.server_extra,
             audit = audit_dir.display(),
             extra = opts.extra_config,
             audit_extra = opts.audit_extra,
@@ -174,6 +190,7 @@ connect_timeout = "500ms"
         let running = listener::start(&cfg).await.expect("gate starts");
         Harness {
             addr: running.addr,
+            admin: running.admin_addr,
             registry: data,
             audit_dir,
             config_path,
@@ -265,6 +282,20 @@ connect_timeout = "500ms"
     /// object per line).
     pub fn records(&self) -> Vec<Value> {
         read_records(&self.audit_dir)
+    }
+
+    /// The running gate (to trigger a reload as SIGHUP does).
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("gate running")
+    }
+
+    /// GET on the admin listener: status and body text.
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        let addr = self.admin.expect("[admin] listen configured");
+        let a = self
+            .send_raw_target("GET", &format!("http://{addr}{path}"), &[], None)
+            .await;
+        (a.status, String::from_utf8_lossy(&a.body).into_owned())
     }
 
     pub async fn stop(&mut self) {
