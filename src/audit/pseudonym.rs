@@ -59,11 +59,13 @@ impl SubjectKey {
     }
 }
 
-/// The id to store for a subject of type `kind`: the pseudonym for a `Person` when a key is
-/// configured, else the id unchanged. Called by the gate where records are built.
+/// The id to store for a subject of type `kind`: the pseudonym for a `Person` whose id is a
+/// BSN (9 digits) when a key is configured, else the id unchanged (markers such as
+/// `unidentified` stay readable). Called by the gate where records are built.
 pub fn subject_id(key: Option<&SubjectKey>, kind: &str, id: &str) -> String {
+    let is_bsn = id.len() == 9 && id.bytes().all(|b| b.is_ascii_digit());
     match key {
-        Some(k) if kind == "Person" && !id.starts_with(PSEUDONYM_PREFIX) => k.pseudonymise(id),
+        Some(k) if kind == "Person" && is_bsn => k.pseudonymise(id),
         _ => id.to_string(),
     }
 }
@@ -110,6 +112,10 @@ mod tests {
         assert!(subject_id(Some(&key), "Person", "999993653").starts_with("hmac-sha256:"));
         assert_eq!(subject_id(Some(&key), "Vehicle", "AB123C"), "AB123C");
         assert_eq!(subject_id(None, "Person", "999993653"), "999993653");
+        assert_eq!(
+            subject_id(Some(&key), "Person", "unidentified"),
+            "unidentified"
+        );
     }
 
     #[test]
