@@ -16,7 +16,12 @@ local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local body = os.getenv("BENCH_BODY")
 if body == "" then body = nil end
-local req = wrk.format(method, path, headers_from_env(), body)
+-- Built in init(): wrk sets the Host header only after the script is loaded.
+local req
+
+function init(args)
+  req = wrk.format(method, path, headers_from_env(), body)
+end
 
 function request()
   return req

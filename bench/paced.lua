@@ -30,7 +30,8 @@ local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local body = os.getenv("BENCH_BODY")
 if body == "" then body = nil end
-local req = wrk.format(method, path, headers_from_env(), body)
+-- Built in init(): wrk sets the Host header only after the script is loaded.
+local req
 
 local threads = {}
 function setup(thread)
@@ -46,6 +47,7 @@ function init(args)
   local rate = tonumber(os.getenv("BENCH_RATE") or "1000")
   local conns = tonumber(os.getenv("BENCH_CONNS") or "1")
   interval_us = 1e6 * conns / rate
+  req = wrk.format(method, path, headers_from_env(), body)
 end
 
 function delay()
@@ -61,6 +63,10 @@ function delay()
 end
 
 function request()
+  if next_t == nil then
+    -- wrk sends the first request without asking delay(): it starts the schedule.
+    next_t = now_us()
+  end
   -- Latency counts from the earlier of the scheduled and the actual send time: a send delayed by
   -- a slow previous answer is counted against the server (no coordinated omission), and a timer
   -- that fired early (wrk's delay has millisecond granularity) does not shorten the latency.
