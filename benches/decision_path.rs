@@ -54,7 +54,11 @@ fn write_cases(dir: &Path, n: usize) -> PathBuf {
         })
         .collect();
     let path = dir.join("cases.json");
-    std::fs::write(&path, serde_json::to_vec(&json!({ "cases": cases })).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&json!({ "cases": cases })).unwrap(),
+    )
+    .unwrap();
     path
 }
 
@@ -69,8 +73,10 @@ fn write_jwks(dir: &Path) -> PathBuf {
     .unwrap();
     let sk = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_PEM).unwrap();
     let mut keys = demo["keys"].as_array().unwrap().clone();
-    keys.push(json!({"kty": "RSA", "kid": RSA_KID, "use": "sig", "alg": "RS256",
-                     "n": b64(&sk.n().to_bytes_be()), "e": b64(&sk.e().to_bytes_be())}));
+    keys.push(
+        json!({"kty": "RSA", "kid": RSA_KID, "use": "sig", "alg": "RS256",
+                     "n": b64(&sk.n().to_bytes_be()), "e": b64(&sk.e().to_bytes_be())}),
+    );
     let path = dir.join("jwks.json");
     std::fs::write(&path, serde_json::to_vec(&json!({ "keys": keys })).unwrap()).unwrap();
     path

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use purpose_gate::audit::{
-    DecisionKind, DecisionRecord, Principal, PurposeRecord, RecordBody, RequestRecord,
-    ResourceRef, Verdict,
+    DecisionKind, DecisionRecord, Principal, PurposeRecord, RecordBody, RequestRecord, ResourceRef,
+    Verdict,
 };
 
 /// The decision record of request number `i`.
