@@ -67,18 +67,43 @@ connect_timeout = "500ms"
     path
 }
 
+/// A gate process that is killed when dropped, so a failing test never leaves one behind.
+struct Gate(Child);
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Gate {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Gate {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// Starts `purpose-gate serve` and returns it with the address it listens on.
-fn start_gate(config: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
+fn start_gate(config: &Path) -> (Gate, SocketAddr) {
+    let child = Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
         .args(["serve", "--config"])
         .arg(config)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = Gate(child);
+    // The gate logs to stderr; its "listening" line names the address.
+    let stdout = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
