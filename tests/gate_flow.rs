@@ -170,11 +170,7 @@ async fn client_credentials_and_identity_headers_never_reach_the_upstream() {
         body.as_bytes(),
         "the body decided on is the body forwarded"
     );
-    let d = h
-        .records()
-        .into_iter()
-        .find(|r| r["request_id"] == rid && r["kind"] == "decision")
-        .unwrap();
+    let d = h.record_of(rid, "decision");
     assert_eq!(d["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(d["purpose"]["doelbinding"], "PV-parkeren");
     assert_eq!(d["purpose"]["verwerking"], "verwerking-42");
@@ -201,11 +197,7 @@ async fn upstream_down_gives_502_with_an_outcome_record() {
     assert_eq!(a.status, 502);
     assert_eq!(a.code(), "upstreamUnavailable");
     let rid = a.json()["instance"].as_str().unwrap().to_string();
-    let recs: Vec<Value> = h
-        .records()
-        .into_iter()
-        .filter(|r| r["request_id"] == rid.as_str())
-        .collect();
+    let recs = h.records_of(&rid);
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[0]["decision"], "allow");
     assert_eq!(recs[1]["kind"], "outcome");
@@ -239,11 +231,7 @@ async fn hanging_upstream_gives_504_with_an_outcome_record() {
     assert_eq!(a.status, 504);
     assert_eq!(a.code(), "upstreamTimeout");
     let rid = a.json()["instance"].as_str().unwrap().to_string();
-    let o = h
-        .records()
-        .into_iter()
-        .find(|r| r["request_id"] == rid.as_str() && r["kind"] == "outcome")
-        .unwrap();
+    let o = h.record_of(&rid, "outcome");
     assert_eq!(o["status"], 504);
     hold.abort();
 }

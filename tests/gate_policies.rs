@@ -23,11 +23,7 @@ async fn expect_deny(h: &Harness, a: common::Answer, code: &str) {
     let v = a.json();
     assert!(!v["detail"].as_str().unwrap_or("").is_empty());
     let rid = v["instance"].as_str().unwrap().to_string();
-    let recs: Vec<Value> = h
-        .records()
-        .into_iter()
-        .filter(|r| r["request_id"] == rid.as_str())
-        .collect();
+    let recs = h.records_of(&rid);
     assert!(!recs.is_empty(), "no audit record for the deny");
     assert!(
         recs.iter()
@@ -60,11 +56,7 @@ async fn lookup_for_subject_of_open_case_is_allowed_and_recorded() {
     let v = a.json();
     assert_eq!(v["personen"][0]["burgerservicenummer"], "999993653");
     let rid = a.headers["x-request-id"].to_str().unwrap().to_string();
-    let recs: Vec<Value> = h
-        .records()
-        .into_iter()
-        .filter(|r| r["request_id"] == rid.as_str())
-        .collect();
+    let recs = h.records_of(&rid);
     assert_eq!(recs.len(), 2, "decision + outcome: {recs:?}");
     let d = &recs[0];
     assert_eq!(d["kind"], "decision");
@@ -158,11 +150,7 @@ async fn one_denied_subject_denies_the_whole_request() {
     let a = h.brp(&h.emp042(), Some("Z-OPEN"), &q).await;
     let rid = a.json()["instance"].as_str().unwrap().to_string();
     expect_deny(&h, a, "subjectNotInCase").await;
-    let recs: Vec<Value> = h
-        .records()
-        .into_iter()
-        .filter(|r| r["request_id"] == rid.as_str())
-        .collect();
+    let recs = h.records_of(&rid);
     assert_eq!(recs.len(), 2, "one record per subject");
     assert_eq!(recs[0]["code"], "requestDenied");
     assert_eq!(recs[1]["code"], "subjectNotInCase");
@@ -197,11 +185,7 @@ async fn protected_person_needs_break_glass_by_an_allowed_role() {
         .await;
     expect_allow(&a);
     let rid = a.headers["x-request-id"].to_str().unwrap().to_string();
-    let d = h
-        .records()
-        .into_iter()
-        .find(|r| r["request_id"] == rid.as_str() && r["kind"] == "decision")
-        .unwrap();
+    let d = h.record_of(&rid, "decision");
     assert_eq!(d["purpose"]["break_glass"], true);
     assert_eq!(d["purpose"]["reason"], BG_REASON);
     assert!(
@@ -266,11 +250,7 @@ async fn search_needs_a_case_type_that_allows_searching() {
     expect_allow(&a);
     assert_eq!(a.json()["type"], "ZoekMetGeslachtsnaamEnGeboortedatum");
     let rid = a.headers["x-request-id"].to_str().unwrap().to_string();
-    let d = h
-        .records()
-        .into_iter()
-        .find(|r| r["request_id"] == rid.as_str() && r["kind"] == "decision")
-        .unwrap();
+    let d = h.record_of(&rid, "decision");
     assert_eq!(d["action"], "brp:search");
     assert_eq!(d["resource"]["type"], "PersonSearch");
     assert!(
@@ -316,11 +296,7 @@ async fn holder_lookup_needs_a_case_naming_the_vehicle() {
     )
     .await;
     let rid = a.headers["x-request-id"].to_str().unwrap().to_string();
-    let o = h
-        .records()
-        .into_iter()
-        .find(|r| r["request_id"] == rid.as_str() && r["kind"] == "outcome")
-        .unwrap();
+    let o = h.record_of(&rid, "outcome");
     assert!(
         o["disclosed"]
             .as_array()

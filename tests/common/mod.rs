@@ -298,6 +298,22 @@ connect_timeout = "500ms"
         (a.status, String::from_utf8_lossy(&a.body).into_owned())
     }
 
+    /// The records of one request, in log order.
+    pub fn records_of(&self, request_id: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["request_id"] == request_id)
+            .collect()
+    }
+
+    /// The first record of `kind` (`decision` or `outcome`) of one request.
+    pub fn record_of(&self, request_id: &str, kind: &str) -> Value {
+        self.records_of(request_id)
+            .into_iter()
+            .find(|r| r["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} record for request {request_id}"))
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
