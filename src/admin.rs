@@ -81,6 +81,7 @@ fn answer<B>(gate: &Gate, req: &Request<B>) -> Response<Full<Bytes>> {
             let info = ScrapeInfo {
                 policy_version: gate.policy().load().version().to_string(),
                 ready: gate.ready(),
+                token_cache: gate.auth().token_cache_counts(),
             };
             let mut resp = text(StatusCode::OK, "");
             *resp.body_mut() = Full::new(Bytes::from(gate.metrics().render(&info)));

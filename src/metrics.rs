@@ -160,6 +160,8 @@ pub struct ScrapeInfo {
     pub policy_version: String,
     /// Whether the gate is ready for traffic.
     pub ready: bool,
+    /// Answers of the verified-token cache, counted by the authentication stage.
+    pub token_cache: crate::auth::CacheCounts,
 }
 
 impl Metrics {
@@ -284,6 +286,19 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "purpose_gate_reloads_total{{what=\"{what}\",result=\"{result}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "purpose_gate_token_cache_total",
+            "counter",
+            "Bearer tokens looked up in the verified-token cache, by result (hit: no signature check; expired: refused from the cache; miss: verified in full).",
+        );
+        let tc = &info.token_cache;
+        for (result, n) in [("hit", tc.hit), ("expired", tc.expired), ("miss", tc.miss)] {
+            let _ = writeln!(
+                out,
+                "purpose_gate_token_cache_total{{result=\"{result}\"}} {n}"
             );
         }
         self.case_registry_seconds.render(
@@ -420,6 +435,31 @@ mod tests {
                 "purpose_gate_requests_total{route=\"none\",decision=\"none\",code=\"404\"}"
             ),
             Some(1.0)
+        );
+    }
+
+    #[test]
+    fn token_cache_results_are_rendered_from_the_scrape_info() {
+        let info = ScrapeInfo {
+            token_cache: crate::auth::CacheCounts {
+                hit: 5,
+                expired: 1,
+                miss: 2,
+            },
+            ..ScrapeInfo::default()
+        };
+        let text = Metrics::default().render(&info);
+        assert_eq!(
+            value(&text, "purpose_gate_token_cache_total{result=\"hit\"}"),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(&text, "purpose_gate_token_cache_total{result=\"expired\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "purpose_gate_token_cache_total{result=\"miss\"}"),
+            Some(2.0)
         );
     }
 

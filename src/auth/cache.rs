@@ -46,6 +46,19 @@ pub(crate) struct TokenCache {
     per_shard: usize,
     /// Bumped by [`TokenCache::clear`]; an insert made for an older generation is dropped.
     generation: AtomicU64,
+    /// Lookups answered `Valid`, `Expired` and `Miss` (for `/metrics`).
+    counts: [AtomicU64; 3],
+}
+
+/// How many lookups the cache answered, by answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Valid tokens answered from the cache (no signature check).
+    pub hit: u64,
+    /// Cached tokens found expired (refused without a signature check).
+    pub expired: u64,
+    /// Tokens not in the cache (verified in full), also all lookups when the cache is off.
+    pub miss: u64,
 }
 
 /// `true` while a token with this `exp` is acceptable at `now` (RFC 7519 §4.1.4 with leeway).
@@ -64,6 +77,7 @@ impl TokenCache {
             shards,
             per_shard,
             generation: AtomicU64::new(0),
+            counts: [const { AtomicU64::new(0) }; 3],
         }
     }
 
@@ -73,8 +87,31 @@ impl TokenCache {
         shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Looks a token up at time `now`.
+    /// Looks a token up at time `now`, counting the answer.
     pub(crate) fn get(&self, key: &TokenHash, now: i64, leeway: i64) -> Lookup {
+        let found = self.find(key, now, leeway);
+        let i = match found {
+            Lookup::Valid(_) => 0,
+            Lookup::Expired => 1,
+            Lookup::Miss => 2,
+        };
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// The lookups answered so far.
+    pub(crate) fn counts(&self) -> CacheCounts {
+        let [hit, expired, miss] = &self.counts;
+        CacheCounts {
+            hit: hit.load(Ordering::Relaxed),
+            expired: expired.load(Ordering::Relaxed),
+            miss: miss.load(Ordering::Relaxed),
+        }
+    }
+
+    fn find(&self, key: &TokenHash, now: i64, leeway: i64) -> Lookup {
         if self.per_shard == 0 {
             return Lookup::Miss;
         }
@@ -174,6 +211,31 @@ mod tests {
             c.get(&key(1), 1000, 30),
             Lookup::Miss,
             "expired entry removed"
+        );
+    }
+
+    #[test]
+    fn lookups_are_counted_by_answer() {
+        let c = TokenCache::new(100);
+        assert_eq!(c.get(&key(1), 900, 30), Lookup::Miss);
+        c.insert(key(1), (emp("e1"), 1000), 0, 900, 30);
+        assert!(matches!(c.get(&key(1), 900, 30), Lookup::Valid(_)));
+        assert!(matches!(c.get(&key(1), 901, 30), Lookup::Valid(_)));
+        assert_eq!(c.get(&key(1), 2000, 30), Lookup::Expired);
+        assert_eq!(
+            c.counts(),
+            CacheCounts {
+                hit: 2,
+                expired: 1,
+                miss: 1
+            }
+        );
+        let off = TokenCache::new(0);
+        off.get(&key(1), 0, 0);
+        assert_eq!(
+            off.counts().miss,
+            1,
+            "a disabled cache counts every lookup as a miss"
         );
     }
 

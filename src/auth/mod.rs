@@ -34,6 +34,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{AuthConfig, ClaimNames};
 use crate::model::{Employee, truncate_for_message};
+pub use cache::CacheCounts;
 use cache::{Lookup, TokenCache, token_hash};
 use jwks::{Alg, HttpClient, KeySet, MIN_HS256_SECRET_BYTES, VerifyKey};
 
@@ -212,6 +213,11 @@ impl Authenticator {
         self.keys.store(Arc::new(keys));
         self.cache.clear();
         Ok(true)
+    }
+
+    /// How often the verified-token cache answered a lookup, by answer (for `/metrics`).
+    pub fn token_cache_counts(&self) -> CacheCounts {
+        self.cache.counts()
     }
 
     /// Number of keys in the current JWKS snapshot (for the startup log).
