@@ -134,6 +134,26 @@ pub struct ServerConfig {
     /// Most requests handled at once; above it, 503 `overloaded` with `Retry-After`.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: usize,
+    /// `[server.tls]`: TLS on the traffic listener; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// `[server.tls]`: the listener's certificate and the optional client-certificate check.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// PEM certificate chain, the gate's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate (PKCS#8, RSA or SEC1).
+    pub key_file: PathBuf,
+    /// PEM bundle of the CAs whose client certificates are accepted; none when absent.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// `true`: a handshake without a client certificate from `client_ca_file` is refused;
+    /// `false`: a client certificate is optional, but checked when presented.
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 fn default_max_concurrent() -> usize {
@@ -214,6 +234,7 @@ impl Default for ServerConfig {
             header_read_timeout: default_header_timeout(),
             shutdown_grace: default_shutdown_grace(),
             max_concurrent: default_max_concurrent(),
+            tls: None,
         }
     }
 }
@@ -667,8 +688,18 @@ impl Default for HeadersConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Base URL (`http://host:port[/prefix]`).
+    /// Base URL (`http://host:port[/prefix]` or `https://…`).
     pub url: String,
+    /// PEM bundle of the CAs trusted for an `https://` upstream, replacing the built-in
+    /// (webpki) roots; the built-in roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain the gate presents to an `https://` upstream (mTLS).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file` (PKCS#8, RSA or SEC1).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// Time the upstream gets to answer (504 after).
     #[serde(default = "default_upstream_timeout")]
     pub timeout: Dur,
@@ -792,6 +823,23 @@ impl Config {
             for p in up.header_files.values_mut() {
                 resolve(p);
             }
+            for p in [
+                up.ca_file.as_mut(),
+                up.client_cert_file.as_mut(),
+                up.client_key_file.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                resolve(p);
+            }
+        }
+        if let Some(tls) = cfg.server.tls.as_mut() {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            if let Some(p) = tls.client_ca_file.as_mut() {
+                resolve(p);
+            }
         }
         cfg.check()?;
         Ok(cfg)
@@ -815,12 +863,48 @@ impl Config {
         {
             return Err(format!("`auth.jwks_url` = `{u}` is not an http(s) URL"));
         }
+        if let Some(tls) = &self.server.tls
+            && tls.require_client_cert
+            && tls.client_ca_file.is_none()
+        {
+            return Err(
+                "missing key `server.tls.client_ca_file`: `require_client_cert = true` needs the CAs of the client certificates"
+                    .into(),
+            );
+        }
         for (name, up) in &self.upstreams {
-            if !up.url.starts_with("http://") {
+            let https = up.url.starts_with("https://");
+            if !https && !up.url.starts_with("http://") {
                 return Err(format!(
-                    "`upstreams.{name}.url` = `{}`: expected an `http://` URL",
+                    "`upstreams.{name}.url` = `{}`: expected an `http://` or `https://` URL",
                     up.url
                 ));
+            }
+            if !https {
+                for (key, set) in [
+                    ("ca_file", up.ca_file.is_some()),
+                    ("client_cert_file", up.client_cert_file.is_some()),
+                    ("client_key_file", up.client_key_file.is_some()),
+                ] {
+                    if set {
+                        return Err(format!(
+                            "`upstreams.{name}.{key}` is set but `upstreams.{name}.url` is not an `https://` URL"
+                        ));
+                    }
+                }
+            }
+            match (&up.client_cert_file, &up.client_key_file) {
+                (Some(_), None) => {
+                    return Err(format!(
+                        "missing key `upstreams.{name}.client_key_file`: `client_cert_file` needs its private key"
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "missing key `upstreams.{name}.client_cert_file`: `client_key_file` needs its certificate"
+                    ));
+                }
+                _ => {}
             }
             if up.url.parse::<http::Uri>().is_err() {
                 return Err(format!(

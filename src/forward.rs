@@ -5,6 +5,8 @@
 //! the client's `Authorization`, cookies, forwarding and identity headers never do. The gate
 //! adds the configured upstream credentials, `X-Request-Id` and `traceparent`. The body sent is
 //! exactly the body that was decided on. Connect failures give 502, timeouts 504.
+//! `https://` upstreams are reached over rustls (the CAs of `ca_file` or the webpki roots, and
+//! the optional client certificate); a failed handshake or refused client certificate is 502.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -53,7 +56,7 @@ struct Upstream {
     timeout: Duration,
     headers: Vec<(HeaderName, HeaderValue)>,
     max_response_bytes: usize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// What the upstream answered.
@@ -199,6 +202,16 @@ fn build_upstream(name: &str, up: &UpstreamConfig) -> Result<Upstream, String> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(up.connect_timeout.0));
     connector.set_nodelay(true);
+    // The TLS layer passes `http://` through untouched; `https://` upstreams get rustls with
+    // `ca_file` (or the webpki roots) and the optional client certificate.
+    connector.enforce_http(false);
+    let tls = crate::tls::upstream_client_config(name, up)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(connector);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)

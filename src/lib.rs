@@ -22,4 +22,5 @@ pub mod reload;
 pub mod resource;
 pub mod response;
 pub mod routes;
+pub mod tls;
 pub mod zgw;

@@ -4,20 +4,26 @@
 //! `header_read_timeout` is dropped; request heads above `max_header_bytes` are refused by the
 //! HTTP parser; on SIGTERM/SIGINT the gate stops accepting, lets in-flight requests finish
 //! (up to `shutdown_grace`), then flushes and closes the audit log.
+//!
+//! With `[server.tls]` every connection is a rustls handshake first, bounded by
+//! `header_read_timeout` (a client that never finishes it is dropped), with the certificate in
+//! force at that moment (a reload changes it for new handshakes only); then HTTP/2 when ALPN
+//! chose `h2`, HTTP/1.1 otherwise. A client that does not speak TLS gets no HTTP answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::gate::{Gate, StartError};
 use crate::reload::Reloader;
+use crate::tls::ServerTls;
 
 /// A running gate: its address and a handle to stop it.
 pub struct Running {
@@ -65,6 +71,11 @@ impl Drop for Running {
 
 /// Builds the gate and starts serving on `cfg.server.listen` (port 0 picks a free port).
 pub async fn start(cfg: &Config) -> Result<Running, StartError> {
+    // The TLS files first: a bad certificate stops the start before the audit log is opened.
+    let tls = match &cfg.server.tls {
+        Some(t) => Some(Arc::new(ServerTls::load(t).map_err(StartError)?)),
+        None => None,
+    };
     let gate = Arc::new(Gate::build(cfg).await?);
     let listener = TcpListener::bind(cfg.server.listen)
         .await
@@ -78,7 +89,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         max_header_bytes: cfg.server.max_header_bytes,
         grace: cfg.server.shutdown_grace.0,
     };
-    let reloader = Reloader::new(Arc::clone(&gate), &cfg.policies.dir);
+    let reloader = Reloader::new(Arc::clone(&gate), &cfg.policies.dir, tls.clone());
     let mut tasks = vec![reloader.spawn_sighup()];
     if !cfg.policies.poll_interval.0.is_zero() {
         tasks.push(reloader.spawn_poller(cfg.policies.poll_interval.0));
@@ -93,7 +104,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let done = tokio::spawn(serve(listener, gate, settings, stop_rx));
+    let done = tokio::spawn(serve(listener, gate, settings, tls, stop_rx));
     Ok(Running {
         addr,
         admin_addr,
@@ -115,6 +126,7 @@ async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
     settings: ConnSettings,
+    tls: Option<Arc<ServerTls>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -124,6 +136,10 @@ async fn serve(
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes.max(8192))
         .keep_alive(true);
+    // HTTP/2 (only over TLS, chosen by ALPN): the head size limit as the header list limit.
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -141,10 +157,42 @@ async fn serve(
                     let gate = Arc::clone(&gate);
                     async move { Ok::<_, std::convert::Infallible>(gate.handle(req, Some(peer)).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
+                let Some(tls) = &tls else {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                // The watcher is taken before the handshake: shutdown also waits for
+                // handshakes in progress (each bounded by the header-read timeout).
+                let watcher = graceful.watcher();
+                let acceptor = tls.acceptor();
+                let (h1, h2) = (builder.clone(), h2.clone());
+                let timeout = settings.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                    let is_h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+                    let io = TokioIo::new(stream);
+                    let result = if is_h2 {
+                        watcher.watch(h2.serve_connection(io, svc)).await
+                    } else {
+                        watcher.watch(h1.serve_connection(io, svc)).await
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });

@@ -7,7 +7,10 @@
 //! Refuses: an invalid policy set (the old one stays, the error is logged and counted), and a
 //! swap whose `config` record could not be made durable (the old set stays).
 //!
-//! SIGHUP also rereads the case file (when cases come from one) and `auth.jwks_file`.
+//! SIGHUP also rereads the case file (when cases come from one), `auth.jwks_file` and the
+//! listener's TLS certificate, key and client CA files (`[server.tls]`); the poller also reloads
+//! the TLS files when their contents change. An invalid new certificate or key is refused and
+//! the old one keeps serving new handshakes.
 //! Polling compares the name, length and modification time of the files in the policy
 //! directory, like the case file watcher; two edits within the file system's timestamp
 //! granularity that keep the length are only seen on the next SIGHUP.
@@ -21,6 +24,7 @@ use chrono::Utc;
 use crate::audit::{ConfigKind, ConfigRecord, RecordBody};
 use crate::gate::{Gate, timestamp};
 use crate::policy::PolicyEngine;
+use crate::tls::ServerTls;
 
 /// A reload that did not happen; the old snapshot stays in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,16 +76,61 @@ pub struct Reloader {
     dir: PathBuf,
     /// The directory as last seen; also serialises reloads (SIGHUP and the poller).
     seen: tokio::sync::Mutex<DirStamp>,
+    /// The listener's TLS settings, when `[server.tls]` is configured.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Reloader {
-    /// A reloader for `gate`, whose policies come from `dir`.
-    pub fn new(gate: Arc<Gate>, dir: &Path) -> Arc<Reloader> {
+    /// A reloader for `gate`, whose policies come from `dir`, and for the listener's TLS
+    /// settings when it has them.
+    pub fn new(gate: Arc<Gate>, dir: &Path, tls: Option<Arc<ServerTls>>) -> Arc<Reloader> {
         Arc::new(Reloader {
             gate,
             dir: dir.to_path_buf(),
             seen: tokio::sync::Mutex::new(dir_stamp(dir)),
+            tls,
         })
+    }
+
+    /// Rereads the listener's certificate, key and client CA files and swaps them in when
+    /// valid; `Ok(false)` when the listener has no TLS. New handshakes use the new certificate.
+    pub async fn reload_tls(&self) -> Result<bool, String> {
+        let Some(tls) = &self.tls else {
+            return Ok(false);
+        };
+        let tls = Arc::clone(tls);
+        let result = tokio::task::spawn_blocking(move || tls.reload())
+            .await
+            .map_err(|e| format!("the tls loader stopped: {e}"))
+            .and_then(|r| r);
+        self.count_tls(&result);
+        result.map(|()| true)
+    }
+
+    /// Reloads the TLS files when their contents changed since the last look.
+    pub async fn reload_tls_if_changed(&self) -> Option<Result<(), String>> {
+        let tls = Arc::clone(self.tls.as_ref()?);
+        let result = tokio::task::spawn_blocking(move || tls.reload_if_changed())
+            .await
+            .unwrap_or_else(|e| Some(Err(format!("the tls loader stopped: {e}"))))?;
+        self.count_tls(&result);
+        Some(result)
+    }
+
+    fn count_tls(&self, result: &Result<(), String>) {
+        let metrics = self.gate.metrics();
+        match result {
+            Ok(()) => {
+                metrics.reload("tls", true);
+                if let Some(tls) = &self.tls {
+                    tracing::info!(cert_file = %tls.cert_file().display(), "tls certificate reloaded");
+                }
+            }
+            Err(e) => {
+                metrics.reload("tls", false);
+                tracing::error!(error = %e, "tls certificate not reloaded; keeping the previous one");
+            }
+        }
     }
 
     /// Loads the policy directory and swaps it in when valid and different.
@@ -156,8 +205,8 @@ impl Reloader {
         Some(self.reload_policies().await)
     }
 
-    /// What SIGHUP does: policies, then the case file, then the JWKS file. Each is reloaded
-    /// or kept on its own; failures are logged and counted.
+    /// What SIGHUP does: policies, then the case file, then the JWKS file, then the listener's
+    /// TLS files. Each is reloaded or kept on its own; failures are logged and counted.
     pub async fn reload_all(&self) {
         let _ = self.reload_policies().await;
         let metrics = self.gate.metrics();
@@ -184,9 +233,10 @@ impl Reloader {
                 tracing::error!(error = %e, "jwks file not reloaded; keeping the previous keys");
             }
         }
+        let _ = self.reload_tls().await;
     }
 
-    /// Polls the policy directory every `interval` until the task is aborted.
+    /// Polls the policy directory and the TLS files every `interval` until the task is aborted.
     pub fn spawn_poller(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
@@ -196,6 +246,7 @@ impl Reloader {
             loop {
                 tick.tick().await;
                 let _ = me.reload_policies_if_changed().await;
+                let _ = me.reload_tls_if_changed().await;
             }
         })
     }

@@ -81,6 +81,8 @@ pub struct Options {
     pub policies_extra: String,
     /// Extra keys for the `[server]` table.
     pub server_extra: String,
+    /// Extra keys for both `[upstreams.brp]` and `[upstreams.rdw]` (e.g. TLS files).
+    pub upstream_extra: String,
 }
 
 pub struct Harness {
@@ -166,10 +168,12 @@ url = "{up}"
 timeout = "2s"
 connect_timeout = "500ms"
 headers = {{ "X-Api-Key" = "upstream-secret" }}
+{upstream_extra}
 [upstreams.rdw]
 url = "{up}"
 timeout = "2s"
 connect_timeout = "500ms"
+{upstream_extra}
 {extra}
 "#,
             jwks = repo().join("examples/demo/keys/jwks.json").display(),
@@ -183,6 +187,7 @@ connect_timeout = "500ms"
             audit = audit_dir.display(),
             extra = opts.extra_config,
             audit_extra = opts.audit_extra,
+            upstream_extra = opts.upstream_extra,
         );
         let config_path = tmp.path().join("gate.toml");
         std::fs::write(&config_path, config).expect("write config");
