@@ -128,6 +128,9 @@ pub struct ServerConfig {
     /// Time a client gets to send the request head.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout: Dur,
+    /// Time a client gets to send the whole request body once the head is in (408 after).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Dur,
     /// Time in-flight requests get to finish at shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Dur,
@@ -201,6 +204,9 @@ fn default_max_header() -> usize {
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(10))
 }
+fn default_body_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
 fn default_shutdown_grace() -> Dur {
     Dur(Duration::from_secs(30))
 }
@@ -212,6 +218,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             max_header_bytes: default_max_header(),
             header_read_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
             shutdown_grace: default_shutdown_grace(),
             max_concurrent: default_max_concurrent(),
         }
@@ -235,9 +242,12 @@ pub struct AuthConfig {
     /// File holding an HS256 shared secret; HS256 is accepted only when this is set.
     #[serde(default)]
     pub hs256_secret_file: Option<PathBuf>,
-    /// Allowed clock skew for `exp` and `nbf`.
+    /// Allowed clock skew for `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway")]
     pub leeway: Dur,
+    /// Longest lifetime a token may have: `exp - iat` (or `exp - now` without `iat`).
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime: Dur,
     /// Shortest interval between two JWKS refetches.
     #[serde(default = "default_jwks_refresh")]
     pub jwks_min_refresh: Dur,
@@ -253,6 +263,9 @@ pub struct AuthConfig {
 
 fn default_leeway() -> Dur {
     Dur(Duration::from_secs(30))
+}
+fn default_max_token_lifetime() -> Dur {
+    Dur(Duration::from_secs(12 * 3600))
 }
 fn default_jwks_refresh() -> Dur {
     Dur(Duration::from_secs(60))
@@ -908,6 +921,12 @@ impl Config {
             .map_err(|e| format!("`audit.working_hours`: {e}"))?;
         if self.server.max_concurrent == 0 {
             return Err("`server.max_concurrent` must be at least 1".into());
+        }
+        if self.auth.max_token_lifetime.0.is_zero() {
+            return Err("`auth.max_token_lifetime` must be more than 0s".into());
+        }
+        if self.server.body_timeout.0.is_zero() {
+            return Err("`server.body_timeout` must be more than 0ms".into());
         }
         let routes = self.effective_routes();
         for path in self.route_enforce.keys() {

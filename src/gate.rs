@@ -58,6 +58,8 @@ pub struct Gate {
     metrics: Arc<Metrics>,
     /// The case file, when cases come from one (reloaded on SIGHUP).
     case_file: Option<Arc<JsonFileCases>>,
+    /// `server.body_timeout`: time a client gets to send the request body.
+    body_timeout: std::time::Duration,
     /// Permits for `server.max_concurrent` requests in flight.
     permits: Arc<tokio::sync::Semaphore>,
     /// Background tasks (file watchers) stopped when the gate is dropped.
@@ -153,6 +155,7 @@ impl Gate {
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
             metrics: Arc::new(Metrics::default()),
+            body_timeout: cfg.server.body_timeout.0,
             case_file,
             permits: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_concurrent)),
             tasks,
@@ -307,9 +310,19 @@ impl Gate {
 
         // Stage: resources (reads the body; the same bytes are forwarded).
         let (parts, body) = req.into_parts();
-        let body = match read_body(body, self.max_body, &parts.headers).await {
-            Ok(b) => b,
-            Err(e) => return Err(self.refuse(ctx, &draft, e).await),
+        // Limit: `server.body_timeout` for the whole body; a client that trickles or stalls it
+        // is refused (408, recorded like every refusal from authentication on).
+        let read = tokio::time::timeout(
+            self.body_timeout,
+            read_body(body, self.max_body, &parts.headers),
+        );
+        let body = match read.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(self.refuse(ctx, &draft, e).await),
+            Err(_) => {
+                let e = GateError::RequestTimeout(self.body_timeout.as_millis());
+                return Err(self.refuse(ctx, &draft, e).await);
+            }
         };
         let subjects = match subjects_of(route, &m, &body) {
             Ok(s) => s,
