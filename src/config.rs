@@ -104,6 +104,9 @@ pub struct Config {
     /// `[log]`: operational logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[logboek]`: Logboek Dataverwerkingen export over OTLP/HTTP; off when absent.
+    #[serde(default)]
+    pub logboek: Option<LogboekConfig>,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -181,6 +184,96 @@ pub struct LogConfig {
     /// Filter in `RUST_LOG` syntax (e.g. `info,purpose_gate=debug`); `RUST_LOG` wins when set.
     #[serde(default)]
     pub level: Option<String>,
+}
+
+/// `[logboek]`: one span per data subject per processing, exported as OTLP/HTTP JSON to a
+/// Logboek Dataverwerkingen collector (see `docs/logboek.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogboekConfig {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://collector:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `dpl.core.processing_activity_id` when the request has no `X-Verwerking` header: a URI
+    /// of the processing activity in the register of processing activities.
+    pub processing_activity_id: String,
+    /// `service.name` of the exported resource.
+    #[serde(default = "default_logboek_service")]
+    pub service_name: String,
+    /// Longest one export may take; its spans count as failed after it.
+    #[serde(default = "default_logboek_timeout")]
+    pub timeout: Dur,
+    /// Spans waiting for export; when full, new spans are dropped (and counted).
+    #[serde(default = "default_logboek_queue")]
+    pub queue_size: usize,
+    /// Most spans in one export request.
+    #[serde(default = "default_logboek_batch")]
+    pub max_batch: usize,
+    /// File with the key (at least 32 bytes) for `dpl.core.data_subject_id`
+    /// (HMAC-SHA256); `audit.subject_key` when not set. One of the two is required.
+    #[serde(default)]
+    pub subject_key: Option<PathBuf>,
+}
+
+fn default_logboek_service() -> String {
+    "purpose-gate".into()
+}
+fn default_logboek_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_logboek_queue() -> usize {
+    4096
+}
+fn default_logboek_batch() -> usize {
+    512
+}
+
+impl LogboekConfig {
+    /// The key file for subject pseudonyms: `logboek.subject_key`, else `audit.subject_key`.
+    pub fn key_file<'a>(&'a self, audit: &'a AuditConfig) -> Option<&'a Path> {
+        self.subject_key.as_deref().or(audit.subject_key.as_deref())
+    }
+
+    fn check(&self, audit: &AuditConfig) -> Result<(), String> {
+        let shown = crate::model::truncate_for_message(&self.otlp_endpoint);
+        let uri: http::Uri = self
+            .otlp_endpoint
+            .parse()
+            .map_err(|_| format!("`logboek.otlp_endpoint` = `{shown}` is not a valid URL"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!(
+                "`logboek.otlp_endpoint` = `{shown}`: expected an `https://` (or `http://`) URL with a host, e.g. `http://collector:4318/v1/traces`"
+            ));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("`logboek.otlp_endpoint` must not hold credentials".into());
+        }
+        let id = self.processing_activity_id.trim();
+        if id.is_empty() || id.chars().any(char::is_control) {
+            return Err(
+                "`logboek.processing_activity_id` must be a non-empty single-line text, e.g. a URI in the register of processing activities"
+                    .into(),
+            );
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("`logboek.service_name` must not be empty".into());
+        }
+        if self.timeout.0.is_zero() {
+            return Err("`logboek.timeout` must be more than 0ms".into());
+        }
+        if self.queue_size == 0 {
+            return Err("`logboek.queue_size` must be at least 1".into());
+        }
+        if self.max_batch == 0 {
+            return Err("`logboek.max_batch` must be at least 1".into());
+        }
+        if self.key_file(audit).is_none() {
+            return Err(
+                "missing key `logboek.subject_key` (or `audit.subject_key`): `dpl.core.data_subject_id` is always pseudonymised"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The format of operational logs.
@@ -798,6 +891,9 @@ impl Config {
         if let Some(p) = cfg.auth.jwks_file.as_mut() {
             resolve(p);
         }
+        if let Some(p) = cfg.logboek.as_mut().and_then(|l| l.subject_key.as_mut()) {
+            resolve(p);
+        }
         if let Some(p) = cfg.auth.hs256_secret_file.as_mut() {
             resolve(p);
         }
@@ -927,6 +1023,9 @@ impl Config {
         }
         if self.server.body_timeout.0.is_zero() {
             return Err("`server.body_timeout` must be more than 0ms".into());
+        }
+        if let Some(l) = &self.logboek {
+            l.check(&self.audit)?;
         }
         let routes = self.effective_routes();
         for path in self.route_enforce.keys() {
