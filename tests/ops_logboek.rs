@@ -255,7 +255,7 @@ async fn a_lookup_gives_one_span_with_the_standard_attributes_and_the_request_tr
     assert!(start > 0 && start <= end, "{start} {end}");
     let body = serde_json::to_string(&*collector.bodies.lock().unwrap()).unwrap();
     assert!(!body.contains("999993653"), "clear BSN exported: {body}");
-    let resource = &collector.bodies.lock().unwrap()[0]["resourceSpans"][0]["resource"];
+    let resource = collector.bodies.lock().unwrap()[0]["resourceSpans"][0]["resource"].clone();
     assert!(
         resource["attributes"]
             .as_array()
