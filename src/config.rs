@@ -104,6 +104,9 @@ pub struct Config {
     /// `[log]`: operational logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[logboek]`: Logboek Dataverwerkingen export over OTLP/HTTP; off when absent.
+    #[serde(default)]
+    pub logboek: Option<LogboekConfig>,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -128,6 +131,9 @@ pub struct ServerConfig {
     /// Time a client gets to send the request head.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout: Dur,
+    /// Time a client gets to send the whole request body once the head is in (408 after).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Dur,
     /// Time in-flight requests get to finish at shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Dur,
@@ -200,6 +206,96 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
+/// `[logboek]`: one span per data subject per processing, exported as OTLP/HTTP JSON to a
+/// Logboek Dataverwerkingen collector (see `docs/logboek.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogboekConfig {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://collector:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `dpl.core.processing_activity_id` when the request has no `X-Verwerking` header: a URI
+    /// of the processing activity in the register of processing activities.
+    pub processing_activity_id: String,
+    /// `service.name` of the exported resource.
+    #[serde(default = "default_logboek_service")]
+    pub service_name: String,
+    /// Longest one export may take; its spans count as failed after it.
+    #[serde(default = "default_logboek_timeout")]
+    pub timeout: Dur,
+    /// Spans waiting for export; when full, new spans are dropped (and counted).
+    #[serde(default = "default_logboek_queue")]
+    pub queue_size: usize,
+    /// Most spans in one export request.
+    #[serde(default = "default_logboek_batch")]
+    pub max_batch: usize,
+    /// File with the key (at least 32 bytes) for `dpl.core.data_subject_id`
+    /// (HMAC-SHA256); `audit.subject_key` when not set. One of the two is required.
+    #[serde(default)]
+    pub subject_key: Option<PathBuf>,
+}
+
+fn default_logboek_service() -> String {
+    "purpose-gate".into()
+}
+fn default_logboek_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_logboek_queue() -> usize {
+    4096
+}
+fn default_logboek_batch() -> usize {
+    512
+}
+
+impl LogboekConfig {
+    /// The key file for subject pseudonyms: `logboek.subject_key`, else `audit.subject_key`.
+    pub fn key_file<'a>(&'a self, audit: &'a AuditConfig) -> Option<&'a Path> {
+        self.subject_key.as_deref().or(audit.subject_key.as_deref())
+    }
+
+    fn check(&self, audit: &AuditConfig) -> Result<(), String> {
+        let shown = crate::model::truncate_for_message(&self.otlp_endpoint);
+        let uri: http::Uri = self
+            .otlp_endpoint
+            .parse()
+            .map_err(|_| format!("`logboek.otlp_endpoint` = `{shown}` is not a valid URL"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!(
+                "`logboek.otlp_endpoint` = `{shown}`: expected an `https://` (or `http://`) URL with a host, e.g. `http://collector:4318/v1/traces`"
+            ));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("`logboek.otlp_endpoint` must not hold credentials".into());
+        }
+        let id = self.processing_activity_id.trim();
+        if id.is_empty() || id.chars().any(char::is_control) {
+            return Err(
+                "`logboek.processing_activity_id` must be a non-empty single-line text, e.g. a URI in the register of processing activities"
+                    .into(),
+            );
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("`logboek.service_name` must not be empty".into());
+        }
+        if self.timeout.0.is_zero() {
+            return Err("`logboek.timeout` must be more than 0ms".into());
+        }
+        if self.queue_size == 0 {
+            return Err("`logboek.queue_size` must be at least 1".into());
+        }
+        if self.max_batch == 0 {
+            return Err("`logboek.max_batch` must be at least 1".into());
+        }
+        if self.key_file(audit).is_none() {
+            return Err(
+                "missing key `logboek.subject_key` (or `audit.subject_key`): `dpl.core.data_subject_id` is always pseudonymised"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The format of operational logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -221,6 +317,9 @@ fn default_max_header() -> usize {
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(10))
 }
+fn default_body_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
 fn default_shutdown_grace() -> Dur {
     Dur(Duration::from_secs(30))
 }
@@ -232,6 +331,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             max_header_bytes: default_max_header(),
             header_read_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
             shutdown_grace: default_shutdown_grace(),
             max_concurrent: default_max_concurrent(),
             tls: None,
@@ -256,9 +356,12 @@ pub struct AuthConfig {
     /// File holding an HS256 shared secret; HS256 is accepted only when this is set.
     #[serde(default)]
     pub hs256_secret_file: Option<PathBuf>,
-    /// Allowed clock skew for `exp` and `nbf`.
+    /// Allowed clock skew for `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway")]
     pub leeway: Dur,
+    /// Longest lifetime a token may have: `exp - iat` (or `exp - now` without `iat`).
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime: Dur,
     /// Shortest interval between two JWKS refetches.
     #[serde(default = "default_jwks_refresh")]
     pub jwks_min_refresh: Dur,
@@ -274,6 +377,9 @@ pub struct AuthConfig {
 
 fn default_leeway() -> Dur {
     Dur(Duration::from_secs(30))
+}
+fn default_max_token_lifetime() -> Dur {
+    Dur(Duration::from_secs(12 * 3600))
 }
 fn default_jwks_refresh() -> Dur {
     Dur(Duration::from_secs(60))
@@ -816,6 +922,9 @@ impl Config {
         if let Some(p) = cfg.auth.jwks_file.as_mut() {
             resolve(p);
         }
+        if let Some(p) = cfg.logboek.as_mut().and_then(|l| l.subject_key.as_mut()) {
+            resolve(p);
+        }
         if let Some(p) = cfg.auth.hs256_secret_file.as_mut() {
             resolve(p);
         }
@@ -992,6 +1101,15 @@ impl Config {
             .map_err(|e| format!("`audit.working_hours`: {e}"))?;
         if self.server.max_concurrent == 0 {
             return Err("`server.max_concurrent` must be at least 1".into());
+        }
+        if self.auth.max_token_lifetime.0.is_zero() {
+            return Err("`auth.max_token_lifetime` must be more than 0s".into());
+        }
+        if self.server.body_timeout.0.is_zero() {
+            return Err("`server.body_timeout` must be more than 0ms".into());
+        }
+        if let Some(l) = &self.logboek {
+            l.check(&self.audit)?;
         }
         let routes = self.effective_routes();
         for path in self.route_enforce.keys() {

@@ -41,6 +41,9 @@ pub enum GateError {
     /// The request body is larger than allowed (413).
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    /// The client did not send the whole request body within `server.body_timeout` (408).
+    #[error("the request body was not received within {0} ms")]
+    RequestTimeout(u128),
     /// The request is malformed in a way no later stage accepts (400).
     #[error("{0}")]
     BadRequest(String),
@@ -75,6 +78,7 @@ impl GateError {
             | GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GateError::CaseNotFound(_) | GateError::Denied { .. } => StatusCode::FORBIDDEN,
             GateError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GateError::CaseRegistryUnavailable
             | GateError::AuditUnavailable
             | GateError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +101,7 @@ impl GateError {
             GateError::CaseRegistryUnavailable => "caseRegistryUnavailable",
             GateError::Denied { code, .. } => code,
             GateError::BodyTooLarge(_) => "bodyTooLarge",
+            GateError::RequestTimeout(_) => "requestTimeout",
             GateError::BadRequest(_) => "badRequest",
             GateError::AuditUnavailable => "auditUnavailable",
             GateError::UpstreamUnavailable => "upstreamUnavailable",
@@ -127,6 +132,7 @@ fn type_uri(status: StatusCode) -> &'static str {
         403 => "https://www.rfc-editor.org/rfc/rfc9110#name-403-forbidden",
         404 => "https://www.rfc-editor.org/rfc/rfc9110#name-404-not-found",
         405 => "https://www.rfc-editor.org/rfc/rfc9110#name-405-method-not-allowed",
+        408 => "https://www.rfc-editor.org/rfc/rfc9110#name-408-request-timeout",
         413 => "https://www.rfc-editor.org/rfc/rfc9110#name-413-content-too-large",
         502 => "https://www.rfc-editor.org/rfc/rfc9110#name-502-bad-gateway",
         503 => "https://www.rfc-editor.org/rfc/rfc9110#name-503-service-unavailable",
@@ -142,6 +148,7 @@ fn title(status: StatusCode) -> &'static str {
         403 => "U bent niet geautoriseerd voor deze operatie.",
         404 => "Opgevraagde resource bestaat niet.",
         405 => "Gebruikte methode is niet toegestaan.",
+        408 => "Het verzoek is niet op tijd ontvangen.",
         413 => "Het verzoek is te groot.",
         502 => "De registratie is niet beschikbaar.",
         503 => "Bron voor deze operatie is niet beschikbaar.",
@@ -181,6 +188,11 @@ pub fn problem_response(err: &GateError, request_id: &str) -> Response<Full<Byte
         if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
             h.insert(header::ALLOW, v);
         }
+    }
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // RFC 9110 section 15.5.9: the server closes the connection; the rest of the body
+        // would otherwise be read as the next request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -256,6 +256,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: String,
+    /// The gate's span for this request (lowercase hex, 16 digits): the parent id in the
+    /// `traceparent` sent upstream.
+    pub span_id: String,
+    /// The client's span (the parent id of its `traceparent`), when it sent a valid one.
+    pub client_span_id: Option<String>,
     pub traceparent: String,
 }
 
@@ -263,7 +268,7 @@ pub struct TraceContext {
 pub fn trace_context(headers: &HeaderMap) -> TraceContext {
     let span: [u8; 8] = rand_bytes();
     let span_hex = hex::encode(span);
-    if let Some((trace_id, flags)) = headers
+    if let Some((trace_id, parent, flags)) = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent)
@@ -271,6 +276,8 @@ pub fn trace_context(headers: &HeaderMap) -> TraceContext {
         return TraceContext {
             traceparent: format!("00-{trace_id}-{span_hex}-{flags}"),
             trace_id,
+            span_id: span_hex,
+            client_span_id: Some(parent),
         };
     }
     let trace: [u8; 16] = rand_bytes();
@@ -278,10 +285,13 @@ pub fn trace_context(headers: &HeaderMap) -> TraceContext {
     TraceContext {
         traceparent: format!("00-{trace_id}-{span_hex}-01"),
         trace_id,
+        span_id: span_hex,
+        client_span_id: None,
     }
 }
 
-fn parse_traceparent(v: &str) -> Option<(String, String)> {
+/// `(trace id, parent id, flags)` of a version 00 `traceparent`.
+fn parse_traceparent(v: &str) -> Option<(String, String, String)> {
     let mut parts = v.trim().split('-');
     let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let lower_hex = |s: &str, n: usize| {
@@ -299,11 +309,11 @@ fn parse_traceparent(v: &str) -> Option<(String, String)> {
     {
         return None;
     }
-    Some((trace.to_string(), flags.to_string()))
+    Some((trace.to_string(), parent.to_string(), flags.to_string()))
 }
 
 /// Random bytes from a v4 UUID's randomness (the `uuid` crate's RNG).
-fn rand_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn rand_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     let mut filled = 0;
     while filled < N {
@@ -335,6 +345,8 @@ mod tests {
         );
         assert!(!t.traceparent.contains("00f067aa0ba902b7"));
         assert!(t.traceparent.ends_with("-01"));
+        assert_eq!(t.client_span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert_eq!(t.traceparent[36..52], t.span_id);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
 use crate::counters::LookupCounters;
 use crate::error::{GateError, problem_response};
 use crate::forward::{Outbound, TraceContext, Upstreams, trace_context};
+use crate::logboek::{Logboek, Processing, SpanStatus, Subject};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::model::{Employee, Purpose};
 use crate::policy::{DecisionInput, PolicyEngine};
@@ -58,6 +59,10 @@ pub struct Gate {
     metrics: Arc<Metrics>,
     /// The case file, when cases come from one (reloaded on SIGHUP).
     case_file: Option<Arc<JsonFileCases>>,
+    /// `[logboek]`: the Logboek Dataverwerkingen exporter, when configured.
+    logboek: Option<Logboek>,
+    /// `server.body_timeout`: time a client gets to send the request body.
+    body_timeout: std::time::Duration,
     /// Permits for `server.max_concurrent` requests in flight.
     permits: Arc<tokio::sync::Semaphore>,
     /// Background tasks (file watchers) stopped when the gate is dropped.
@@ -140,6 +145,13 @@ impl Gate {
             .transpose()
             .map_err(StartError)?;
         let upstreams = Upstreams::new(cfg).map_err(StartError)?;
+        let metrics = Arc::new(Metrics::default());
+        let logboek = cfg
+            .logboek
+            .as_ref()
+            .map(|l| Logboek::start(l, &cfg.audit, &cfg.gate_id, Arc::clone(&metrics)))
+            .transpose()
+            .map_err(StartError)?;
         Ok(Gate {
             gate_id: cfg.gate_id.clone(),
             routes,
@@ -152,7 +164,9 @@ impl Gate {
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            logboek,
+            body_timeout: cfg.server.body_timeout.0,
             case_file,
             permits: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_concurrent)),
             tasks,
@@ -182,6 +196,11 @@ impl Gate {
     /// The case file, when cases come from one.
     pub fn case_file(&self) -> Option<&Arc<JsonFileCases>> {
         self.case_file.as_ref()
+    }
+
+    /// The Logboek exporter, when `[logboek]` is configured (flushed at shutdown).
+    pub fn logboek(&self) -> Option<&Logboek> {
+        self.logboek.as_ref()
     }
 
     /// The gate's metrics.
@@ -307,9 +326,19 @@ impl Gate {
 
         // Stage: resources (reads the body; the same bytes are forwarded).
         let (parts, body) = req.into_parts();
-        let body = match read_body(body, self.max_body, &parts.headers).await {
-            Ok(b) => b,
-            Err(e) => return Err(self.refuse(ctx, &draft, e).await),
+        // Limit: `server.body_timeout` for the whole body; a client that trickles or stalls it
+        // is refused (408, recorded like every refusal from authentication on).
+        let read = tokio::time::timeout(
+            self.body_timeout,
+            read_body(body, self.max_body, &parts.headers),
+        );
+        let body = match read.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(self.refuse(ctx, &draft, e).await),
+            Err(_) => {
+                let e = GateError::RequestTimeout(self.body_timeout.as_millis());
+                return Err(self.refuse(ctx, &draft, e).await);
+            }
         };
         let subjects = match subjects_of(route, &m, &body) {
             Ok(s) => s,
@@ -497,6 +526,12 @@ impl Gate {
                 }
             }
         };
+        // The clear identifiers, for the Logboek spans (which pseudonymise with their own key).
+        let clear_disclosed = if self.logboek.is_some() {
+            disclosed.clone()
+        } else {
+            Vec::new()
+        };
         let outcome = RecordBody::Outcome(OutcomeRecord {
             time: timestamp(Utc::now()),
             kind: OutcomeKind::Outcome,
@@ -513,7 +548,21 @@ impl Gate {
             status,
             std::time::Duration::from_millis(upstream_ms),
         );
-        if let Err(e) = self.append(vec![outcome]).await {
+        let recorded = self.append(vec![outcome]).await;
+        // After the outcome record: the registry processed the request whether or not that
+        // record could be written, so its spans are handed to the exporter either way.
+        if let Some(lb) = &self.logboek {
+            lb.record(&Processing {
+                trace: &ctx.trace,
+                processing_activity: purpose.verwerking.as_deref(),
+                action: subjects.action.as_str(),
+                subjects: logboek_subjects(&subjects.resources, &clear_disclosed),
+                start: ctx.now,
+                end: Utc::now(),
+                status: span_status(&answer),
+            });
+        }
+        if let Err(e) = recorded {
             tracing::error!(error = %e, "outcome record failed; answer withheld");
             return Err(GateError::AuditUnavailable);
         }
@@ -618,6 +667,52 @@ fn purpose_record(p: &Purpose) -> PurposeRecord {
         verwerking: p.verwerking.clone(),
         break_glass: p.break_glass_reason.is_some(),
         reason: p.break_glass_reason.clone(),
+    }
+}
+
+/// The data subjects of a forwarded request, for Logboek spans: the persons and vehicles it
+/// named, then every person the answer disclosed (a search names none itself), each once.
+/// Persons the answer disclosed without a BSN have no identifier to log and get no span.
+fn logboek_subjects(
+    resources: &[crate::model::Resource],
+    disclosed: &[ResourceRef],
+) -> Vec<Subject> {
+    let mut out: Vec<Subject> = Vec::new();
+    let named = resources.iter().filter_map(|r| match r {
+        crate::model::Resource::Person(b) => Some(Subject::Bsn(b.as_str().to_string())),
+        crate::model::Resource::Vehicle(k) => Some(Subject::Kenteken(k.as_str().to_string())),
+        crate::model::Resource::PersonSearch(_) => None,
+    });
+    let found = disclosed.iter().filter_map(|r| match r.kind.as_str() {
+        "Person" if crate::model::Bsn::parse(&r.id).is_ok() => Some(Subject::Bsn(r.id.clone())),
+        "Vehicle" => Some(Subject::Kenteken(r.id.clone())),
+        _ => None,
+    });
+    for s in named.chain(found) {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// The Logboek status of a forwarded request: `Ok` for a 2xx answer, `Error` when the registry
+/// failed (unreachable, too slow, 5xx, unreadable), `Unset` otherwise (e.g. 404: processed
+/// without a fault).
+fn span_status(
+    answer: &Result<(http::StatusCode, http::HeaderMap, Bytes), GateError>,
+) -> SpanStatus {
+    match answer {
+        Err(e) => SpanStatus::Error {
+            kind: e.code().to_string(),
+            message: e.to_string(),
+        },
+        Ok((s, _, _)) if s.is_success() => SpanStatus::Ok,
+        Ok((s, _, _)) if s.is_server_error() => SpanStatus::Error {
+            kind: "upstreamError".to_string(),
+            message: format!("the registry answered {}", s.as_u16()),
+        },
+        Ok(_) => SpanStatus::Unset,
     }
 }
 

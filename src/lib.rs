@@ -13,6 +13,7 @@ pub mod error;
 pub mod forward;
 pub mod gate;
 pub mod listener;
+pub mod logboek;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -213,7 +213,11 @@ async fn serve(
         tracing::warn!("shutdown grace period ended with requests still in flight");
     }
     gate.audit().close().await;
-    tracing::info!("audit log flushed; stopped");
+    tracing::info!("audit log flushed");
+    if let Some(lb) = gate.logboek() {
+        lb.flush().await;
+    }
+    tracing::info!("stopped");
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -130,6 +130,8 @@ pub struct Metrics {
     overloaded: AtomicU64,
     in_flight: AtomicI64,
     audit_append_failures: AtomicU64,
+    /// Logboek spans by result: exported, dropped (queue full), failed (export failed).
+    logboek_spans: [AtomicU64; 3],
     /// Whether the last audit append succeeded.
     audit_ok: AtomicBool,
 }
@@ -148,7 +150,35 @@ impl Default for Metrics {
             overloaded: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             audit_append_failures: AtomicU64::new(0),
+            logboek_spans: [const { AtomicU64::new(0) }; 3],
             audit_ok: AtomicBool::new(true),
+        }
+    }
+}
+
+/// What became of Logboek Dataverwerkingen spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanResult {
+    /// The collector accepted them.
+    Exported,
+    /// The export queue was full; never sent.
+    Dropped,
+    /// The export failed (collector down, slow, or refusing).
+    Failed,
+}
+
+impl SpanResult {
+    const ALL: [SpanResult; 3] = [
+        SpanResult::Exported,
+        SpanResult::Dropped,
+        SpanResult::Failed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SpanResult::Exported => "exported",
+            SpanResult::Dropped => "dropped",
+            SpanResult::Failed => "failed",
         }
     }
 }
@@ -217,6 +247,16 @@ impl Metrics {
         if !ok {
             self.audit_append_failures.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// `n` Logboek spans ended as `result`.
+    pub fn logboek_spans(&self, result: SpanResult, n: u64) {
+        self.logboek_spans[result as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Logboek spans that ended as `result` so far.
+    pub fn logboek_span_count(&self, result: SpanResult) -> u64 {
+        self.logboek_spans[result as usize].load(Ordering::Relaxed)
     }
 
     /// Whether the last audit append succeeded (true before the first).
@@ -335,6 +375,20 @@ impl Metrics {
             "Audit appends that failed (the request was answered 503 auditUnavailable).",
             self.audit_append_failures.load(Ordering::Relaxed),
         );
+        header(
+            &mut out,
+            "purpose_gate_logboek_spans_total",
+            "counter",
+            "Logboek Dataverwerkingen spans by result (exported, dropped: queue full, failed: export failed).",
+        );
+        for r in SpanResult::ALL {
+            let _ = writeln!(
+                out,
+                "purpose_gate_logboek_spans_total{{result=\"{}\"}} {}",
+                r.as_str(),
+                self.logboek_span_count(r)
+            );
+        }
         let stats = &crate::audit::stats::WRITER_STATS;
         stats.batch_records.render(
             &mut out,

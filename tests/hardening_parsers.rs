@@ -586,3 +586,75 @@ async fn more_path_confusion_variants_never_reach_a_registry() {
     assert_eq!(status(&resp), Some(200), "{resp}");
     assert_eq!(h.registry.seen_count(), 2);
 }
+
+#[tokio::test]
+async fn a_stalled_or_trickled_body_gets_408_and_is_recorded() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(common::Options {
+        server_extra: "body_timeout = \"1s\"".into(),
+        ..common::Options::default()
+    })
+    .await;
+    let req = request(&h, "POST", BRP.as_bytes(), "", GOOD.as_bytes());
+    let head_len = req.len() - GOOD.len();
+
+    // Stalled: the head and half the body, then nothing (the connection stays open).
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&req[..head_len + GOOD.len() / 2])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the gate kept a stalled body's connection open"
+    );
+    let resp = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(status(&resp), Some(408), "{resp}");
+    assert!(is_problem(&resp), "{resp}");
+    assert_eq!(code(&resp), "requestTimeout");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+
+    // Trickled: one byte every 100 ms (the whole body would take about 9 s).
+    let s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(&req[..head_len]).await.unwrap();
+    let body = GOOD.as_bytes().to_vec();
+    let writer = tokio::spawn(async move {
+        for b in body {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut out)).await;
+    writer.abort();
+    assert!(read.is_ok(), "the gate waited for a trickled body");
+    let resp = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(status(&resp), Some(408), "{resp}");
+    assert_eq!(code(&resp), "requestTimeout");
+
+    // Nothing was forwarded; each refusal has its decision record, like every refusal after
+    // authentication.
+    assert_eq!(h.registry.seen_count(), 0);
+    let timeouts: Vec<_> = h
+        .records()
+        .into_iter()
+        .filter(|r| r["kind"] == "decision" && r["code"] == "requestTimeout")
+        .collect();
+    assert_eq!(timeouts.len(), 2, "{timeouts:?}");
+    for r in &timeouts {
+        assert_eq!(r["decision"], "deny");
+        assert_eq!(r["principal"]["id"], "emp-042");
+    }
+
+    // A body sent in time is still accepted on the same gate.
+    let resp = common::raw_http(h.addr, &req).await;
+    assert_eq!(status(&resp), Some(200), "{resp}");
+}

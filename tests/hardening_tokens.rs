@@ -277,3 +277,50 @@ async fn clock_skew_is_accepted_only_within_the_leeway() {
     assert_eq!(a.code(), "invalidToken");
     assert_eq!(h.registry.seen_count(), 2);
 }
+
+#[tokio::test]
+async fn tokens_living_too_long_or_issued_in_the_future_are_recorded_401s() {
+    let h = Harness::start().await;
+    let demo = common::demo_private_key();
+    let header = json!({"alg": "ES256", "kid": KID});
+    let now = chrono::Utc::now().timestamp();
+    let cases = [
+        // `[auth] max_token_lifetime` defaults to 12 h.
+        (
+            "13 h lifetime",
+            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
+                   "roles": ["vergunningverlener"], "iat": now, "exp": now + 13 * 3600}),
+            "lifetime of 46800 s",
+        ),
+        (
+            "no iat, expires in 30 days",
+            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
+                   "roles": ["vergunningverlener"], "exp": now + 30 * 86400}),
+            "has no `iat`",
+        ),
+        (
+            "issued 10 minutes from now",
+            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
+                   "roles": ["vergunningverlener"], "iat": now + 600, "exp": now + 1200}),
+            "issued in the future",
+        ),
+    ];
+    for (what, claims, detail) in &cases {
+        let a = lookup(&h, &sign(&demo, &header, claims)).await;
+        assert_eq!(a.status, 401, "{what}: {:?}", a.json());
+        assert_eq!(a.code(), "invalidToken", "{what}");
+        let got = a.json()["detail"].as_str().unwrap_or("").to_string();
+        assert!(got.contains(detail), "{what}: {got}");
+        let rec = h.record_of(a.headers["x-request-id"].to_str().unwrap(), "decision");
+        assert_eq!(rec["decision"], "deny", "{what}");
+        assert!(
+            rec["reasons"][0].as_str().unwrap_or("").contains(detail),
+            "{what}: {rec}"
+        );
+    }
+    assert_eq!(h.registry.seen_count(), 0);
+    // A 12 h token with `iat` is fine.
+    let ok = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "emp-042", "org": "0363",
+                    "roles": ["vergunningverlener"], "iat": now, "exp": now + 12 * 3600});
+    assert_eq!(lookup(&h, &sign(&demo, &header, &ok)).await.status, 200);
+}

@@ -1,7 +1,9 @@
 //! The token's claims: registered claims checked, the employee's identity extracted.
 //!
 //! Guarantees: `exp` is required and enforced, `nbf` enforced when present (both NumericDate,
-//! RFC 7519 §4.1.4–4.1.5, with the configured leeway); `iss` must equal the configured issuer and
+//! RFC 7519 §4.1.4–4.1.5, with the configured leeway); `iat` (§4.1.6), when present, may not be
+//! later than now + leeway, and the token's lifetime (`exp - iat`, or `exp - now` without `iat`)
+//! may not exceed the configured maximum; `iss` must equal the configured issuer and
 //! `aud` (a string or an array of strings, RFC 7519 §4.1.3) must contain the configured audience.
 //! The subject, organisation and roles claims must be present and of the right type.
 
@@ -18,6 +20,8 @@ pub(crate) struct Expect<'a> {
     pub(crate) audience: &'a str,
     pub(crate) names: &'a ClaimNames,
     pub(crate) leeway: i64,
+    /// Longest lifetime accepted, in seconds.
+    pub(crate) max_lifetime: i64,
 }
 
 /// Checks the claims at time `now` (seconds since the epoch); returns the employee and `exp`.
@@ -34,6 +38,30 @@ pub(crate) fn check(
         && now.saturating_add(expect.leeway) < nbf
     {
         return Err(AuthError::NotYetValid);
+    }
+    match numeric_date(claims, "iat")? {
+        Some(iat) => {
+            let ahead = iat.saturating_sub(now);
+            if ahead > expect.leeway {
+                return Err(AuthError::IssuedInFuture(ahead));
+            }
+            let lifetime = exp.saturating_sub(iat);
+            if lifetime > expect.max_lifetime {
+                return Err(AuthError::LifetimeTooLong {
+                    lifetime,
+                    max: expect.max_lifetime,
+                });
+            }
+        }
+        None => {
+            let remaining = exp.saturating_sub(now);
+            if remaining > expect.max_lifetime.saturating_add(expect.leeway) {
+                return Err(AuthError::ExpiresTooLate {
+                    remaining,
+                    max: expect.max_lifetime,
+                });
+            }
+        }
     }
     match claims.get("iss") {
         None => return Err(AuthError::MissingClaim("iss".into())),
@@ -149,6 +177,7 @@ mod tests {
             audience: "purpose-gate",
             names,
             leeway: 30,
+            max_lifetime: 3600,
         };
         check(&map, &expect, now)
     }
@@ -183,7 +212,9 @@ mod tests {
         c["exp"] = json!(1000.9);
         assert_eq!(run(c.clone(), &names(), 0).unwrap().1, 1000);
         c["exp"] = json!(1e300);
-        assert_eq!(run(c, &names(), 0).unwrap().1, i64::MAX);
+        // A far-away `exp` saturates; only a lifetime within the maximum is accepted.
+        c["iat"] = json!(i64::MAX - 1000);
+        assert_eq!(run(c, &names(), i64::MAX - 1000).unwrap().1, i64::MAX);
     }
 
     #[test]

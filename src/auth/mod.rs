@@ -7,8 +7,9 @@
 //!   keys only (`jku`, `x5u`, `jwk` and `x5c` are never read), and each key is pinned to one
 //!   algorithm, so `alg: none` and algorithm confusion (an HS256 token "signed" with an RSA public
 //!   key, an RS256 token against an EC key) are refused before any signature check;
-//! - `exp` is required; `exp`, `nbf`, `iss` and `aud` are enforced, with the
-//!   configured leeway;
+//! - `exp` is required; `exp`, `nbf`, `iat`, `iss` and `aud` are enforced, with the
+//!   configured leeway; a token may not live longer than `auth.max_token_lifetime`
+//!   (`exp - iat`, or `exp - now` without `iat`), so a leaked long-lived token is refused;
 //! - a verified token is cached by its SHA-256 until it expires (same leeway rule), so repeat
 //!   requests skip the signature check;
 //! - an unknown `kid` makes a URL JWKS be refetched (one fetch at a time, at most once per
@@ -78,6 +79,17 @@ pub enum AuthError {
     /// `nbf` is later than now + leeway.
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// `iat` is later than now + leeway.
+    #[error("the token was issued in the future (`iat` is {0} s ahead)")]
+    IssuedInFuture(i64),
+    /// `exp - iat` exceeds `auth.max_token_lifetime`.
+    #[error("the token lifetime of {lifetime} s (`exp` - `iat`) exceeds the allowed {max} s")]
+    LifetimeTooLong { lifetime: i64, max: i64 },
+    /// Without `iat`: `exp - now` exceeds `auth.max_token_lifetime` (plus the leeway).
+    #[error(
+        "the token has no `iat` and expires in {remaining} s, more than the allowed lifetime of {max} s"
+    )]
+    ExpiresTooLate { remaining: i64, max: i64 },
     /// `iss` is not `auth.issuer`.
     #[error("the token issuer `{0}` is not the configured issuer")]
     WrongIssuer(String),
@@ -125,6 +137,8 @@ pub struct Authenticator {
     audience: String,
     claims: ClaimNames,
     leeway: i64,
+    /// `auth.max_token_lifetime` in seconds.
+    max_lifetime: i64,
     max_token_bytes: usize,
     min_refresh: Duration,
     keys: ArcSwap<KeySet>,
@@ -188,6 +202,7 @@ impl Authenticator {
             audience: cfg.audience.clone(),
             claims: cfg.claims.clone(),
             leeway: i64::try_from(cfg.leeway.0.as_secs()).unwrap_or(i64::MAX),
+            max_lifetime: i64::try_from(cfg.max_token_lifetime.0.as_secs()).unwrap_or(i64::MAX),
             max_token_bytes: cfg.max_token_bytes,
             min_refresh: cfg.jwks_min_refresh.0,
             keys: ArcSwap::from_pointee(keys),
@@ -292,6 +307,7 @@ impl Authenticator {
             audience: &self.audience,
             names: &self.claims,
             leeway: self.leeway,
+            max_lifetime: self.max_lifetime,
         };
         let (employee, exp) = claims::check(&claims, &expect, now)?;
         self.cache

@@ -131,6 +131,7 @@ fn config(jwks_file: Option<PathBuf>, jwks_url: Option<String>) -> AuthConfig {
         jwks_url,
         hs256_secret_file: None,
         leeway: Dur(Duration::from_secs(30)),
+        max_token_lifetime: Dur(Duration::from_secs(12 * 3600)),
         jwks_min_refresh: Dur(Duration::from_secs(60)),
         max_token_bytes: 8 * 1024,
         token_cache_size: 100,
@@ -197,6 +198,7 @@ async fn authenticate_uses_the_system_clock() {
     let ec = ec_key("ec-1");
     let auth = fixture(&[&ec]).auth().await;
     let mut c = claims();
+    c["iat"] = json!(unix_now());
     c["exp"] = json!(unix_now() + 600);
     let ok = auth.authenticate(Some(&bearer(&mint(&ec, &c)))).await;
     assert_eq!(ok, Ok(employee()));
@@ -220,6 +222,102 @@ async fn expired_token_is_refused_with_token_expired_code() {
     let err = refused(&fresh, &bearer(&token), NOW + 630).await;
     assert_eq!(err, AuthError::Expired);
     assert_eq!(err.code(), "tokenExpired");
+}
+
+#[tokio::test]
+async fn token_living_longer_than_the_maximum_is_refused() {
+    let ec = ec_key("ec-1");
+    let auth = fixture(&[&ec]).auth().await;
+    let mut c = claims();
+    // max_token_lifetime 12 h: exactly 12 h is accepted, one second more is not.
+    c["exp"] = json!(NOW + 12 * 3600);
+    assert!(
+        auth.authenticate_at(Some(&bearer(&mint(&ec, &c))), NOW)
+            .await
+            .is_ok()
+    );
+    c["exp"] = json!(NOW + 12 * 3600 + 1);
+    let err = refused(&auth, &bearer(&mint(&ec, &c)), NOW).await;
+    assert_eq!(
+        err,
+        AuthError::LifetimeTooLong {
+            lifetime: 12 * 3600 + 1,
+            max: 12 * 3600
+        }
+    );
+    assert_eq!(err.code(), "invalidToken");
+    assert_eq!(
+        err.to_string(),
+        "the token lifetime of 43201 s (`exp` - `iat`) exceeds the allowed 43200 s"
+    );
+    // An old `iat` does not hide a long lifetime: a token issued 11 h ago that lives 13 h.
+    c["iat"] = json!(NOW - 11 * 3600);
+    c["exp"] = json!(NOW + 2 * 3600);
+    assert!(matches!(
+        refused(&auth, &bearer(&mint(&ec, &c)), NOW).await,
+        AuthError::LifetimeTooLong { .. }
+    ));
+}
+
+#[tokio::test]
+async fn token_without_iat_is_measured_from_now() {
+    let ec = ec_key("ec-1");
+    let auth = fixture(&[&ec]).auth().await;
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("iat");
+    // Without `iat` the rest of its life counts, with the leeway (30 s) for clock skew.
+    c["exp"] = json!(NOW + 12 * 3600 + 30);
+    assert!(
+        auth.authenticate_at(Some(&bearer(&mint(&ec, &c))), NOW)
+            .await
+            .is_ok()
+    );
+    c["exp"] = json!(NOW + 30 * 24 * 3600);
+    let err = refused(&auth, &bearer(&mint(&ec, &c)), NOW).await;
+    assert_eq!(
+        err,
+        AuthError::ExpiresTooLate {
+            remaining: 30 * 24 * 3600,
+            max: 12 * 3600
+        }
+    );
+}
+
+#[tokio::test]
+async fn token_issued_in_the_future_is_refused_beyond_the_leeway() {
+    let ec = ec_key("ec-1");
+    let auth = fixture(&[&ec]).auth().await;
+    let mut c = claims();
+    c["iat"] = json!(NOW + 30);
+    assert!(
+        auth.authenticate_at(Some(&bearer(&mint(&ec, &c))), NOW)
+            .await
+            .is_ok()
+    );
+    c["iat"] = json!(NOW + 31);
+    let err = refused(&auth, &bearer(&mint(&ec, &c)), NOW).await;
+    assert_eq!(err, AuthError::IssuedInFuture(31));
+    c["iat"] = json!("yesterday");
+    assert!(matches!(
+        refused(&auth, &bearer(&mint(&ec, &c)), NOW).await,
+        AuthError::InvalidClaim { .. }
+    ));
+}
+
+#[tokio::test]
+async fn configured_max_token_lifetime_is_used() {
+    let ec = ec_key("ec-1");
+    let mut fx = fixture(&[&ec]);
+    fx.cfg.max_token_lifetime = Dur(Duration::from_secs(300));
+    let auth = fx.auth().await;
+    // claims(): exp - iat = 600 s.
+    assert!(matches!(
+        refused(&auth, &bearer(&mint(&ec, &claims())), NOW).await,
+        AuthError::LifetimeTooLong {
+            lifetime: 600,
+            max: 300
+        }
+    ));
 }
 
 #[tokio::test]
