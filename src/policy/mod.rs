@@ -22,11 +22,15 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvalResult,
-    PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    EvalResult, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
 };
+use cedar_policy_core::ast as core_ast;
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
 use chrono::{DateTime, Utc};
 
 use crate::model::{Action, Case, Counters, Employee, Resource};
@@ -177,10 +181,11 @@ impl Types {
 
 /// Static entities, indexed at load so that a decision clones only what it needs.
 struct Statics {
-    /// Role name → the role entity followed by all of its ancestor roles.
-    roles: HashMap<String, Vec<Entity>>,
-    case_types: HashMap<String, Entity>,
-    organizations: HashMap<String, Entity>,
+    /// Role name → the role entity followed by all of its ancestor roles (each with its
+    /// ancestors already transitively closed, as the loaded entity set computed them).
+    roles: HashMap<String, Vec<core_ast::Entity>>,
+    case_types: HashMap<String, core_ast::Entity>,
+    organizations: HashMap<String, core_ast::Entity>,
     /// BSNs of persons marked `protected: true`.
     protected: HashSet<String>,
     /// Number of entities in `entities.json`.
@@ -205,21 +210,21 @@ impl Statics {
             }
             s.count += 1;
             if ty == &types.role {
-                let mut chain = vec![entity.clone()];
+                let mut chain = vec![entity.as_ref().clone()];
                 if let Some(ancestors) = entities.ancestors(&uid) {
                     let mut ancestors: Vec<&EntityUid> = ancestors.collect();
                     ancestors.sort();
                     chain.extend(
                         ancestors
                             .into_iter()
-                            .filter_map(|a| entities.get(a).cloned()),
+                            .filter_map(|a| entities.get(a).map(|e| e.as_ref().clone())),
                     );
                 }
                 s.roles.insert(id, chain);
             } else if ty == &types.case_type {
-                s.case_types.insert(id, entity.clone());
+                s.case_types.insert(id, entity.as_ref().clone());
             } else if ty == &types.organization {
-                s.organizations.insert(id, entity.clone());
+                s.organizations.insert(id, entity.as_ref().clone());
             } else if ty == &types.person
                 && matches!(entity.attr("protected"), Some(Ok(EvalResult::Bool(true))))
             {
@@ -234,6 +239,13 @@ impl Statics {
 pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
+    /// Per action (in the order of `actions`), the policies whose action scope can match it:
+    /// the others can never be satisfied nor fail for that action, so Cedar need not see them.
+    by_action: [PolicySet; 4],
+    /// The schema's entity of each action (in the order of `actions`), with its action groups.
+    action_entities: [Option<core_ast::Entity>; 4],
+    /// `datetime`, the name of Cedar's constructor, parsed once.
+    datetime_fn: core_ast::Name,
     authorizer: Authorizer,
     infos: Vec<PolicyInfo>,
     /// Policy id → index into `infos` (load order).
@@ -245,6 +257,8 @@ pub struct PolicyEngine {
     policy_files: Vec<PathBuf>,
     entities_file: PathBuf,
     version: String,
+    /// Case entities of earlier decisions (see [`CaseEntities`]).
+    case_entities: CaseEntities,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -272,6 +286,25 @@ impl PolicyEngine {
             action(Action::RdwHolder)?,
         ];
         let statics = Statics::index(&loaded.entities, &types);
+        let by_action = [
+            policies_for(&loaded.policies, &loaded.schema, &actions[0])?,
+            policies_for(&loaded.policies, &loaded.schema, &actions[1])?,
+            policies_for(&loaded.policies, &loaded.schema, &actions[2])?,
+            policies_for(&loaded.policies, &loaded.schema, &actions[3])?,
+        ];
+        let schema_actions = loaded
+            .schema
+            .action_entities()
+            .map_err(|e| PolicyLoadError(format!("cannot read the schema's actions: {e}")))?;
+        let action_entity = |a: &EntityUid| schema_actions.get(a).map(|e| e.as_ref().clone());
+        let action_entities = [
+            action_entity(&actions[0]),
+            action_entity(&actions[1]),
+            action_entity(&actions[2]),
+            action_entity(&actions[3]),
+        ];
+        let datetime_fn = core_ast::Name::from_str("datetime")
+            .map_err(|e| PolicyLoadError(format!("bad extension function name: {e}")))?;
         let order = loaded
             .infos
             .iter()
@@ -281,6 +314,9 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             schema: loaded.schema,
             policies: loaded.policies,
+            by_action,
+            action_entities,
+            datetime_fn,
             authorizer: Authorizer::new(),
             infos: loaded.infos,
             order,
@@ -291,6 +327,7 @@ impl PolicyEngine {
             policy_files: loaded.policy_files,
             entities_file: loaded.entities_file,
             version: loaded.version,
+            case_entities: CaseEntities::default(),
         })
     }
 
@@ -324,9 +361,11 @@ impl PolicyEngine {
             Ok(b) => b,
             Err(e) => return policy_error(vec![], vec![e]),
         };
-        let response =
-            self.authorizer
-                .is_authorized(&built.request, &self.policies, &built.entities);
+        let response = self.authorizer.is_authorized(
+            &built.request,
+            self.policies_of(input.action),
+            &built.entities,
+        );
         let mut indices: Vec<usize> = response
             .diagnostics()
             .reason()
@@ -388,31 +427,42 @@ impl PolicyEngine {
         let t = &self.types;
         let employee = input.employee;
         let principal = Types::uid(&t.employee, &employee.id);
-        let mut entities: Vec<Entity> = Vec::with_capacity(8);
+        let mut entities = EntitySet::default();
         let mut note = None;
 
-        let mut parents: HashSet<EntityUid> = HashSet::with_capacity(employee.roles.len() + 1);
+        // INVARIANT: every entity is pushed with all of its ancestors (transitively closed), so
+        // the set needs no closure computation: the employee's parents are its organisation,
+        // its roles and all of their ancestor roles (organisations have no parents in the
+        // schema); static roles carry their closed ancestors from the loaded entity set.
+        let mut parents: HashSet<EntityUid> = HashSet::with_capacity(employee.roles.len() + 2);
         parents.insert(Types::uid(&t.organization, &employee.org));
         for role in &employee.roles {
             parents.insert(Types::uid(&t.role, role));
             if let Some(chain) = self.statics.roles.get(role) {
-                entities.extend(chain.iter().cloned());
+                for entity in chain {
+                    parents.insert(EntityUid::from(entity.uid().clone()));
+                    entities.push_ref(entity);
+                }
             }
         }
-        entities.push(Entity::new_no_attrs(principal.clone(), parents));
+        entities.push(
+            Entity::new_no_attrs(principal.clone(), parents)
+                .as_ref()
+                .clone(),
+        );
         if let Some(org) = self.statics.organizations.get(&employee.org) {
-            entities.push(org.clone());
+            entities.push_ref(org);
         }
 
         let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(8);
         ctx.push((
             "now".into(),
-            RestrictedExpression::new_datetime(cedar_datetime(&input.now)),
+            self.datetime_expression(cedar_datetime(&input.now)),
         ));
         if let Some(case) = input.case {
             let uid = Types::uid(&t.case, &case.id);
             match self.statics.case_types.get(&case.case_type) {
-                Some(ct) => entities.push(ct.clone()),
+                Some(ct) => entities.push_ref(ct),
                 None => {
                     note = Some(format!(
                         "case type `{}` is not defined in the static entities",
@@ -423,9 +473,12 @@ impl PolicyEngine {
             if case.organization != employee.org
                 && let Some(org) = self.statics.organizations.get(&case.organization)
             {
-                entities.push(org.clone());
+                entities.push_ref(org);
             }
-            entities.push(self.case_entity(uid.clone(), case)?);
+            entities.push(
+                self.case_entities
+                    .get_or_build(case, || self.case_entity(uid.clone(), case))?,
+            );
             ctx.push(("case".into(), RestrictedExpression::new_entity_uid(uid)));
         }
         ctx.push((
@@ -475,28 +528,41 @@ impl PolicyEngine {
                     HashSet::new(),
                 )
                 .map_err(|e| format!("cannot build person `{bsn}`: {e}"))?;
-                entities.push(person);
+                entities.push(person.as_ref().clone());
                 uid
             }
             Resource::PersonSearch(kind) => {
                 let uid = Types::uid(&t.person_search, kind);
-                entities.push(Entity::new_no_attrs(uid.clone(), HashSet::new()));
+                entities.push(
+                    Entity::new_no_attrs(uid.clone(), HashSet::new())
+                        .as_ref()
+                        .clone(),
+                );
                 uid
             }
             Resource::Vehicle(kenteken) => {
                 let uid = Types::uid(&t.vehicle, kenteken.as_str());
-                entities.push(Entity::new_no_attrs(uid.clone(), HashSet::new()));
+                entities.push(
+                    Entity::new_no_attrs(uid.clone(), HashSet::new())
+                        .as_ref()
+                        .clone(),
+                );
                 uid
             }
         };
 
+        // The action with its groups, so that `action in Group` sees the schema's hierarchy.
+        if let Some(action) = &self.action_entities[action_index(input.action)] {
+            entities.push_ref(action);
+        }
         let action = self.action_uid(input.action).clone();
         let context = Context::from_pairs(ctx)
             .map_err(|e| format!("cannot build context: {}", load::one_line(&e.to_string())))?;
         let request = Request::new(principal, action, resource, context, schema)
             .map_err(|e| format!("cannot build request: {}", load::one_line(&e.to_string())))?;
-        let entities = Entities::from_entities(entities, schema)
-            .map_err(|e| format!("cannot build entities: {}", load::one_line(&e.to_string())))?;
+        let entities = entities
+            .build(schema)
+            .map_err(|e| format!("cannot build entities: {}", load::one_line(&e)))?;
         Ok(Built {
             request,
             entities,
@@ -504,7 +570,7 @@ impl PolicyEngine {
         })
     }
 
-    fn case_entity(&self, uid: EntityUid, case: &Case) -> Result<Entity, String> {
+    fn case_entity(&self, uid: EntityUid, case: &Case) -> Result<core_ast::Entity, String> {
         let t = &self.types;
         let refs = |ty: &EntityTypeName, ids: &[String]| {
             RestrictedExpression::new_set(
@@ -527,12 +593,9 @@ impl PolicyEngine {
             ),
             (
                 "opened".to_string(),
-                RestrictedExpression::new_datetime(cedar_datetime(&case.opened)),
+                self.datetime_expression(cedar_datetime(&case.opened)),
             ),
-            (
-                "closes".to_string(),
-                RestrictedExpression::new_datetime(closes),
-            ),
+            ("closes".to_string(), self.datetime_expression(closes)),
             (
                 "organization".to_string(),
                 RestrictedExpression::new_entity_uid(Types::uid(
@@ -544,29 +607,153 @@ impl PolicyEngine {
             ("subjects".to_string(), refs(&t.person, &case.subjects)),
             ("vehicles".to_string(), refs(&t.vehicle, &case.vehicles)),
         ]);
-        Entity::new(uid, attrs, HashSet::new()).map_err(|e| {
-            format!(
-                "cannot build case `{}`: {}",
-                crate::model::truncate_for_message(&case.id),
-                load::one_line(&e.to_string())
-            )
-        })
+        Entity::new(uid, attrs, HashSet::new())
+            .map(|e| e.as_ref().clone())
+            .map_err(|e| {
+                format!(
+                    "cannot build case `{}`: {}",
+                    crate::model::truncate_for_message(&case.id),
+                    load::one_line(&e.to_string())
+                )
+            })
+    }
+
+    /// `datetime(src)` with the constructor's name parsed at load (`RestrictedExpression::
+    /// new_datetime` parses it with Cedar's grammar on every call).
+    fn datetime_expression(&self, src: String) -> RestrictedExpression {
+        RestrictedExpression::from(core_ast::RestrictedExpr::call_extension_fn(
+            self.datetime_fn.clone(),
+            [core_ast::RestrictedExpr::val(src)],
+        ))
+    }
+
+    /// The policies that can apply to `action`.
+    fn policies_of(&self, action: Action) -> &PolicySet {
+        &self.by_action[action_index(action)]
     }
 
     fn action_uid(&self, action: Action) -> &EntityUid {
-        let [lookup, search, vehicle, holder] = &self.actions;
-        match action {
-            Action::BrpLookup => lookup,
-            Action::BrpSearch => search,
-            Action::RdwVehicle => vehicle,
-            Action::RdwHolder => holder,
-        }
+        &self.actions[action_index(action)]
     }
 
     /// The policy info for a Cedar policy id.
     fn info(&self, id: &PolicyId) -> Option<&PolicyInfo> {
         self.order.get(id).and_then(|i| self.infos.get(*i))
     }
+}
+
+/// The Cedar entities of recently decided cases, keyed by case id and checked against the
+/// whole case on every hit: a case's entity is the same for every request until the registry
+/// answers differently, and building one evaluates two `datetime` constructors and three sets.
+/// Bounded: when full it starts over (a cold entry costs one build).
+#[derive(Default)]
+struct CaseEntities {
+    map: Mutex<HashMap<String, (Case, core_ast::Entity)>>,
+}
+
+/// Most cases [`CaseEntities`] keeps.
+const CASE_ENTITIES_MAX: usize = 4096;
+
+impl CaseEntities {
+    fn get_or_build(
+        &self,
+        case: &Case,
+        build: impl FnOnce() -> Result<core_ast::Entity, String>,
+    ) -> Result<core_ast::Entity, String> {
+        if let Ok(map) = self.map.lock()
+            && let Some((cached, entity)) = map.get(&case.id)
+            // INVARIANT: an entry is used only for exactly the case it was built from.
+            && cached == case
+        {
+            return Ok(entity.clone());
+        }
+        let entity = build()?;
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= CASE_ENTITIES_MAX {
+                map.clear();
+            }
+            map.insert(case.id.clone(), (case.clone(), entity.clone()));
+        }
+        Ok(entity)
+    }
+}
+
+/// Index of `action` in the engine's per-action arrays.
+fn action_index(action: Action) -> usize {
+    match action {
+        Action::BrpLookup => 0,
+        Action::BrpSearch => 1,
+        Action::RdwVehicle => 2,
+        Action::RdwHolder => 3,
+    }
+}
+
+/// The entities of one request, each at most once.
+#[derive(Default)]
+struct EntitySet {
+    entities: Vec<core_ast::Entity>,
+}
+
+impl EntitySet {
+    fn push(&mut self, entity: core_ast::Entity) {
+        if !self.entities.iter().any(|e| e.uid() == entity.uid()) {
+            self.entities.push(entity);
+        }
+    }
+
+    fn push_ref(&mut self, entity: &core_ast::Entity) {
+        if !self.entities.iter().any(|e| e.uid() == entity.uid()) {
+            self.entities.push(entity.clone());
+        }
+    }
+
+    /// Without `schema`, trusts the closure the pushes maintain (the request path); with it,
+    /// validates every entity and computes the closure as Cedar's public API does (tests).
+    fn build(self, schema: Option<&Schema>) -> Result<Entities, String> {
+        match schema {
+            Some(schema) => {
+                Entities::from_entities(self.entities.into_iter().map(Entity::from), Some(schema))
+                    .map_err(|e| e.to_string())
+            }
+            None => CoreEntities::from_entities(
+                self.entities,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map(Entities::from)
+            .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The policies of `all` whose action scope can match `action`: unconstrained, `==` it, or
+/// `in` a list naming it or one of its action groups (from the schema's action hierarchy).
+fn policies_for(
+    all: &PolicySet,
+    schema: &Schema,
+    action: &EntityUid,
+) -> Result<PolicySet, PolicyLoadError> {
+    let actions = schema
+        .action_entities()
+        .map_err(|e| PolicyLoadError(format!("cannot read the schema's actions: {e}")))?;
+    let groups: HashSet<EntityUid> = actions
+        .ancestors(action)
+        .map(|a| a.cloned().collect())
+        .unwrap_or_default();
+    let mut set = PolicySet::new();
+    for policy in all.policies() {
+        let applies = match policy.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(a) => &a == action,
+            ActionConstraint::In(list) => list.iter().any(|a| a == action || groups.contains(a)),
+        };
+        if applies {
+            set.add(policy.clone())
+                .map_err(|e| PolicyLoadError(format!("cannot index policies by action: {e}")))?;
+        }
+    }
+    Ok(set)
 }
 
 /// A built request with its entities and, when something is missing, a note for the errors.

@@ -826,12 +826,166 @@ fn per_request_entities_hold_only_what_the_decision_needs() {
     let engine = engine();
     let req = Req::lookup();
     let built = engine.build(&req.input(), None).unwrap();
-    // employee, its role, its organisation, the case, the case type, the person.
-    assert_eq!(built.entities.iter().count(), 6);
+    // employee, its role, its organisation, the case, the case type, the person, the action.
+    assert_eq!(built.entities.iter().count(), 7);
     let req = Req::lookup().by(employee("hh-0363", "0363", &["boa-parkeren"]));
     let built = engine.build(&req.input(), None).unwrap();
     // boa-parkeren brings its parent role handhaver along.
-    assert_eq!(built.entities.iter().count(), 7);
+    assert_eq!(built.entities.iter().count(), 8);
+}
+
+/// Requests of many shapes: employees with one, several, overlapping and unknown roles, every
+/// action, with and without a case, with break-glass.
+fn request_matrix() -> Vec<Req> {
+    let employees = [
+        employee("vv-0363", "0363", &["vergunningverlener"]),
+        employee("hh-0363", "0363", &["boa-parkeren", "handhaver"]),
+        employee("hh-0363", "0363", &["boa-parkeren", "onbekende-rol"]),
+        employee("nood-0363", "0363", &["noodtoegang", "vergunningverlener"]),
+        employee("vi-0599", "0599", &["voertuiginformatie"]),
+    ];
+    let targets = [
+        (Action::BrpLookup, person("999993653")),
+        (Action::BrpLookup, person("999990639")),
+        (Action::BrpSearch, search()),
+        (Action::RdwVehicle, vehicle("XY999Z")),
+        (Action::RdwHolder, vehicle("XY999Z")),
+    ];
+    let mut reqs = Vec::new();
+    for e in &employees {
+        for (action, resource) in &targets {
+            for case in [Some(pv_case()), Some(hh_case()), None] {
+                let base = Req::lookup()
+                    .by(e.clone())
+                    .action(*action, resource.clone())
+                    .case(case);
+                reqs.push(base.clone_req());
+                reqs.push(base.break_glass(Some(BG_REASON)));
+            }
+        }
+    }
+    reqs
+}
+
+impl Req {
+    fn clone_req(&self) -> Req {
+        Req {
+            employee: self.employee.clone(),
+            action: self.action,
+            resource: self.resource.clone(),
+            case: self.case.clone(),
+            break_glass: self.break_glass,
+            reason: self.reason.clone(),
+            fields: self.fields.clone(),
+            client_ip: self.client_ip,
+            now: self.now,
+            counters: self.counters,
+        }
+    }
+}
+
+#[test]
+fn request_entities_carry_the_closure_cedar_computes() {
+    let engine = engine();
+    for req in request_matrix() {
+        let fast = engine.build(&req.input(), None).unwrap();
+        let checked = engine.build(&req.input(), Some(&engine.schema)).unwrap();
+        // With the schema, Cedar adds every action; the request path adds the request's own.
+        let uids = |e: &Entities| {
+            let mut v: Vec<EntityUid> = e
+                .iter()
+                .map(|e| e.uid())
+                .filter(|u| {
+                    u.type_name().basename() != "Action" || u == engine.action_uid(req.action)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(uids(&fast.entities), uids(&checked.entities));
+        assert!(uids(&fast.entities).contains(engine.action_uid(req.action)));
+        for uid in uids(&checked.entities) {
+            let ancestors = |e: &Entities| {
+                let mut v: Vec<EntityUid> = e
+                    .ancestors(&uid)
+                    .map(|a| a.cloned().collect())
+                    .unwrap_or_default();
+                v.sort();
+                v
+            };
+            assert_eq!(
+                ancestors(&fast.entities),
+                ancestors(&checked.entities),
+                "ancestors of {uid} for {:?}",
+                req.employee.roles
+            );
+        }
+    }
+}
+
+#[test]
+fn policies_indexed_by_action_decide_like_the_whole_set() {
+    let engine = engine();
+    let mut allows = 0;
+    for req in request_matrix() {
+        let built = engine.build(&req.input(), None).unwrap();
+        let whole =
+            engine
+                .authorizer
+                .is_authorized(&built.request, &engine.policies, &built.entities);
+        let indexed = engine.authorizer.is_authorized(
+            &built.request,
+            engine.policies_of(req.action),
+            &built.entities,
+        );
+        assert_eq!(whole.decision(), indexed.decision());
+        let reasons = |r: &cedar_policy::Response| {
+            let mut v: Vec<String> = r.diagnostics().reason().map(|p| p.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(reasons(&whole), reasons(&indexed));
+        assert_eq!(
+            whole.diagnostics().errors().count(),
+            indexed.diagnostics().errors().count()
+        );
+        if whole.decision() == cedar_policy::Decision::Allow {
+            allows += 1;
+        }
+    }
+    // The matrix exercises both outcomes.
+    assert!(allows > 0);
+    assert!(
+        engine.policies_of(Action::RdwVehicle).policies().count()
+            < engine.policies.policies().count()
+    );
+}
+
+#[test]
+fn a_cached_case_entity_is_never_used_for_a_changed_case() {
+    let engine = engine();
+    let req = Req::lookup();
+    assert_allowed_by(&engine.decide(&req.input()), "permit-brp-lookup-for-case");
+    let mut closed = pv_case();
+    closed.status = CaseStatus::Closed;
+    let req = Req::lookup().case(Some(closed));
+    assert_denied(
+        &engine.decide(&req.input()),
+        "caseClosed",
+        "forbid-case-closed",
+    );
+    let mut other_subjects = pv_case();
+    other_subjects.subjects = vec!["999991802".into()];
+    let req = Req::lookup().case(Some(other_subjects));
+    assert_denied(
+        &engine.decide(&req.input()),
+        "subjectNotInCase",
+        "forbid-subject-not-in-case",
+    );
+    assert_allowed_by(
+        &engine.decide(&Req::lookup().input()),
+        "permit-brp-lookup-for-case",
+    );
 }
 
 #[test]
