@@ -451,6 +451,7 @@ fn sequence(
     // Framed but not yet written: at most this many records wait (backpressure on appenders).
     let most_queued = max_batch.saturating_mul(2);
     let mut close = None;
+    let mut stopped = false;
     'commands: while let Some(command) = rx.blocking_recv() {
         let mut next = Some(command);
         let mut framer = shared.lock();
@@ -469,6 +470,7 @@ fn sequence(
                         let _ = append.reply.send(Err(AuditError::Unavailable(
                             "the audit writer has stopped".into(),
                         )));
+                        stopped = true;
                         break 'commands;
                     }
                     framed += append.bodies.len();
@@ -496,7 +498,11 @@ fn sequence(
     while let Ok(command) = rx.try_recv() {
         match command {
             Command::Append(append) => {
-                let _ = append.reply.send(Err(AuditError::Closed));
+                let _ = append.reply.send(Err(if stopped {
+                    AuditError::Unavailable("the audit writer has stopped".into())
+                } else {
+                    AuditError::Closed
+                }));
             }
             Command::Close(reply) => {
                 let _ = reply.send(());
@@ -624,11 +630,13 @@ impl Syncer {
                     // for one.
                     cp.since += (batch.leaves.len() - own) as u64;
                 }
+                // Before the answers: the checkpoint record is framed before anything a waiter
+                // of this batch appends next (as with one writer thread).
+                self.checkpoint(shared, false);
                 for (append, first_seq) in batch.appends.drain(..) {
                     let seqs = (first_seq..first_seq + append.bodies.len() as u64).collect();
                     let _ = append.reply.send(Ok(seqs));
                 }
-                self.checkpoint(shared, false);
             }
             Err(e) => {
                 // Cut the file back first: the log line below must not come before it (a
