@@ -24,11 +24,16 @@ where
                 .map_err(|e| format!("`log.level` = `{level}` is not a valid filter: {e}"))?
         }
     };
+    // `log_internal_errors(false)`: a log line that cannot be written (stderr on a full disk)
+    // is dropped. With `true`, tracing-subscriber reports the failure with `eprintln!`, which
+    // panics when stderr fails too, and so ended whichever thread logged: the audit writer
+    // thread, when it logged its own write failure on a full disk.
     let installed = match cfg.format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
             .with_writer(writer)
+            .log_internal_errors(false)
             .try_init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
@@ -36,6 +41,7 @@ where
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(writer)
+            .log_internal_errors(false)
             .try_init(),
     };
     installed.map_err(|e| format!("cannot install the log subscriber: {e}"))

@@ -236,3 +236,206 @@ async fn full_disk_means_503_nothing_forwarded_and_service_resumes_when_space_re
     drop(h2);
     drop(h);
 }
+
+/// The gate as a process whose log (stderr) is on the same full disk as its audit log, as in
+/// a deployment with one data volume. A log line that cannot be written must never take a
+/// thread down with it: before, the audit writer logged its failed write, the log write failed
+/// too, tracing-subscriber reported that with `eprintln!`, which panicked, and the writer
+/// thread ended with the torn batch still in the segment; every request after that got 503
+/// until a restart, even once space returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_under_the_log_too_never_stops_the_audit_writer() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let fs = match Tmpfs::mount("512k") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED full-disk log test: {why}");
+            return;
+        }
+    };
+    let data = common::registry::load_data(&common::repo().join("examples/data"))
+        .unwrap()
+        .with_log_limit(usize::MAX);
+    let (reg_addr, reg_task) = common::registry::spawn(data.clone()).await.unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(
+        conf.path().join("cases.json"),
+        serde_json::to_vec(&common::test_cases()).unwrap(),
+    )
+    .unwrap();
+    let audit_dir = fs.dir.join("audit");
+    let config = conf.path().join("gate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"gate_id = "disk-gate"
+[server]
+listen = "127.0.0.1:0"
+[auth]
+issuer = "{issuer}"
+audience = "{audience}"
+jwks_file = "{jwks}"
+[policies]
+dir = "{policies}"
+[cases]
+file = "cases.json"
+[audit]
+dir = "{audit}"
+segment_max_bytes = 16384
+[upstreams.brp]
+url = "http://{reg_addr}"
+[upstreams.rdw]
+url = "http://{reg_addr}"
+"#,
+            issuer = common::ISSUER,
+            audience = common::AUDIENCE,
+            jwks = common::repo()
+                .join("examples/demo/keys/jwks.json")
+                .display(),
+            policies = common::repo().join("policies").display(),
+            audit = audit_dir.display(),
+        ),
+    )
+    .unwrap();
+    let log_path = fs.dir.join("gate.log");
+    let mut gate = GateProcess(
+        Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            // Every request logs, so the full disk fails log writes on every thread.
+            .env("RUST_LOG", "debug")
+            .stdout(std::fs::File::create(fs.dir.join("gate.out")).unwrap())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = gate_address(&log_path, &mut gate.0);
+    let token = common::tokens::mint(
+        &common::demo_private_key(),
+        common::KID,
+        &common::tokens::employee_claims(
+            common::ISSUER,
+            common::AUDIENCE,
+            "emp-042",
+            "0363",
+            &["vergunningverlener"],
+            3600,
+        ),
+    )
+    .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let body = raadpleeg(&["999993653"], &["naam"]).to_string();
+    let lookup = || async {
+        let req = http::Request::post(format!("http://{addr}/haalcentraal/api/brp/personen"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("x-case-id", "Z-OPEN")
+            .body(Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let resp = client
+            .request(req)
+            .await
+            .expect("every request gets an answer, also on a full disk");
+        let status = resp.status().as_u16();
+        let _ = resp.into_body().collect().await;
+        status
+    };
+    assert_eq!(lookup().await, 200);
+
+    let filler = fs.dir.join("filler");
+    fill(&filler);
+    let mut refused = 0;
+    for i in 0..400 {
+        let before = data.seen_count();
+        match lookup().await {
+            200 => {}
+            503 if data.seen_count() == before => {
+                refused += 1;
+                if refused == 20 {
+                    break;
+                }
+            }
+            503 => {} // forwarded after a durable decision; the outcome record did not fit
+            other => panic!("request {i}: unexpected {other}"),
+        }
+    }
+    assert_eq!(refused, 20, "a full disk never gave 503 before forwarding");
+    assert!(gate.0.try_wait().unwrap().is_none(), "the gate exited");
+
+    // Space returns: the gate serves again by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let mut resumed = false;
+    for _ in 0..100 {
+        if lookup().await == 200 {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        resumed,
+        "the gate did not resume when space returned (the audit writer stopped)"
+    );
+    for _ in 0..20 {
+        assert_eq!(lookup().await, 200);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &gate.0.id().to_string()])
+        .status();
+    let _ = gate.0.wait();
+    reg_task.abort();
+
+    let records = common::read_records(&audit_dir);
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    for s in data.seen() {
+        let rid = s.header("x-request-id").unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|r| r["request_id"] == rid && r["decision"] == "allow"),
+            "`{rid}` forwarded without a durable record"
+        );
+    }
+    let (ok, out) = verify(&audit_dir);
+    assert!(ok, "{out}");
+}
+
+/// A gate process, killed when dropped so that a failing test leaves none behind.
+struct GateProcess(std::process::Child);
+
+impl Drop for GateProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for the gate's "listening" log line (`addr=…`) in `log` and returns the address.
+fn gate_address(log: &Path, child: &mut std::process::Child) -> std::net::SocketAddr {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            return addr;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the gate exited: {text}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no address in: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

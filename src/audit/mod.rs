@@ -210,10 +210,7 @@ impl AuditLog {
                 })
                 .map_err(|e| AuditError::Unavailable(format!("cannot start the ticker: {e}")))?;
         }
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| AuditError::Unavailable(format!("cannot start the writer: {e}")))?;
+        writer.start(rx)?;
         Ok(AuditLog {
             tx,
             closed: Arc::new(AtomicBool::new(false)),
@@ -238,7 +235,7 @@ impl AuditLog {
             .map_err(AuditError::Unavailable)?;
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Command::Append(Append { bodies, reply }))
+            .send(Command::Append(Append::new(bodies, reply)))
             .await
             .map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())?

@@ -139,7 +139,7 @@ fn check_boundaries(path: &Path, mut chain: Chain) -> Result<Chain, AuditError> 
 }
 
 /// The last line of a file (without its newline) and whether it was terminated.
-fn read_last_line(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {
+pub(crate) fn read_last_line(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {
     const CHUNK: u64 = 64 * 1024;
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();

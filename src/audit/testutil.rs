@@ -74,6 +74,13 @@ pub(crate) struct Faults {
     pub sync: AtomicUsize,
     pub truncate: AtomicUsize,
     pub open: AtomicUsize,
+    pub sync_dir: AtomicUsize,
+    /// Panics inside `write_all` (a bug in the write path, as far as the writer can tell).
+    pub panic_write: AtomicUsize,
+    /// While set, the next `sync_data` waits until a message arrives (or the sender is dropped).
+    pub hold_sync: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// `sync_data` calls started so far.
+    pub syncs_started: AtomicUsize,
 }
 
 fn take(counter: &AtomicUsize) -> bool {
@@ -101,6 +108,9 @@ impl SegmentFile for FaultFile {
         if take(&self.faults.write) {
             return Err(injected("write"));
         }
+        if take(&self.faults.panic_write) {
+            panic!("injected panic in write");
+        }
         if take(&self.faults.partial_write) {
             self.inner.write_all(&buf[..buf.len() / 2])?;
             return Err(injected("partial write"));
@@ -108,6 +118,16 @@ impl SegmentFile for FaultFile {
         self.inner.write_all(buf)
     }
     fn sync_data(&mut self) -> std::io::Result<()> {
+        self.faults.syncs_started.fetch_add(1, Ordering::SeqCst);
+        let held = self
+            .faults
+            .hold_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(release) = held {
+            let _ = release.recv();
+        }
         if take(&self.faults.sync) {
             return Err(injected("fdatasync"));
         }
@@ -135,6 +155,9 @@ impl SegmentStore for FaultStore {
         }))
     }
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        if take(&self.faults.sync_dir) {
+            return Err(injected("directory sync"));
+        }
         FsStore.sync_dir(dir)
     }
 }

@@ -1,29 +1,44 @@
-//! The single writer: one std thread that owns `seq`, `prev` and the segment file.
+//! The single writer: a sequencer thread that owns `seq` and `prev`, and a sync thread that owns
+//! the segment file.
 //!
-//! It group-commits: it takes everything queued (up to `max_batch` records, never splitting
-//! the records of one append), frames the lines, writes them with one `write_all` and one
-//! `fdatasync`, and only then answers every waiter of the batch.
+//! It group-commits in a two-stage pipeline. The sequencer (`audit-writer`) takes appends from
+//! the channel and frames them at once: `seq`, the line bytes and the SHA-256 of each line, into
+//! the open batch (at most `max_batch` records, never splitting the records of one append, never
+//! spanning two segments). The syncer (`audit-sync`) takes the oldest framed batch whenever it
+//! is idle, writes it with one `write_all` and one `fdatasync`, and only then answers every
+//! waiter of the batch. So the next batch is framed and hashed, and keeps growing, while the
+//! previous batch's `fdatasync` runs.
 //!
 //! INVARIANT: a waiter gets `Ok` only after `sync_data` of the bytes holding its records
-//! returned `Ok`. On a failed write or sync, every waiter not yet answered gets an error, the
-//! file is cut back to the last durable length and `seq`/`prev` stay at the last durable
-//! record; data whose sync failed is never synced again and reported as durable. If cutting
-//! back fails too, the writer stays failed and re-opens and re-scans the segment before the
-//! next batch.
+//! returned `Ok`. On a failed write or sync, that batch's waiters get an error, the file is cut
+//! back to the last durable length and `seq`/`prev` return to the last durable record; every
+//! batch framed after the failed one (never written) is framed again from that durable state,
+//! so no line chains to bytes that are not on disk. Data whose sync failed is never synced
+//! again and reported as durable. If cutting back fails too, the syncer re-opens the segment and
+//! checks that it ends exactly at the last durable line before it writes again; until that
+//! works, every batch fails. A failure never ends the writer: the next batch tries again, so
+//! the gate resumes by itself once the disk has room.
+//!
+//! A panic while a batch is written (there is no known source) is caught and handled like a
+//! failed write. If a writer thread ends anyway, the channel closes: appends fail at once and
+//! [`super::AuditLog::is_alive`] (behind `/readyz`) turns false.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use chrono::NaiveDate;
 use tokio::sync::{mpsc, oneshot};
 
 use super::AuditError;
 use super::checkpoint::{Checkpoint, CheckpointOptions, write_checkpoint_file};
-use super::format::{Chain, encode_body, frame_line, segment_file_name};
+use super::format::{Chain, encode_body, frame_line, line_hash_hex, segment_file_name};
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{CheckpointKind, CheckpointRecord, RecordBody};
-use super::scan::{Tail, scan_segment};
+use super::scan::{Tail, read_last_line};
 
 /// A segment file as the writer uses it; a test double can inject failures.
 #[allow(clippy::len_without_is_empty)] // `len` is an I/O query, not a collection size
@@ -101,33 +116,211 @@ pub(crate) struct Append {
     /// The JSON objects of the record bodies.
     pub bodies: Vec<Vec<u8>>,
     pub reply: oneshot::Sender<Result<Vec<u64>, AuditError>>,
+    /// A checkpoint record the writer made itself (not counted towards the next checkpoint).
+    checkpoint: bool,
 }
 
-/// The writer's state; lives on the writer thread only.
+impl Append {
+    pub(crate) fn new(
+        bodies: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<Vec<u64>, AuditError>>,
+    ) -> Append {
+        Append {
+            bodies,
+            reply,
+            checkpoint: false,
+        }
+    }
+}
+
+/// Framed lines for one segment, with the waiters they answer.
+struct Batch {
+    /// The segment the lines go to: the syncer's current one, or the next (rotate first).
+    segment: u64,
+    /// The framed lines, each ending in `\n`.
+    buf: Vec<u8>,
+    /// Each append with the `seq` of its first record.
+    appends: Vec<(Append, u64)>,
+    /// Leaf hashes of the lines (only with checkpoints).
+    leaves: Vec<Hash>,
+    records: usize,
+    /// Chain state after the last line.
+    chain: Chain,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            segment: 0,
+            buf: Vec::new(),
+            appends: Vec::new(),
+            leaves: Vec::new(),
+            records: 0,
+            chain: Chain::genesis(),
+        }
+    }
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.appends.clear();
+        self.leaves.clear();
+        self.records = 0;
+    }
+}
+
+/// Where the last framed line went: the chain, segment and size after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    chain: Chain,
+    segment: u64,
+    /// Bytes of `segment` including its framed lines.
+    len: u64,
+    /// UTC day of the segment's first record (`None` while it is empty).
+    day: Option<NaiveDate>,
+}
+
+/// Batches framed but not yet taken by the syncer; shared by the two threads.
+struct Framer {
+    queue: VecDeque<Batch>,
+    queued_records: usize,
+    /// After the last framed line (durable, in flight or queued).
+    at: Position,
+    segment_max_bytes: u64,
+    max_batch: usize,
+    with_leaves: bool,
+    /// Emptied batches, reused for their buffers.
+    spare: Vec<Batch>,
+    /// A checkpoint tick arrived.
+    tick: bool,
+    /// No more appends: the syncer drains the queue and ends.
+    closing: bool,
+    /// The syncer has ended: appends can no longer become durable.
+    syncer_gone: bool,
+}
+
+impl Framer {
+    /// Frames the records of `append` after the last framed line.
+    fn frame(&mut self, append: Append, today: NaiveDate) {
+        let at = &mut self.at;
+        let new_day = at.len > 0 && at.day.is_some_and(|d| d != today);
+        if at.len >= self.segment_max_bytes || new_day {
+            // INVARIANT: the records of one append are contiguous and in one segment; a
+            // segment is closed only between appends.
+            at.segment += 1;
+            at.len = 0;
+            at.day = None;
+        }
+        let n = append.bodies.len();
+        let fits = self
+            .queue
+            .back()
+            .is_some_and(|b| b.segment == at.segment && b.records + n <= self.max_batch);
+        if !fits {
+            let mut batch = self.spare.pop().unwrap_or_default();
+            batch.segment = at.segment;
+            self.queue.push_back(batch);
+        }
+        let Some(batch) = self.queue.back_mut() else {
+            return; // unreachable: a batch was just pushed
+        };
+        let before = batch.buf.len();
+        let first_seq = at.chain.next_seq;
+        for body in &append.bodies {
+            let start = batch.buf.len();
+            frame_line(&mut batch.buf, at.chain.next_seq, body, &at.chain.prev_hex);
+            let line = batch.buf.get(start..).unwrap_or_default();
+            at.chain.advance(line);
+            if self.with_leaves {
+                batch.leaves.push(leaf_hash(line));
+            }
+            batch.buf.push(b'\n');
+        }
+        batch.records += n;
+        batch.chain = at.chain;
+        batch.appends.push((append, first_seq));
+        at.len += (batch.buf.len() - before) as u64;
+        at.day.get_or_insert(today);
+        self.queued_records += n;
+    }
+
+    /// After a failed batch: everything queued was framed on top of it, so it is framed again
+    /// from `durable`, in the same order.
+    fn reframe(&mut self, durable: Position, today: NaiveDate) {
+        let queued = std::mem::take(&mut self.queue);
+        self.at = durable;
+        self.queued_records = 0;
+        for mut batch in queued {
+            for (append, _) in batch.appends.drain(..) {
+                self.frame(append, today);
+            }
+            self.recycle(batch);
+        }
+    }
+
+    fn take(&mut self) -> Option<Batch> {
+        let batch = self.queue.pop_front()?;
+        self.queued_records -= batch.records;
+        Some(batch)
+    }
+
+    fn recycle(&mut self, mut batch: Batch) {
+        batch.clear();
+        if self.spare.len() < 4 {
+            self.spare.push(batch);
+        }
+    }
+}
+
+/// The state both threads share, with its wake-ups.
+struct Shared {
+    framer: Mutex<Framer>,
+    /// To the syncer: a batch was queued, a tick arrived, or closing.
+    work: Condvar,
+    /// To the sequencer: the queue shrank or the syncer ended.
+    room: Condvar,
+}
+
+impl Shared {
+    /// A panic never happens while the lock is held (the code under it is panic-free), and
+    /// if it did the queue would still be whole appends: so a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, Framer> {
+        self.framer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The writer before it starts: [`Writer::start`] runs it on its two threads.
 pub(crate) struct Writer {
+    syncer: Syncer,
+    max_batch: usize,
+    /// The exclusive lock on `writer.lock`, released before a close is acknowledged.
+    lock: Option<File>,
+}
+
+/// The sync stage's state; lives on the sync thread only.
+struct Syncer {
     dir: PathBuf,
     store: Arc<dyn SegmentStore>,
     segment_max_bytes: u64,
-    max_batch: usize,
     segment: u64,
     path: PathBuf,
     /// `None` while failed: recovery must run before the next write.
     file: Option<Box<dyn SegmentFile>>,
     /// Bytes of the segment known durable.
     durable_len: u64,
-    /// Chain state at the start of the current segment (for re-scans).
+    /// Chain state at the start of the current segment.
     segment_start: Chain,
     /// Chain state after the last durable record.
     chain: Chain,
-    buf: Vec<u8>,
-    checkpoints: Option<Checkpoints>,
-    /// Leaf hashes of the lines in `buf` (only with checkpoints).
-    leaves: Vec<Hash>,
-    /// The exclusive lock on `writer.lock`, released before a close is acknowledged.
-    lock: Option<File>,
     /// UTC day of the current segment's records (`None` while it is empty): a segment holds
     /// the records of one day, the next day starts a new segment.
-    segment_day: Option<chrono::NaiveDate>,
+    segment_day: Option<NaiveDate>,
+    checkpoints: Option<Checkpoints>,
+}
+
+fn today() -> NaiveDate {
+    chrono::Utc::now().date_naive()
 }
 
 impl Writer {
@@ -139,36 +332,36 @@ impl Writer {
         max_batch: usize,
         tail: Tail,
     ) -> Result<Writer, AuditError> {
-        let mut writer = Writer {
+        let mut syncer = Syncer {
             dir,
             store,
             segment_max_bytes: segment_max_bytes.max(1),
-            max_batch: max_batch.max(1),
             segment: tail.segment,
             path: tail.path,
             file: None,
             durable_len: tail.len,
             segment_start: tail.segment_start,
             chain: tail.chain,
-            buf: Vec::with_capacity(1 << 20),
-            checkpoints: None,
-            leaves: Vec::new(),
-            lock: None,
             segment_day: None,
+            checkpoints: None,
         };
-        if writer.durable_len > 0 {
-            writer.segment_day = std::fs::metadata(&writer.path)
+        if syncer.durable_len > 0 {
+            syncer.segment_day = std::fs::metadata(&syncer.path)
                 .and_then(|m| m.modified())
                 .ok()
                 .map(|t| chrono::DateTime::<chrono::Utc>::from(t).date_naive());
         }
-        writer.file = Some(writer.open_current()?);
-        Ok(writer)
+        syncer.file = Some(syncer.open_current()?);
+        Ok(Writer {
+            syncer,
+            max_batch: max_batch.max(1),
+            lock: None,
+        })
     }
 
     /// Switches checkpoints on; `checkpoints.frontier` must cover every line already in the log.
     pub(crate) fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Writer {
-        self.checkpoints = Some(checkpoints);
+        self.syncer.checkpoints = Some(checkpoints);
         self
     }
 
@@ -178,6 +371,156 @@ impl Writer {
         self
     }
 
+    /// Starts the sequencer and the sync thread; they run until the channel closes or a close
+    /// command arrives.
+    pub(crate) fn start(self, rx: mpsc::Receiver<Command>) -> Result<(), AuditError> {
+        let Writer {
+            syncer,
+            max_batch,
+            lock,
+        } = self;
+        let framer = Framer {
+            queue: VecDeque::new(),
+            queued_records: 0,
+            at: syncer.position(),
+            segment_max_bytes: syncer.segment_max_bytes,
+            max_batch,
+            with_leaves: syncer.checkpoints.is_some(),
+            spare: Vec::new(),
+            tick: false,
+            closing: false,
+            syncer_gone: false,
+        };
+        let shared = Arc::new(Shared {
+            framer: Mutex::new(framer),
+            work: Condvar::new(),
+            room: Condvar::new(),
+        });
+        let for_syncer = Arc::clone(&shared);
+        let sync_thread = std::thread::Builder::new()
+            .name("audit-sync".into())
+            .spawn(move || {
+                let _gone = SyncerGone(&for_syncer);
+                syncer.run(&for_syncer);
+            })
+            .map_err(|e| AuditError::Unavailable(format!("cannot start the writer: {e}")))?;
+        let for_sequencer = Arc::clone(&shared);
+        let started = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || sequence(&for_sequencer, rx, max_batch, sync_thread, lock));
+        if let Err(e) = started {
+            shared.lock().closing = true;
+            shared.work.notify_all();
+            return Err(AuditError::Unavailable(format!(
+                "cannot start the writer: {e}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Marks the syncer as ended when its thread ends, however it ends.
+struct SyncerGone<'a>(&'a Shared);
+
+impl Drop for SyncerGone<'_> {
+    fn drop(&mut self) {
+        let mut framer = self.0.lock();
+        framer.syncer_gone = true;
+        let unanswered: Vec<Batch> = framer.queue.drain(..).collect();
+        drop(framer);
+        self.0.room.notify_all();
+        if std::thread::panicking() {
+            tracing::error!("audit log: the sync thread ended unexpectedly");
+        }
+        let error = AuditError::Unavailable("the audit writer has stopped".into());
+        for batch in unanswered {
+            fail_all(batch.appends.into_iter().map(|(a, _)| a), &error);
+        }
+    }
+}
+
+/// The sequencer loop: frames every append as it arrives, so that the syncer finds the next
+/// batch ready when its `fdatasync` returns.
+fn sequence(
+    shared: &Shared,
+    mut rx: mpsc::Receiver<Command>,
+    max_batch: usize,
+    sync_thread: std::thread::JoinHandle<()>,
+    lock: Option<File>,
+) {
+    // Framed but not yet written: at most this many records wait (backpressure on appenders).
+    let most_queued = max_batch.saturating_mul(2);
+    let mut close = None;
+    let mut stopped = false;
+    'commands: while let Some(command) = rx.blocking_recv() {
+        let mut next = Some(command);
+        let mut framer = shared.lock();
+        let mut framed = 0usize;
+        while let Some(command) = next.take() {
+            match command {
+                Command::Append(append) => {
+                    while framer.queued_records >= most_queued && !framer.syncer_gone {
+                        shared.work.notify_one();
+                        framer = shared
+                            .room
+                            .wait(framer)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if framer.syncer_gone {
+                        let _ = append.reply.send(Err(AuditError::Unavailable(
+                            "the audit writer has stopped".into(),
+                        )));
+                        stopped = true;
+                        break 'commands;
+                    }
+                    framed += append.bodies.len();
+                    framer.frame(append, today());
+                }
+                Command::Close(reply) => {
+                    close = Some(reply);
+                    break;
+                }
+                Command::Tick => framer.tick = true,
+            }
+            // Take what else is queued without waiting, a batch's worth per lock.
+            if framed < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        drop(framer);
+        shared.work.notify_one();
+        if close.is_some() {
+            break;
+        }
+    }
+    // Closing (or every handle is gone): refuse what was queued later, let the syncer drain.
+    rx.close();
+    while let Ok(command) = rx.try_recv() {
+        match command {
+            Command::Append(append) => {
+                let _ = append.reply.send(Err(if stopped {
+                    AuditError::Unavailable("the audit writer has stopped".into())
+                } else {
+                    AuditError::Closed
+                }));
+            }
+            Command::Close(reply) => {
+                let _ = reply.send(());
+            }
+            Command::Tick => {}
+        }
+    }
+    shared.lock().closing = true;
+    shared.work.notify_all();
+    let _ = sync_thread.join();
+    // Release the directory for the next writer before acknowledging the close.
+    drop(lock);
+    if let Some(reply) = close {
+        let _ = reply.send(());
+    }
+}
+
+impl Syncer {
     fn open_current(&self) -> Result<Box<dyn SegmentFile>, AuditError> {
         let existed = self.path.exists();
         let mut file = self
@@ -207,70 +550,226 @@ impl Writer {
         ))
     }
 
-    /// The writer loop: batches until the channel closes or a close command arrives.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut batch: Vec<Append> = Vec::new();
-        let mut carry: Option<Append> = None;
+    /// Where the next framed line goes if nothing is framed after the durable ones.
+    fn position(&self) -> Position {
+        Position {
+            chain: self.chain,
+            segment: self.segment,
+            len: self.durable_len,
+            day: self.segment_day,
+        }
+    }
+
+    /// The sync loop: takes the oldest framed batch, makes it durable, answers its waiters.
+    fn run(mut self, shared: &Shared) {
+        let mut closing_checkpoint = false;
         loop {
-            let mut close = None;
-            let mut tick = false;
-            let mut records = 0usize;
-            if let Some(append) = carry.take() {
-                records += append.bodies.len();
-                batch.push(append);
-            } else {
-                match rx.blocking_recv() {
-                    Some(Command::Append(append)) => {
-                        records += append.bodies.len();
-                        batch.push(append);
+            let batch = {
+                let mut framer = shared.lock();
+                loop {
+                    if let Some(batch) = framer.take() {
+                        break batch;
                     }
-                    Some(Command::Close(reply)) => close = Some(reply),
-                    Some(Command::Tick) => tick = true,
-                    None => break,
-                }
-            }
-            while close.is_none() && records < self.max_batch {
-                match rx.try_recv() {
-                    Ok(Command::Append(append)) => {
-                        if records + append.bodies.len() > self.max_batch {
-                            carry = Some(append);
-                            break;
+                    if framer.tick {
+                        framer.tick = false;
+                        drop(framer);
+                        self.checkpoint(shared, true);
+                        framer = shared.lock();
+                        continue;
+                    }
+                    if framer.closing {
+                        if closing_checkpoint {
+                            return;
                         }
-                        records += append.bodies.len();
-                        batch.push(append);
+                        closing_checkpoint = true;
+                        drop(framer);
+                        self.checkpoint(shared, true);
+                        framer = shared.lock();
+                        continue;
                     }
-                    Ok(Command::Close(reply)) => close = Some(reply),
-                    Ok(Command::Tick) => tick = true,
-                    Err(_) => break,
+                    framer = shared
+                        .work
+                        .wait(framer)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            shared.room.notify_one();
+            let batch = self.commit(batch, shared);
+            shared.lock().recycle(batch);
+        }
+    }
+
+    /// Writes one batch durably and answers its waiters; returns the emptied batch.
+    fn commit(&mut self, mut batch: Batch, shared: &Shared) -> Batch {
+        let started = std::time::Instant::now();
+        let written =
+            catch_unwind(AssertUnwindSafe(|| self.write_durably(&batch))).unwrap_or_else(|_| {
+                Err(AuditError::Unavailable(
+                    "internal error while writing the audit log".into(),
+                ))
+            });
+        super::stats::WRITER_STATS
+            .sync_seconds
+            .observe_duration(started.elapsed());
+        match written {
+            Ok(()) => {
+                super::stats::WRITER_STATS
+                    .batch_records
+                    .observe(batch.records as f64);
+                if self.segment_day.is_none() {
+                    self.segment_day = Some(today());
+                }
+                self.durable_len += batch.buf.len() as u64;
+                self.chain = batch.chain;
+                let own = batch.appends.iter().filter(|(a, _)| a.checkpoint).count();
+                if let Some(cp) = self.checkpoints.as_mut() {
+                    for leaf in &batch.leaves {
+                        cp.frontier.push(*leaf);
+                    }
+                    // A checkpoint record is covered by the next checkpoint but does not call
+                    // for one.
+                    cp.since += (batch.leaves.len() - own) as u64;
+                }
+                // Before the answers: the checkpoint record is framed before anything a waiter
+                // of this batch appends next (as with one writer thread).
+                self.checkpoint(shared, false);
+                for (append, first_seq) in batch.appends.drain(..) {
+                    let seqs = (first_seq..first_seq + append.bodies.len() as u64).collect();
+                    let _ = append.reply.send(Ok(seqs));
                 }
             }
-            self.commit(&mut batch);
-            self.maybe_checkpoint(tick);
-            if let Some(reply) = close {
-                if let Some(append) = carry.take() {
-                    batch.push(append);
-                    self.commit(&mut batch);
+            Err(e) => {
+                // Cut the file back first: the log line below must not come before it (a
+                // log write can fail too when the disk is full).
+                self.roll_back();
+                shared.lock().reframe(self.position(), today());
+                tracing::error!(error = %e, "audit log: write failed, records not durable");
+                if let Some(cp) = self.checkpoints.as_mut()
+                    && batch.appends.iter().any(|(a, _)| a.checkpoint)
+                {
+                    // The checkpoint record was lost: write one again after the next batch.
+                    cp.since = cp.since.max(cp.opts.every);
                 }
-                self.finish(rx);
-                // Release the directory for the next writer before acknowledging the close.
-                drop(self.lock.take());
-                let _ = reply.send(());
-                return;
+                fail_all(batch.appends.drain(..).map(|(a, _)| a), &e);
             }
         }
-        if let Some(append) = carry.take() {
-            batch.push(append);
-            self.commit(&mut batch);
+        batch
+    }
+
+    fn write_durably(&mut self, batch: &Batch) -> Result<(), AuditError> {
+        if self.file.is_none() {
+            self.recover()?;
         }
-        self.maybe_checkpoint(true);
+        if batch.segment != self.segment {
+            if batch.segment != self.segment + 1 {
+                return Err(AuditError::Unavailable(format!(
+                    "batch for segment `{}` while writing `{}`",
+                    segment_file_name(batch.segment),
+                    segment_file_name(self.segment)
+                )));
+            }
+            self.rotate()?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(AuditError::Unavailable(
+                "audit writer is in a failed state".into(),
+            ));
+        };
+        let result = file.write_all(&batch.buf).and_then(|()| file.sync_data());
+        result.map_err(|e| self.io_error("write", &e))
+    }
+
+    /// After a failed write or sync: cut the file back to the durable length. The file handle
+    /// is dropped either way, so the next batch goes through a fresh open and tail check.
+    fn roll_back(&mut self) {
+        let Some(mut file) = self.file.take() else {
+            return;
+        };
+        if let Err(e) = file.truncate(self.durable_len) {
+            tracing::error!(error = %e, "audit log: cannot cut back a failed write");
+        }
+        drop(file);
+        if let Err(e) = self.recover() {
+            tracing::error!(error = %e, "audit log: recovery failed, will retry before the next batch");
+        }
+    }
+
+    /// Re-opens the current segment, cuts it to the durable length, and checks that it ends
+    /// exactly with the last durable line (its SHA-256 is the chain's `prev`).
+    fn recover(&mut self) -> Result<(), AuditError> {
+        self.file = None;
+        let mut file = self
+            .store
+            .open_segment(&self.path)
+            .map_err(|e| self.io_error("re-open", &e))?;
+        let len = file.len().map_err(|e| self.io_error("read", &e))?;
+        if len < self.durable_len {
+            return Err(AuditError::Unavailable(format!(
+                "segment `{}` is {len} bytes, shorter than the {} durable bytes",
+                segment_file_name(self.segment),
+                self.durable_len
+            )));
+        }
+        if len != self.durable_len {
+            file.truncate(self.durable_len)
+                .map_err(|e| self.io_error("truncate", &e))?;
+        }
+        let ends_right = if self.durable_len == 0 {
+            self.chain == self.segment_start
+        } else {
+            let (last, terminated) =
+                read_last_line(&self.path).map_err(|e| self.io_error("read", &e))?;
+            terminated && line_hash_hex(&last) == self.chain.prev_hex
+        };
+        if !ends_right {
+            return Err(AuditError::Unavailable(format!(
+                "segment `{}` does not end at the last durable record (seq {})",
+                segment_file_name(self.segment),
+                self.chain.next_seq.saturating_sub(1)
+            )));
+        }
+        self.file = Some(file);
+        tracing::info!(
+            seq = self.chain.next_seq.saturating_sub(1),
+            "audit log: writer recovered"
+        );
+        Ok(())
+    }
+
+    /// Starts the next segment; the chain continues.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        let segment = self.segment + 1;
+        let path = self.dir.join(segment_file_name(segment));
+        let mut file = self
+            .store
+            .open_segment(&path)
+            .map_err(|e| self.io_error("create the segment after", &e))?;
+        self.store
+            .sync_dir(&self.dir)
+            .map_err(|e| self.io_error("sync the directory after", &e))?;
+        let len = file.len().map_err(|e| self.io_error("read", &e))?;
+        if len != 0 {
+            return Err(AuditError::Unavailable(format!(
+                "new segment `{}` is not empty",
+                segment_file_name(segment)
+            )));
+        }
+        self.segment = segment;
+        self.path = path;
+        self.file = Some(file);
+        self.durable_len = 0;
+        self.segment_day = None;
+        self.segment_start = self.chain;
+        Ok(())
     }
 
     /// Writes a signed checkpoint when checkpoints are on and `every` records (or, with
-    /// `force`, any record) arrived since the last one: the note file first, then the
-    /// `checkpoint` record that names it. A failure is logged and retried on the next batch;
-    /// the records themselves are durable regardless.
-    fn maybe_checkpoint(&mut self, force: bool) {
-        let Some(cp) = self.checkpoints.as_ref() else {
+    /// `force`, any record) became durable since the last one: the note file (over the durable
+    /// lines) first, then the `checkpoint` record that names it, framed after whatever is
+    /// queued. A failure is logged and retried later; the records themselves are durable
+    /// regardless.
+    fn checkpoint(&mut self, shared: &Shared, force: bool) {
+        let Some(cp) = self.checkpoints.as_mut() else {
             return;
         };
         if cp.since == 0 || (!force && cp.since < cp.opts.every) {
@@ -304,210 +803,20 @@ impl Writer {
                 return;
             }
         };
-        let (reply, mut answer) = oneshot::channel();
-        self.commit(&mut vec![Append { bodies, reply }]);
-        if let Ok(Ok(_)) = answer.try_recv()
-            && let Some(cp) = self.checkpoints.as_mut()
-        {
-            // The checkpoint record is covered by the next checkpoint but does not call for one.
-            cp.since = 0;
-            tracing::debug!(
-                tree_size = checkpoint.tree_size,
-                "audit log: checkpoint written"
-            );
-        }
-    }
-
-    /// After a close: refuses what was queued later and syncs once more.
-    fn finish(&mut self, mut rx: mpsc::Receiver<Command>) {
-        rx.close();
-        while let Ok(command) = rx.try_recv() {
-            match command {
-                Command::Append(append) => {
-                    let _ = append.reply.send(Err(AuditError::Closed));
-                }
-                Command::Close(reply) => {
-                    let _ = reply.send(());
-                }
-                Command::Tick => {}
-            }
-        }
-        self.maybe_checkpoint(true);
-        if let Some(file) = self.file.as_mut()
-            && let Err(e) = file.sync_data()
-        {
-            tracing::error!(error = %e, "audit log: final sync failed");
-        }
-    }
-
-    /// Writes the batch durably and answers every waiter; empties `batch`.
-    pub(crate) fn commit(&mut self, batch: &mut Vec<Append>) {
-        if batch.is_empty() {
-            return;
-        }
-        if self.file.is_none()
-            && let Err(e) = self.recover()
-        {
-            tracing::error!(error = %e, "audit log: recovery failed, refusing batch");
-            fail_all(batch.drain(..), &e);
-            return;
-        }
-        let mut pending = batch.drain(..).peekable();
-        while pending.peek().is_some() {
-            let new_day = self.durable_len > 0
-                && self
-                    .segment_day
-                    .is_some_and(|d| d != chrono::Utc::now().date_naive());
-            if (self.durable_len >= self.segment_max_bytes || new_day)
-                && let Err(e) = self.rotate()
-            {
-                tracing::error!(error = %e, "audit log: cannot start a new segment");
-                fail_all(pending, &e);
-                return;
-            }
-            // Frame the appends that go into this segment; INVARIANT: the records of one
-            // append are contiguous and in one segment.
-            self.buf.clear();
-            self.leaves.clear();
-            let with_leaves = self.checkpoints.is_some();
-            let mut chain = self.chain;
-            let mut chunk: Vec<(Append, u64)> = Vec::new();
-            while let Some(append) = pending.next_if(|_| {
-                chunk.is_empty()
-                    || self.durable_len + (self.buf.len() as u64) < self.segment_max_bytes
-            }) {
-                let first_seq = chain.next_seq;
-                for body in &append.bodies {
-                    let start = self.buf.len();
-                    frame_line(&mut self.buf, chain.next_seq, body, &chain.prev_hex);
-                    chain.advance(&self.buf[start..]);
-                    if with_leaves {
-                        self.leaves.push(leaf_hash(&self.buf[start..]));
-                    }
-                    self.buf.push(b'\n');
-                }
-                chunk.push((append, first_seq));
-            }
-            let started = std::time::Instant::now();
-            let written = self.write_durably();
-            super::stats::WRITER_STATS
-                .sync_seconds
-                .observe_duration(started.elapsed());
-            match written {
-                Ok(()) => {
-                    if self.segment_day.is_none() {
-                        self.segment_day = Some(chrono::Utc::now().date_naive());
-                    }
-                    super::stats::WRITER_STATS
-                        .batch_records
-                        .observe(chunk.iter().map(|(a, _)| a.bodies.len()).sum::<usize>() as f64);
-                    self.durable_len += self.buf.len() as u64;
-                    self.chain = chain;
-                    if let Some(cp) = self.checkpoints.as_mut() {
-                        for leaf in &self.leaves {
-                            cp.frontier.push(*leaf);
-                        }
-                        cp.since += self.leaves.len() as u64;
-                    }
-                    for (append, first_seq) in chunk {
-                        let seqs = (first_seq..first_seq + append.bodies.len() as u64).collect();
-                        let _ = append.reply.send(Ok(seqs));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit log: write failed, records not durable");
-                    self.roll_back();
-                    fail_all(chunk.into_iter().map(|(a, _)| a), &e);
-                    fail_all(pending, &e);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn write_durably(&mut self) -> Result<(), AuditError> {
-        let Some(file) = self.file.as_mut() else {
-            return Err(AuditError::Unavailable(
-                "audit writer is in a failed state".into(),
-            ));
-        };
-        let result = file.write_all(&self.buf).and_then(|()| file.sync_data());
-        result.map_err(|e| self.io_error("write", &e))
-    }
-
-    /// After a failed write or sync: cut the file back to the durable length. The file handle
-    /// is dropped either way, so the next batch goes through a fresh open and re-scan.
-    fn roll_back(&mut self) {
-        let Some(mut file) = self.file.take() else {
-            return;
-        };
-        if let Err(e) = file.truncate(self.durable_len) {
-            tracing::error!(error = %e, "audit log: cannot cut back a failed write");
-        }
-        drop(file);
-        if let Err(e) = self.recover() {
-            tracing::error!(error = %e, "audit log: recovery failed, will retry before the next batch");
-        }
-    }
-
-    /// Re-opens the current segment, cuts it to the durable length, and re-scans it: it must
-    /// end exactly at the last durable record.
-    fn recover(&mut self) -> Result<(), AuditError> {
-        self.file = None;
-        let mut file = self
-            .store
-            .open_segment(&self.path)
-            .map_err(|e| self.io_error("re-open", &e))?;
-        let len = file.len().map_err(|e| self.io_error("read", &e))?;
-        if len < self.durable_len {
-            return Err(AuditError::Unavailable(format!(
-                "segment `{}` is {len} bytes, shorter than the {} durable bytes",
-                segment_file_name(self.segment),
-                self.durable_len
-            )));
-        }
-        if len != self.durable_len {
-            file.truncate(self.durable_len)
-                .map_err(|e| self.io_error("truncate", &e))?;
-        }
-        let (good_len, end, _) = scan_segment(&self.path, self.segment_start, false)?;
-        if good_len != self.durable_len || end != self.chain {
-            return Err(AuditError::Unavailable(format!(
-                "segment `{}` does not end at the last durable record (seq {})",
-                segment_file_name(self.segment),
-                self.chain.next_seq.saturating_sub(1)
-            )));
-        }
-        self.file = Some(file);
-        tracing::info!(seq = self.chain.next_seq - 1, "audit log: writer recovered");
-        Ok(())
-    }
-
-    /// Starts the next segment; the chain continues.
-    fn rotate(&mut self) -> Result<(), AuditError> {
-        let segment = self.segment + 1;
-        let path = self.dir.join(segment_file_name(segment));
-        let mut file = self
-            .store
-            .open_segment(&path)
-            .map_err(|e| self.io_error("create the segment after", &e))?;
-        self.store
-            .sync_dir(&self.dir)
-            .map_err(|e| self.io_error("sync the directory after", &e))?;
-        let len = file.len().map_err(|e| self.io_error("read", &e))?;
-        if len != 0 {
-            return Err(AuditError::Unavailable(format!(
-                "new segment `{}` is not empty",
-                segment_file_name(segment)
-            )));
-        }
-        self.segment = segment;
-        self.path = path;
-        self.file = Some(file);
-        self.durable_len = 0;
-        self.segment_day = None;
-        self.segment_start = self.chain;
-        Ok(())
+        cp.since = 0;
+        let (reply, _) = oneshot::channel();
+        shared.lock().frame(
+            Append {
+                bodies,
+                reply,
+                checkpoint: true,
+            },
+            today(),
+        );
+        tracing::debug!(
+            tree_size = checkpoint.tree_size,
+            "audit log: checkpoint framed"
+        );
     }
 }
 
@@ -620,53 +929,144 @@ mod tests {
         assert_eq!(verify(dir.path()).unwrap().records, 21);
     }
 
-    #[tokio::test]
-    async fn one_batch_rotates_between_appends_not_within_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let tail = crate::audit::scan::recover_dir(dir.path()).unwrap();
-        let mut writer = Writer::new(
-            dir.path().to_path_buf(),
-            Arc::new(FsStore),
-            1500,
-            4096,
-            tail,
-        )
-        .unwrap();
-        let mut batch = Vec::new();
-        let mut answers = Vec::new();
-        for i in 0..4 {
-            let (reply, answer) = oneshot::channel();
-            let id = format!("r{i}");
-            let bodies = vec![
-                crate::audit::format::encode_body(&decision(&id)).unwrap(),
-                crate::audit::format::encode_body(&outcome(&id)).unwrap(),
-            ];
-            batch.push(Append { bodies, reply });
-            answers.push(answer);
+    fn framer(segment_max_bytes: u64, max_batch: usize) -> Framer {
+        Framer {
+            queue: VecDeque::new(),
+            queued_records: 0,
+            at: Position {
+                chain: Chain::genesis(),
+                segment: 1,
+                len: 0,
+                day: None,
+            },
+            segment_max_bytes,
+            max_batch,
+            with_leaves: false,
+            spare: Vec::new(),
+            tick: false,
+            closing: false,
+            syncer_gone: false,
         }
-        writer.commit(&mut batch);
+    }
+
+    /// An append of a decision and an outcome of `id`, with the receiver of its answer.
+    fn pair(id: &str) -> (Append, oneshot::Receiver<Result<Vec<u64>, AuditError>>) {
+        let (reply, answer) = oneshot::channel();
+        let bodies = vec![
+            encode_body(&decision(id)).unwrap(),
+            encode_body(&outcome(id)).unwrap(),
+        ];
+        (Append::new(bodies, reply), answer)
+    }
+
+    /// The lines of a batch, each checked against the chain from `chain`.
+    fn check_lines(batch: &Batch, chain: &mut Chain) -> Vec<u64> {
         let mut seqs = Vec::new();
-        for answer in answers {
-            seqs.push(answer.await.unwrap().unwrap());
+        for line in batch.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            seqs.push(chain.check(line).unwrap().seq());
         }
-        assert_eq!(seqs, vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![7, 8]]);
-        let summary = verify(dir.path()).unwrap();
-        assert!(summary.segments >= 2, "{summary:?}");
-        // Every segment starts with a decision: the pairs were not split.
-        for record in crate::audit::read_records(dir.path()).unwrap() {
-            let (_, record) = record.unwrap();
-            if record.seq() % 2 == 1 {
-                assert!(matches!(record, crate::audit::Record::Decision(_)));
-            }
+        seqs
+    }
+
+    #[test]
+    fn a_segment_is_closed_between_appends_never_within_one() {
+        let today = today();
+        let mut f = framer(1500, 4096);
+        for i in 0..4 {
+            f.frame(pair(&format!("r{i}")).0, today);
         }
-        for n in 1..=summary.segments as u64 {
-            let text = std::fs::read_to_string(dir.path().join(segment_file_name(n))).unwrap();
-            assert!(text.contains("\"kind\":\"decision\""));
-            let first = text.lines().next().unwrap();
-            assert!(
-                first.contains("\"kind\":\"decision\""),
-                "segment {n}: {first}"
+        let mut chain = Chain::genesis();
+        let mut segments = Vec::new();
+        while let Some(batch) = f.take() {
+            // Each batch is one segment and starts with a decision: the pairs were not split.
+            let seqs = check_lines(&batch, &mut chain);
+            assert_eq!(seqs.first().map(|s| s % 2), Some(1), "{seqs:?}");
+            assert_eq!(seqs.len() % 2, 0);
+            segments.push(batch.segment);
+        }
+        assert!(segments.len() >= 2, "{segments:?}");
+        assert!(
+            segments.windows(2).all(|w| w[1] == w[0] + 1),
+            "{segments:?}"
+        );
+        assert_eq!(chain.next_seq, 9);
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_max_batch_records_but_an_append_is_never_split() {
+        let today = today();
+        let mut f = framer(1 << 30, 3);
+        for i in 0..3 {
+            f.frame(pair(&format!("r{i}")).0, today);
+        }
+        let sizes: Vec<usize> = f.queue.iter().map(|b| b.records).collect();
+        assert_eq!(sizes, vec![2, 2, 2]);
+        let mut f = framer(1 << 30, 4);
+        for i in 0..3 {
+            f.frame(pair(&format!("r{i}")).0, today);
+        }
+        let sizes: Vec<usize> = f.queue.iter().map(|b| b.records).collect();
+        assert_eq!(sizes, vec![4, 2]);
+        assert_eq!(f.queued_records, 6);
+    }
+
+    #[test]
+    fn batches_framed_after_a_failed_one_are_framed_again_from_the_durable_state() {
+        let today = today();
+        let mut f = framer(1 << 30, 2);
+        let durable = f.at;
+        let (a, _) = pair("a");
+        let (b, answer_b) = pair("b");
+        let (c, _) = pair("c");
+        f.frame(a, today);
+        f.frame(b, today);
+        f.frame(c, today);
+        // The syncer takes "a"; "b" and "c" were framed on top of it (seqs 3..=6).
+        let failed = f.take().unwrap();
+        assert_eq!(failed.appends[0].1, 1);
+        assert_eq!(f.queue.front().unwrap().appends[0].1, 3);
+        // Its write fails: the queue is framed again from the durable state.
+        f.reframe(durable, today);
+        assert_eq!(f.queued_records, 4);
+        let mut chain = Chain::genesis();
+        let first = f.take().unwrap();
+        assert_eq!(first.appends[0].1, 1);
+        assert_eq!(check_lines(&first, &mut chain), vec![1, 2]);
+        let second = f.take().unwrap();
+        assert_eq!(check_lines(&second, &mut chain), vec![3, 4]);
+        assert_eq!(chain, f.at.chain);
+        assert_eq!(
+            String::from_utf8_lossy(&first.buf).matches("\"b\"").count(),
+            2
+        );
+        // The waiter of "b" is still waiting, for the new framing.
+        drop(answer_b);
+    }
+
+    #[tokio::test]
+    async fn a_segment_of_exactly_max_bytes_is_closed_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        // The length of one line of this record (seq 1 and seq 2 frame to the same length).
+        let body = encode_body(&decision("same-size")).unwrap();
+        let mut line = Vec::new();
+        frame_line(&mut line, 1, &body, &Chain::genesis().prev_hex);
+        let line_len = line.len() as u64 + 1;
+        for (max, segments) in [(2 * line_len, 2), (2 * line_len + 1, 1)] {
+            let sub = dir.path().join(max.to_string());
+            let log = AuditLog::open(&options(&sub, max)).unwrap();
+            log.append(vec![decision("same-size")]).await.unwrap();
+            log.append(vec![decision("same-size")]).await.unwrap();
+            assert_eq!(segment_len(&sub, 1), 2 * line_len);
+            log.append(vec![decision("same-size")]).await.unwrap();
+            log.close().await;
+            let summary = verify(&sub).unwrap();
+            assert_eq!(
+                (summary.records, summary.segments),
+                (3, segments),
+                "max {max}"
             );
+            let first = if segments == 2 { 2 } else { 3 };
+            assert_eq!(segment_len(&sub, 1), first * line_len, "max {max}");
         }
     }
 
@@ -799,5 +1199,186 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    fn fault_log_with(dir: &Path, segment_max_bytes: u64) -> (AuditLog, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let store = Arc::new(FaultStore {
+            faults: faults.clone(),
+        });
+        let log = AuditLog::open_with_store(&options(dir, segment_max_bytes), store).unwrap();
+        (log, faults)
+    }
+
+    fn request_ids(dir: &Path) -> Vec<String> {
+        crate::audit::read_records(dir)
+            .unwrap()
+            .map(|r| r.unwrap().1.request_id().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn failed_write_fails_the_batch_and_the_next_batch_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        log.append(vec![decision("a")]).await.unwrap();
+        faults.write.store(1, Ordering::SeqCst);
+        let err = log.append(vec![decision("b")]).await.unwrap_err();
+        assert!(err.to_string().contains("injected write failure"), "{err}");
+        assert!(log.is_alive());
+        assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![2]);
+        log.close().await;
+        assert_eq!(request_ids(dir.path()), vec!["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn failed_directory_sync_on_rotation_fails_the_batch_and_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log_with(dir.path(), 100);
+        log.append(vec![decision("a")]).await.unwrap();
+        faults.sync_dir.store(1, Ordering::SeqCst);
+        let err = log.append(vec![decision("b")]).await.unwrap_err();
+        assert!(err.to_string().contains("injected directory sync"), "{err}");
+        assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![2]);
+        log.close().await;
+        let summary = verify(dir.path()).unwrap();
+        assert_eq!((summary.records, summary.segments), (2, 2));
+        assert_eq!(request_ids(dir.path()), vec!["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn failed_sync_in_a_new_segment_cuts_it_back_to_empty_and_continues_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log_with(dir.path(), 100);
+        log.append(vec![decision("a")]).await.unwrap();
+        faults.sync.store(1, Ordering::SeqCst);
+        assert!(log.append(vec![decision("b")]).await.is_err());
+        assert_eq!(segment_len(dir.path(), 2), 0);
+        assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![2]);
+        log.close().await;
+        let summary = verify(dir.path()).unwrap();
+        assert_eq!((summary.records, summary.segments), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn failed_truncate_after_a_failed_sync_is_repaired_by_the_re_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        log.append(vec![decision("a")]).await.unwrap();
+        let durable = segment_len(dir.path(), 1);
+        faults.sync.store(1, Ordering::SeqCst);
+        faults.truncate.store(1, Ordering::SeqCst);
+        assert!(log.append(vec![decision("b")]).await.is_err());
+        // The re-open cut the unsynced bytes off.
+        assert_eq!(segment_len(dir.path(), 1), durable);
+        assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![2]);
+        log.close().await;
+        assert_eq!(request_ids(dir.path()), vec!["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn panic_while_writing_fails_only_that_batch_and_the_writer_keeps_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        log.append(vec![decision("a")]).await.unwrap();
+        faults.panic_write.store(1, Ordering::SeqCst);
+        let err = log.append(vec![decision("b")]).await.unwrap_err();
+        assert!(err.to_string().contains("internal error"), "{err}");
+        assert!(log.is_alive(), "the writer thread ended");
+        assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![2]);
+        log.close().await;
+        assert_eq!(request_ids(dir.path()), vec!["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn many_failures_in_a_row_never_stop_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log_with(dir.path(), 4000);
+        let mut ok = Vec::new();
+        for i in 0..60 {
+            // Every step fails in turn: write, partial write, sync, truncate + re-open,
+            // rotation (open, directory sync) and a panic.
+            match i % 8 {
+                0 => faults.write.store(1, Ordering::SeqCst),
+                1 => faults.partial_write.store(1, Ordering::SeqCst),
+                2 => faults.sync.store(1, Ordering::SeqCst),
+                3 => {
+                    faults.sync.store(1, Ordering::SeqCst);
+                    faults.truncate.store(1, Ordering::SeqCst);
+                    faults.open.store(1, Ordering::SeqCst);
+                }
+                4 => faults.sync_dir.store(1, Ordering::SeqCst),
+                5 => faults.panic_write.store(1, Ordering::SeqCst),
+                _ => {}
+            }
+            let id = format!("r{i}");
+            if log.append(vec![decision(&id), outcome(&id)]).await.is_ok() {
+                ok.push(id);
+            }
+            assert!(log.is_alive(), "append {i}: the writer stopped");
+        }
+        // Whatever is left over is used up; then the writer writes again.
+        for counter in [&faults.open, &faults.sync_dir] {
+            counter.store(0, Ordering::SeqCst);
+        }
+        log.append(vec![decision("last")]).await.unwrap();
+        ok.push("last".into());
+        log.close().await;
+        let summary = verify(dir.path()).unwrap();
+        assert!(summary.segments > 3, "{summary:?}");
+        let mut expected = Vec::new();
+        for id in &ok {
+            expected.push(id.clone());
+            if id != "last" {
+                expected.push(id.clone());
+            }
+        }
+        assert_eq!(request_ids(dir.path()), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_failure_while_later_batches_are_framed_reframes_them_from_the_durable_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        log.append(vec![decision("a")]).await.unwrap();
+        let durable = segment_len(dir.path(), 1);
+        let started = faults.syncs_started.load(Ordering::SeqCst);
+
+        // "b" is written and its fdatasync held; "c" and "d" are framed behind it meanwhile.
+        let (release, held) = std::sync::mpsc::channel();
+        *faults.hold_sync.lock().unwrap() = Some(held);
+        faults.sync.store(1, Ordering::SeqCst);
+        let b = tokio::spawn({
+            let log = log.clone();
+            async move { log.append(vec![decision("b"), outcome("b")]).await }
+        });
+        while faults.syncs_started.load(Ordering::SeqCst) == started {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let later: Vec<_> = ["c", "d"]
+            .into_iter()
+            .map(|id| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(vec![decision(id), outcome(id)]).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+
+        let err = b.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("injected fdatasync"), "{err}");
+        let mut seqs = Vec::new();
+        for task in later {
+            seqs.extend(task.await.unwrap().unwrap());
+        }
+        seqs.sort_unstable();
+        // They continue right after "a": nothing chains to the failed batch.
+        assert_eq!(seqs, vec![2, 3, 4, 5]);
+        log.close().await;
+        assert!(segment_len(dir.path(), 1) > durable);
+        assert_eq!(verify(dir.path()).unwrap().records, 5);
+        let ids = request_ids(dir.path());
+        assert_eq!(ids[0], "a");
+        assert!(!ids.contains(&"b".to_string()), "{ids:?}");
     }
 }
