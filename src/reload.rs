@@ -9,7 +9,7 @@
 //!
 //! SIGHUP also rereads the case file (when cases come from one), `auth.jwks_file` and the
 //! listener's TLS certificate, key and client CA files (`[server.tls]`); the poller also reloads
-//! the TLS files when their contents change. An invalid new certificate or key is refused and
+//! `auth.jwks_file` and the TLS files when their contents change. An invalid new certificate or key is refused and
 //! the old one keeps serving new handshakes.
 //! Polling compares the name, length and modification time of the files in the policy
 //! directory, like the case file watcher; two edits within the file system's timestamp
@@ -222,6 +222,13 @@ impl Reloader {
                 }
             }
         }
+        self.reload_jwks().await;
+        let _ = self.reload_tls().await;
+    }
+
+    /// Rereads `auth.jwks_file` when configured; changed, valid keys replace the old ones.
+    async fn reload_jwks(&self) {
+        let metrics = self.gate.metrics();
         match self.gate.auth().reload_jwks_file().await {
             Ok(false) => {}
             Ok(true) => {
@@ -233,10 +240,10 @@ impl Reloader {
                 tracing::error!(error = %e, "jwks file not reloaded; keeping the previous keys");
             }
         }
-        let _ = self.reload_tls().await;
     }
 
-    /// Polls the policy directory and the TLS files every `interval` until the task is aborted.
+    /// Polls the policy directory, the JWKS file and the TLS files every `interval` until the
+    /// task is aborted.
     pub fn spawn_poller(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
@@ -246,6 +253,7 @@ impl Reloader {
             loop {
                 tick.tick().await;
                 let _ = me.reload_policies_if_changed().await;
+                me.reload_jwks().await;
                 let _ = me.reload_tls_if_changed().await;
             }
         })

@@ -434,3 +434,140 @@ async fn enforced_routes_keep_denying_and_their_records_have_no_enforced_key() {
     let decision = records.iter().find(|r| r["kind"] == "decision").unwrap();
     assert!(decision.get("enforced").is_none(), "{decision}");
 }
+
+/// A JWK for a P-256 public key.
+fn es256_jwk(key: &p256::SecretKey, kid: &str) -> Value {
+    use base64::Engine as _;
+    let point = key.public_key().to_sec1_bytes(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+                       "kid": kid, "alg": "ES256", "use": "sig"})
+}
+
+/// Polls (bounded) until `status` answers `want`.
+async fn eventually_status(h: &Harness, token: &str, want: u16) -> bool {
+    let q = raadpleeg(&["999993653"], &["naam"]);
+    for _ in 0..100 {
+        if h.brp(token, Some("Z-OPEN"), &q).await.status.as_u16() == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn changed_jwks_file_is_picked_up_by_polling_and_an_invalid_one_is_kept_out() {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let tmp = tempfile::tempdir().unwrap();
+    let jwks_path = tmp.path().join("jwks.json");
+    let demo: Value = serde_json::from_slice(
+        &std::fs::read(repo().join("examples/demo/keys/jwks.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&jwks_path, serde_json::to_vec(&demo).unwrap()).unwrap();
+    let h = Harness::start_with(Options {
+        jwks_file: Some(jwks_path.clone()),
+        policies_extra: "poll_interval = \"100ms\"".into(),
+        extra_config: "[admin]\nlisten = \"127.0.0.1:0\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let q = raadpleeg(&["999993653"], &["naam"]);
+    let old_token = h.emp042();
+    assert_eq!(h.brp(&old_token, Some("Z-OPEN"), &q).await.status, 200);
+
+    // A key the gate does not know yet.
+    let new_key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let new_pem = new_key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let claims = common::tokens::employee_claims(
+        common::ISSUER,
+        common::AUDIENCE,
+        "emp-042",
+        "0363",
+        &["vergunningverlener"],
+        600,
+    );
+    let new_token = common::tokens::mint(new_pem.as_bytes(), "rotated-2027", &claims).unwrap();
+    assert_eq!(h.brp(&new_token, Some("Z-OPEN"), &q).await.status, 401);
+
+    // Both keys: the new token is accepted without a restart or SIGHUP.
+    let mut both = demo.clone();
+    both["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(es256_jwk(&new_key, "rotated-2027"));
+    std::fs::write(&jwks_path, serde_json::to_vec(&both).unwrap()).unwrap();
+    assert!(
+        eventually_status(&h, &new_token, 200).await,
+        "new key not picked up"
+    );
+    assert_eq!(h.brp(&old_token, Some("Z-OPEN"), &q).await.status, 200);
+
+    // The old key rotated out: its token is refused although it was verified (and cached) before.
+    let only_new = serde_json::json!({"keys": [es256_jwk(&new_key, "rotated-2027")]});
+    std::fs::write(&jwks_path, serde_json::to_vec(&only_new).unwrap()).unwrap();
+    assert!(
+        eventually_status(&h, &old_token, 401).await,
+        "removed key still accepted"
+    );
+
+    // An invalid file is refused and counted; the keys in force stay.
+    std::fs::write(&jwks_path, b"{\"keys\": [{\"kty\": \"EC\"").unwrap();
+    let mut failed = false;
+    for _ in 0..100 {
+        let (_, metrics) = h.admin_get("/metrics").await;
+        if sample(
+            &metrics,
+            "purpose_gate_reloads_total{what=\"jwks\",result=\"failed\"}",
+        )
+        .is_some_and(|n| n >= 1.0)
+        {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "invalid jwks file not counted as a failed reload");
+    assert_eq!(h.brp(&new_token, Some("Z-OPEN"), &q).await.status, 200);
+    let (_, metrics) = h.admin_get("/metrics").await;
+    assert!(
+        sample(
+            &metrics,
+            "purpose_gate_reloads_total{what=\"jwks\",result=\"ok\"}"
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(Options {
+        server_extra: "header_read_timeout = \"500ms\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    // Half a request head, then silence.
+    conn.write_all(
+        b"POST /haalcentraal/api/brp/personen HTTP/1.1\r\nHost: gate\r\nContent-Type: app",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "closed before the timeout: {elapsed:?}"
+    );
+    // Whatever hyper wrote before closing, it is no answer from the registry.
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+    assert_eq!(h.registry.seen_count(), 0);
+    assert!(h.records().is_empty(), "no stage ran, nothing to record");
+}

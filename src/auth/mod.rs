@@ -147,6 +147,8 @@ pub struct Authenticator {
     cache: TokenCache,
     /// `auth.jwks_file`, reread by [`Authenticator::reload_jwks_file`].
     jwks_file: Option<std::path::PathBuf>,
+    /// SHA-256 of the JWKS file's contents now in force (a reload of the same bytes is a no-op).
+    jwks_digest: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 /// The JOSE header members the gate reads; all others (`jku`, `x5u`, `jwk`, `x5c`, …) are ignored.
@@ -167,12 +169,14 @@ impl Authenticator {
             Some(path) => Some(Arc::new(load_secret(path).await?)),
             None => None,
         };
+        let mut jwks_digest = None;
         let (keys, remote) = match (&cfg.jwks_file, &cfg.jwks_url) {
             (Some(path), _) => {
                 let source = format!("jwks file `{}`", path.display());
                 let doc = tokio::fs::read(path)
                     .await
                     .map_err(|e| AuthSetupError(format!("cannot read {source}: {e}")))?;
+                jwks_digest = Some(sha256(&doc));
                 (KeySet::parse(&doc, &source)?, None)
             }
             (None, Some(url)) => {
@@ -210,12 +214,15 @@ impl Authenticator {
             remote,
             cache: TokenCache::new(cfg.token_cache_size),
             jwks_file: cfg.jwks_file.clone(),
+            jwks_digest: std::sync::Mutex::new(jwks_digest),
         })
     }
 
-    /// Rereads `auth.jwks_file` (on SIGHUP). A valid file replaces the key set and empties the
-    /// token cache (a removed key must not keep verifying cached tokens); an invalid one keeps
-    /// the old keys and is returned as the error. `Ok(false)`: no `jwks_file` is configured.
+    /// Rereads `auth.jwks_file` (on SIGHUP and by the poller). Changed contents that are valid
+    /// replace the key set and empty the token cache (a removed key must not keep verifying
+    /// cached tokens); invalid contents keep the old keys and are returned as the error (and
+    /// are tried again at the next reload). `Ok(false)`: no `jwks_file` is configured, or its
+    /// contents are those in force.
     pub async fn reload_jwks_file(&self) -> Result<bool, AuthSetupError> {
         let Some(path) = &self.jwks_file else {
             return Ok(false);
@@ -224,9 +231,17 @@ impl Authenticator {
         let doc = tokio::fs::read(path)
             .await
             .map_err(|e| AuthSetupError(format!("cannot read {source}: {e}")))?;
+        let digest = sha256(&doc);
+        let in_force = self.jwks_digest.lock().map(|d| *d).unwrap_or(None);
+        if in_force == Some(digest) {
+            return Ok(false);
+        }
         let keys = KeySet::parse(&doc, &source)?;
         self.keys.store(Arc::new(keys));
         self.cache.clear();
+        if let Ok(mut d) = self.jwks_digest.lock() {
+            *d = Some(digest);
+        }
         Ok(true)
     }
 
@@ -477,3 +492,9 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
+
+/// SHA-256 of `bytes`.
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}

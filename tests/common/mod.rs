@@ -83,6 +83,8 @@ pub struct Options {
     pub server_extra: String,
     /// Extra keys for both `[upstreams.brp]` and `[upstreams.rdw]` (e.g. TLS files).
     pub upstream_extra: String,
+    /// Use this JWKS file instead of the demo's `examples/demo/keys/jwks.json`.
+    pub jwks_file: Option<PathBuf>,
 }
 
 pub struct Harness {
@@ -176,7 +178,11 @@ connect_timeout = "500ms"
 {upstream_extra}
 {extra}
 "#,
-            jwks = repo().join("examples/demo/keys/jwks.json").display(),
+            jwks = opts
+                .jwks_file
+                .clone()
+                .unwrap_or_else(|| repo().join("examples/demo/keys/jwks.json"))
+                .display(),
             policies = opts
                 .policies_dir
                 .clone()
