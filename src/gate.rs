@@ -734,12 +734,21 @@ fn subjects_of(
     }
 }
 
-/// Reads the request body up to `max` bytes (413 above).
+/// Reads the request body up to `max` bytes (413 above). A body framed by `Transfer-Encoding`
+/// is refused: with `Content-Length` beside it the two framings disagree (a smuggling shape; the
+/// HTTP parser keeps only the chunked one and drops the length), and a lookup body is small
+/// enough to be sent with its length.
 async fn read_body<B>(body: B, max: usize, headers: &http::HeaderMap) -> Result<Bytes, GateError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(GateError::BadRequest(
+            "a request body framed by `transfer-encoding` is refused: send it with `content-length`"
+                .into(),
+        ));
+    }
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
