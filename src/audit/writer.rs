@@ -24,6 +24,7 @@ use super::format::{Chain, encode_body, frame_line, segment_file_name};
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{CheckpointKind, CheckpointRecord, RecordBody};
 use super::scan::{Tail, scan_segment};
+use super::spool;
 
 /// A segment file as the writer uses it; a test double can inject failures.
 #[allow(clippy::len_without_is_empty)] // `len` is an I/O query, not a collection size
@@ -85,6 +86,8 @@ pub(crate) enum Command {
     Close(oneshot::Sender<()>),
     /// The checkpoint interval passed: write a checkpoint if records arrived since the last.
     Tick,
+    /// Review requests wait in the spool: append them.
+    Reviews,
 }
 
 /// The writer's checkpoint state (when a signing key is configured).
@@ -128,6 +131,8 @@ pub(crate) struct Writer {
     /// UTC day of the current segment's records (`None` while it is empty): a segment holds
     /// the records of one day, the next day starts a new segment.
     segment_day: Option<chrono::NaiveDate>,
+    /// Whether this writer appends the review requests of the spool.
+    reviews: bool,
 }
 
 impl Writer {
@@ -155,6 +160,7 @@ impl Writer {
             leaves: Vec::new(),
             lock: None,
             segment_day: None,
+            reviews: false,
         };
         if writer.durable_len > 0 {
             writer.segment_day = std::fs::metadata(&writer.path)
@@ -169,6 +175,12 @@ impl Writer {
     /// Switches checkpoints on; `checkpoints.frontier` must cover every line already in the log.
     pub(crate) fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Writer {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Appends the review requests of the spool: at start, and on each `Reviews` command.
+    pub(crate) fn with_reviews(mut self, reviews: bool) -> Writer {
+        self.reviews = reviews;
         self
     }
 
@@ -211,9 +223,12 @@ impl Writer {
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch: Vec<Append> = Vec::new();
         let mut carry: Option<Append> = None;
+        // Requests spooled while no writer ran.
+        self.append_reviews();
         loop {
             let mut close = None;
             let mut tick = false;
+            let mut reviews = false;
             let mut records = 0usize;
             if let Some(append) = carry.take() {
                 records += append.bodies.len();
@@ -226,6 +241,7 @@ impl Writer {
                     }
                     Some(Command::Close(reply)) => close = Some(reply),
                     Some(Command::Tick) => tick = true,
+                    Some(Command::Reviews) => reviews = true,
                     None => break,
                 }
             }
@@ -241,10 +257,14 @@ impl Writer {
                     }
                     Ok(Command::Close(reply)) => close = Some(reply),
                     Ok(Command::Tick) => tick = true,
+                    Ok(Command::Reviews) => reviews = true,
                     Err(_) => break,
                 }
             }
             self.commit(&mut batch);
+            if reviews {
+                self.append_reviews();
+            }
             self.maybe_checkpoint(tick);
             if let Some(reply) = close {
                 if let Some(append) = carry.take() {
@@ -318,6 +338,67 @@ impl Writer {
         }
     }
 
+    /// Appends the review requests waiting in the spool, oldest first, each as a `review`
+    /// record through [`Writer::commit`]; answers each (done with its seq, or rejected) only
+    /// after its record is durable. A request whose record could not be written stays for the
+    /// next attempt. See [`super::spool`].
+    fn append_reviews(&mut self) {
+        if !self.reviews {
+            return;
+        }
+        let pending = match spool::pending(&self.dir) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "audit log: cannot read the review spool");
+                return;
+            }
+        };
+        for p in pending {
+            if p.already_done {
+                // Appended before a crash that came before its removal: never append twice.
+                if let Err(e) = spool::remove_request(&self.dir, &p.id) {
+                    tracing::error!(error = %e, id = %p.id, "audit log: cannot remove a review request");
+                }
+                continue;
+            }
+            let request = match p
+                .request
+                .and_then(|r| r.check(self.chain.next_seq).map(|()| r))
+            {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::warn!(id = %p.id, reason = %why, "audit log: review request rejected");
+                    if let Err(e) = spool::finish_rejected(&self.dir, &p.id, &why) {
+                        tracing::error!(error = %e, id = %p.id, "audit log: cannot reject a review request");
+                    }
+                    continue;
+                }
+            };
+            let bodies = match encode_body(&RecordBody::Review(request.record())) {
+                Ok(b) => vec![b],
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log: cannot encode a review record");
+                    continue;
+                }
+            };
+            let (reply, mut answer) = oneshot::channel();
+            self.commit(&mut vec![Append { bodies, reply }]);
+            match answer.try_recv() {
+                Ok(Ok(seqs)) => {
+                    let seq = seqs.first().copied().unwrap_or_default();
+                    tracing::info!(seq, target_seq = request.target_seq, by = %request.by, "audit log: review appended");
+                    if let Err(e) = spool::finish_done(&self.dir, &p.id, seq) {
+                        tracing::error!(error = %e, id = %p.id, "audit log: cannot answer a review request");
+                    }
+                }
+                _ => {
+                    tracing::error!(id = %p.id, "audit log: review not written, will retry");
+                    return;
+                }
+            }
+        }
+    }
+
     /// After a close: refuses what was queued later and syncs once more.
     fn finish(&mut self, mut rx: mpsc::Receiver<Command>) {
         rx.close();
@@ -329,7 +410,7 @@ impl Writer {
                 Command::Close(reply) => {
                     let _ = reply.send(());
                 }
-                Command::Tick => {}
+                Command::Tick | Command::Reviews => {}
             }
         }
         self.maybe_checkpoint(true);
