@@ -3,7 +3,10 @@
 //! (target ≤ 1 s), `audit query --employee`, and `audit verify` with checkpoints (target
 //! ≥ 100 MB/s). The log is written once through the real writer (with large batches).
 //!
-//! `AUDIT_BENCH_RECORDS` overrides the record count (e.g. for a quick run).
+//! `AUDIT_BENCH_RECORDS` overrides the record count (e.g. for a quick run). With
+//! `AUDIT_BENCH_DIR=DIR` the log is written to `DIR/audit` (reused when it exists) and kept, with
+//! the checkpoints' public key in `DIR/checkpoint.pub.pem`, so that the binary can be timed on
+//! the same log: `time purpose-gate audit verify --dir DIR/audit --pubkey DIR/checkpoint.pub.pem`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -116,8 +119,25 @@ fn auditor(c: &mut Criterion) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let tmp = tempfile::tempdir().unwrap();
-    let key = write_log(tmp.path(), records);
-    let bytes: u64 = std::fs::read_dir(tmp.path())
+    let kept = std::env::var_os("AUDIT_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = match &kept {
+        Some(d) => d.join("audit"),
+        None => tmp.path().to_path_buf(),
+    };
+    let key = if dir.join("audit-000001.jsonl").exists() {
+        SigningKey::from_bytes(&[42u8; 32])
+    } else {
+        write_log(&dir, records)
+    };
+    if let Some(d) = &kept {
+        use ed25519_dalek::pkcs8::{EncodePublicKey, spki::der::pem::LineEnding};
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        std::fs::write(d.join("checkpoint.pub.pem"), pem).unwrap();
+    }
+    let bytes: u64 = std::fs::read_dir(dir.as_path())
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
@@ -133,7 +153,7 @@ fn auditor(c: &mut Criterion) {
     };
     group.bench_function("by_subject", |b| {
         b.iter(|| {
-            let r = query(tmp.path(), &subject).unwrap();
+            let r = query(dir.as_path(), &subject).unwrap();
             assert!(!r.rows.is_empty());
         })
     });
@@ -143,7 +163,7 @@ fn auditor(c: &mut Criterion) {
     };
     group.bench_function("by_employee", |b| {
         b.iter(|| {
-            let r = query(tmp.path(), &employee).unwrap();
+            let r = query(dir.as_path(), &employee).unwrap();
             assert!(!r.rows.is_empty());
         })
     });
@@ -151,7 +171,7 @@ fn auditor(c: &mut Criterion) {
     let public = key.verifying_key();
     group.bench_function("verify_with_checkpoints", |b| {
         b.iter(|| {
-            let s = verify_log(tmp.path(), Some(&public)).unwrap();
+            let s = verify_log(dir.as_path(), Some(&public)).unwrap();
             assert!(s.checkpoints > 0);
         })
     });

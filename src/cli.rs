@@ -127,9 +127,20 @@ pub enum AuditCommand {
         /// `Mon-Fri 07:00-19:00` UTC).
         #[arg(long, value_name = "SPEC")]
         working_hours: Option<String>,
-        /// Take `[audit] working_hours` from this gate config.
+        /// Take `[audit] working_hours` and `employee_directory` from this gate config.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Employees' surnames (JSON `{"id": "surname"}` or CSV with columns `employee`,
+        /// `surname`), for the shared-surname signal; default `[audit] employee_directory`.
+        #[arg(long, value_name = "FILE")]
+        employee_directory: Option<PathBuf>,
+        /// The looked-up persons' surnames, exported from the BRP (JSON `{"bsn": "surname"}`
+        /// or CSV with columns `bsn`, `surname`), for the shared-surname signal.
+        #[arg(long, value_name = "FILE")]
+        subject_names: Option<PathBuf>,
+        /// The `[audit] subject_key` file, for a log with pseudonymised subjects.
+        #[arg(long, value_name = "FILE")]
+        subject_key: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
@@ -151,6 +162,9 @@ pub enum AuditCommand {
         /// A note.
         #[arg(long, value_name = "TEXT")]
         note: Option<String>,
+        /// Seconds to wait for a running gate to append the review.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
     },
     /// Check an inclusion proof without access to the log.
     CheckProof {
@@ -389,15 +403,30 @@ fn audit(cmd: AuditCommand) -> ExitCode {
             period,
             working_hours,
             config,
+            employee_directory,
+            subject_names,
+            subject_key,
             format,
-        } => audit_signals(&dir, &period, working_hours, config.as_deref(), format),
+        } => audit_signals(
+            &dir,
+            &period,
+            working_hours,
+            config.as_deref(),
+            SurnameFiles {
+                employee_directory,
+                subject_names,
+                subject_key,
+            },
+            format,
+        ),
         AuditCommand::Review {
             dir,
             seq,
             by,
             verdict,
             note,
-        } => audit_review(&dir, seq, &by, verdict, note),
+            timeout,
+        } => audit_review(&dir, seq, &by, verdict, note, timeout),
     }
 }
 
@@ -526,11 +555,72 @@ fn audit_incident_report(
     }
 }
 
+/// The files of the shared-surname signal, as given on the command line.
+struct SurnameFiles {
+    employee_directory: Option<PathBuf>,
+    subject_names: Option<PathBuf>,
+    subject_key: Option<PathBuf>,
+}
+
+/// Loads the names for the shared-surname signal; `None` when it is off. The directory without
+/// the subjects' names (or the reverse) is a usage error when given on the command line; a
+/// directory from the config without `--subject-names` only switches the signal off (noted).
+fn surname_inputs(
+    files: SurnameFiles,
+    from_config: Option<PathBuf>,
+) -> Result<Option<crate::audit::report::SurnameInputs>, String> {
+    use crate::audit::surname::NameTable;
+    let explicit = files.employee_directory.is_some();
+    let directory = files.employee_directory.or(from_config);
+    let (directory, names) = match (directory, files.subject_names) {
+        (None, None) => return Ok(None),
+        (Some(_), None) if !explicit => {
+            eprintln!(
+                "note: shared_surname is off: the log holds no names, give `--subject-names FILE`"
+            );
+            return Ok(None);
+        }
+        (Some(_), None) => {
+            return Err(
+                "`--employee-directory` needs `--subject-names FILE`: the log holds no names of persons"
+                    .into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err(
+                "`--subject-names` needs `--employee-directory FILE` (or `[audit] employee_directory` with `--config`)"
+                    .into(),
+            );
+        }
+        (Some(d), Some(n)) => (d, n),
+    };
+    let employees = NameTable::load(&directory, "employee")?;
+    let key = files
+        .subject_key
+        .as_deref()
+        .map(crate::audit::pseudonym::SubjectKey::load)
+        .transpose()?;
+    let subjects = NameTable::load(&names, "bsn")?
+        .iter()
+        .map(|(bsn, surname)| {
+            (
+                crate::audit::pseudonym::subject_id(key.as_ref(), "Person", bsn),
+                (bsn.to_string(), surname.to_string()),
+            )
+        })
+        .collect();
+    Ok(Some(crate::audit::report::SurnameInputs {
+        employees,
+        subjects,
+    }))
+}
+
 fn audit_signals(
     dir: &Path,
     p: &PeriodArgs,
     working_hours: Option<String>,
     config: Option<&Path>,
+    surname_files: SurnameFiles,
     format: ReportFormat,
 ) -> ExitCode {
     if let Err(code) = existing_dir(dir) {
@@ -540,16 +630,22 @@ fn audit_signals(
         Ok(p) => p,
         Err(code) => return code,
     };
-    let spec = match (working_hours, config) {
-        (Some(w), _) => w,
-        (None, Some(c)) => match load_config(c) {
-            Ok(cfg) => cfg.audit.working_hours,
-            Err(code) => return code,
-        },
-        (None, None) => crate::config::AuditConfig::default().working_hours,
+    let audit_config = match config.map(load_config).transpose() {
+        Ok(c) => c.map(|c| c.audit),
+        Err(code) => return code,
     };
+    let spec = working_hours
+        .or_else(|| audit_config.as_ref().map(|a| a.working_hours.clone()))
+        .unwrap_or_else(|| crate::config::AuditConfig::default().working_hours);
     let hours = match crate::audit::report::WorkingHours::parse(&spec) {
         Ok(h) => h,
+        Err(e) => return usage_error(&e),
+    };
+    let surnames = match surname_inputs(
+        surname_files,
+        audit_config.and_then(|a| a.employee_directory),
+    ) {
+        Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
     let filter = crate::audit::query::Filter {
@@ -561,8 +657,9 @@ fn audit_signals(
         Ok(r) => r,
         Err(code) => return code,
     };
-    let list =
-        crate::audit::report::signals(&result, &crate::audit::report::SignalOptions::new(hours));
+    let mut opts = crate::audit::report::SignalOptions::new(hours);
+    opts.surnames = surnames;
+    let list = crate::audit::report::signals(&result, &opts);
     match format {
         ReportFormat::Text => {
             print!("{}", crate::audit::report::signals_text(&list));
@@ -582,6 +679,7 @@ fn audit_review(
     by: &str,
     verdict: VerdictArg,
     note: Option<String>,
+    timeout: u64,
 ) -> ExitCode {
     if let Err(code) = existing_dir(dir) {
         return code;
@@ -590,9 +688,13 @@ fn audit_review(
         VerdictArg::Ok => crate::audit::ReviewVerdict::Ok,
         VerdictArg::Suspicious => crate::audit::ReviewVerdict::Suspicious,
     };
-    match crate::audit::review::append_review(dir, seq, by, verdict, note) {
-        Ok(review_seq) => {
-            println!("ok: review of seq {seq} appended as seq {review_seq}");
+    let timeout = std::time::Duration::from_secs(timeout);
+    match crate::audit::review::append_review(dir, seq, by, verdict, note, timeout) {
+        Ok(done) => {
+            if done.by_gate {
+                eprintln!("note: a running gate holds the log; its writer appended the review");
+            }
+            println!("ok: review of seq {seq} appended as seq {}", done.seq);
             ExitCode::SUCCESS
         }
         Err(crate::audit::review::ReviewError::Usage(m)) => usage_error(&m),

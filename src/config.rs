@@ -686,7 +686,8 @@ pub struct AuditConfig {
     /// given (`"Mon-Fri 07:00-19:00 +01:00"`). Default `"Mon-Fri 07:00-19:00"`.
     #[serde(default = "default_working_hours")]
     pub working_hours: String,
-    /// Reserved for the shared-surname signal (accepted, not used yet). Default: none.
+    /// Employees' surnames for the shared-surname signal of `audit signals --config`
+    /// (JSON or CSV, see `docs/auditing.md`). Default: none.
     #[serde(default)]
     pub employee_directory: Option<PathBuf>,
 }

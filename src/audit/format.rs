@@ -235,6 +235,27 @@ impl Chain {
     /// Checks that `line` is the next record of the chain and advances past it.
     pub(crate) fn check(&mut self, line: &[u8]) -> Result<Record, LineFault> {
         let record = parse_record(line).map_err(LineFault::Unreadable)?;
+        self.follows(&record)?;
+        self.advance(line);
+        Ok(record)
+    }
+
+    /// Like [`Chain::check`] for a line whose hash (`line_hash_hex(line)`) was computed
+    /// already (by the read-ahead thread of the verifier).
+    pub(crate) fn check_hashed(
+        &mut self,
+        line: &[u8],
+        hash_hex: &[u8; 64],
+    ) -> Result<Record, LineFault> {
+        let record = parse_record(line).map_err(LineFault::Unreadable)?;
+        self.follows(&record)?;
+        self.prev_hex = *hash_hex;
+        self.next_seq += 1;
+        Ok(record)
+    }
+
+    /// Whether `record` carries the seq and prev that come next.
+    fn follows(&self, record: &Record) -> Result<(), LineFault> {
         if record.seq() != self.next_seq {
             return Err(LineFault::Seq {
                 expected: self.next_seq,
@@ -248,8 +269,7 @@ impl Chain {
                 found: record.prev().to_string(),
             });
         }
-        self.advance(line);
-        Ok(record)
+        Ok(())
     }
 
     /// Advances past `line` without checking it (the writer produced it).
@@ -370,9 +390,21 @@ mod tests {
 
         let mut wrong_prev = Vec::new();
         frame_line(&mut wrong_prev, 2, &body, &GENESIS_PREV);
-        let fault = chain.check(&wrong_prev).unwrap_err();
+        let fault = chain.clone().check(&wrong_prev).unwrap_err();
         assert_eq!(fault.seq(), Some(2));
         assert!(matches!(fault, LineFault::Prev { .. }));
+        // The same with the hash computed beforehand.
+        let hash = line_hash_hex(&wrong_prev);
+        assert_eq!(
+            chain.clone().check_hashed(&wrong_prev, &hash).unwrap_err(),
+            fault
+        );
+        let mut good = Vec::new();
+        frame_line(&mut good, 2, &body, &chain.prev_hex);
+        let (mut a, mut b) = (chain, chain);
+        a.check(&good).unwrap();
+        b.check_hashed(&good, &line_hash_hex(&good)).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::checkpoint::{
 };
 use super::format::parse_record;
 use super::merkle::{Frontier, Hash, inclusion_proof, leaf_hash, verify_inclusion};
-use super::reader::LogWalker;
+use super::reader::{LogWalker, walk_verified};
 use super::record::Record;
 
 /// Result of a successful [`verify_log`].
@@ -106,17 +106,14 @@ pub fn verify_log(
     if wanted.contains(&0) {
         roots.insert(0, frontier.root());
     }
-    let mut walker = LogWalker::open(dir, true).map_err(|f| f.to_verify_failure())?;
     let mut last_record_size = None::<(u64, u64)>;
-    loop {
-        let next = walker.next_record().map_err(|f| f.to_verify_failure())?;
-        let Some((line, record)) = next else { break };
-        frontier.push(leaf_hash(line));
+    let (_, segments) = walk_verified(dir, true, |v| {
+        frontier.push(v.leaf);
         if wanted.contains(&frontier.size()) {
             roots.insert(frontier.size(), frontier.root());
         }
-        let Record::Checkpoint(cp) = record else {
-            continue;
+        let Record::Checkpoint(cp) = v.record else {
+            return Ok(());
         };
         let at = |m: String| {
             fail(
@@ -167,7 +164,8 @@ pub fn verify_log(
                 cp.origin, file.checkpoint.origin
             )));
         }
-    }
+        Ok(())
+    })?;
     let records = frontier.size();
     for (size, file) in &files {
         if *size > records {
@@ -199,7 +197,7 @@ pub fn verify_log(
     }
     Ok(IntegritySummary {
         records,
-        segments: walker.segments_seen(),
+        segments,
         checkpoints: files.len(),
         signatures_checked: key.is_some(),
         latest: files

@@ -23,7 +23,9 @@ pub mod record;
 pub mod report;
 pub mod review;
 mod scan;
+pub mod spool;
 pub mod stats;
+pub mod surname;
 #[cfg(test)]
 mod testutil;
 mod writer;
@@ -83,6 +85,12 @@ pub enum AuditError {
     /// `close` was called.
     #[error("audit log is closed")]
     Closed,
+    /// Another writer (a running gate) holds the directory's `writer.lock`.
+    #[error("audit log unavailable: {0}")]
+    InUse(String),
+    /// A spooled review request does not fit the log (e.g. it names a seq beyond it).
+    #[error("review request rejected: {0}")]
+    Rejected(String),
 }
 
 /// Handle to the single writer (cheap to clone).
@@ -111,7 +119,20 @@ impl AuditLog {
         opts: &AuditOptions,
         store: Arc<dyn SegmentStore>,
     ) -> Result<AuditLog, AuditError> {
-        AuditLog::open_full(opts, store, None)
+        AuditLog::open_full(opts, store, None, false)
+    }
+
+    /// Opens the log and appends the waiting review requests of the spool ([`spool`]), each
+    /// answered once its record is durable: `audit review` when no gate runs. Blocks; call it
+    /// outside the async runtime. Close the log to finish.
+    pub fn open_for_reviews(dir: &Path) -> Result<AuditLog, AuditError> {
+        let opts = AuditOptions::from_config(&crate::config::AuditConfig {
+            dir: dir.to_path_buf(),
+            ..crate::config::AuditConfig::default()
+        });
+        let log = AuditLog::open_full(&opts, Arc::new(FsStore), None, false)?;
+        spool::append_pending(&log.tx, dir);
+        Ok(log)
     }
 
     /// Opens the log as configured in `[audit]`: with signed checkpoints when `signing_key`
@@ -126,10 +147,12 @@ impl AuditLog {
             }),
             None => None,
         };
+        // The gate's writer also appends the reviews that `audit review` spools.
         AuditLog::open_full(
             &AuditOptions::from_config(config),
             Arc::new(FsStore),
             checkpoints,
+            true,
         )
     }
 
@@ -140,13 +163,16 @@ impl AuditLog {
         opts: &AuditOptions,
         checkpoints: CheckpointOptions,
     ) -> Result<AuditLog, AuditError> {
-        AuditLog::open_full(opts, Arc::new(FsStore), Some(checkpoints))
+        AuditLog::open_full(opts, Arc::new(FsStore), Some(checkpoints), false)
     }
 
+    /// Opens the log; with `reviews`, the writer appends the review requests of the spool
+    /// (at start and whenever the spool poller finds one).
     fn open_full(
         opts: &AuditOptions,
         store: Arc<dyn SegmentStore>,
         checkpoints: Option<CheckpointOptions>,
+        reviews: bool,
     ) -> Result<AuditLog, AuditError> {
         let dir = opts.dir.clone();
         if !dir.is_dir() {
@@ -211,6 +237,31 @@ impl AuditLog {
                 .map_err(|e| AuditError::Unavailable(format!("cannot start the ticker: {e}")))?;
         }
         writer.start(rx)?;
+        if reviews {
+            // A thread appends the spooled review requests (those that waited for a writer
+            // first), then looks into `reviews/incoming/` every `POLL_INTERVAL`. It holds a weak
+            // sender, so it never keeps the writer alive.
+            let weak = tx.downgrade();
+            let spool_dir = dir.clone();
+            std::thread::Builder::new()
+                .name("audit-review-spool".into())
+                .spawn(move || {
+                    loop {
+                        let Some(tx) = weak.upgrade() else { break };
+                        if tx.is_closed() {
+                            break;
+                        }
+                        if spool::has_incoming(&spool_dir) {
+                            spool::append_pending(&tx, &spool_dir);
+                        }
+                        drop(tx);
+                        std::thread::sleep(spool::POLL_INTERVAL);
+                    }
+                })
+                .map_err(|e| {
+                    AuditError::Unavailable(format!("cannot start the review poller: {e}"))
+                })?;
+        }
         Ok(AuditLog {
             tx,
             closed: Arc::new(AtomicBool::new(false)),
@@ -278,7 +329,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
         .map_err(|e| AuditError::Unavailable(format!("cannot open `{}`: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Unavailable(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::InUse(format!(
             "`{}` is in use by another writer (a running gate holds `{WRITER_LOCK_FILE}`)",
             dir.display()
         ))),

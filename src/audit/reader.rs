@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use super::AuditError;
 use super::VerifyFailure;
 use super::VerifySummary;
-use super::format::{Chain, display_name, list_segments, parse_record};
+use super::format::{Chain, display_name, line_hash_hex, list_segments, parse_record};
+use super::merkle::{Hash, leaf_hash};
 use super::record::Record;
 
 const READ_BUFFER: usize = 256 * 1024;
@@ -127,8 +128,6 @@ pub(crate) struct LogWalker {
     current: Option<(String, LineReader)>,
     chain: Chain,
     check_chain: bool,
-    segments_seen: usize,
-    records: u64,
 }
 
 impl LogWalker {
@@ -145,14 +144,7 @@ impl LogWalker {
             current: None,
             chain: Chain::genesis(),
             check_chain,
-            segments_seen: 0,
-            records: 0,
         })
-    }
-
-    /// Segment files opened so far.
-    pub(crate) fn segments_seen(&self) -> usize {
-        self.segments_seen
     }
 
     /// The next record with its line bytes, `None` after the last segment.
@@ -170,7 +162,6 @@ impl LogWalker {
                     message: format!("cannot open segment: {e}"),
                     io: true,
                 })?;
-                self.segments_seen += 1;
                 self.current = Some((name, reader));
             }
             let Some((name, reader)) = self.current.as_mut() else {
@@ -215,23 +206,194 @@ impl LogWalker {
         } else {
             parse_record(line.bytes).map_err(|m| fault(None, m))?
         };
-        self.records += 1;
         Ok(Some((line.bytes, record)))
     }
 }
 
-/// Verifies the whole chain in `dir`: every line of every segment, in order.
-pub fn verify(dir: &Path) -> Result<VerifySummary, VerifyFailure> {
-    let mut walker = LogWalker::open(dir, true).map_err(|f| f.to_verify_failure())?;
-    while walker
-        .next_record()
-        .map_err(|f| f.to_verify_failure())?
-        .is_some()
-    {}
-    Ok(VerifySummary {
-        records: walker.records,
-        segments: walker.segments_seen,
+/// Bytes of lines the read-ahead thread hands over at a time.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks in flight between the read-ahead thread and the checking thread.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A line read ahead: where it is in its chunk and in the log, and its hashes.
+struct AheadLine {
+    start: usize,
+    end: usize,
+    /// Index of its segment in the walk's segment list.
+    segment: usize,
+    number: u64,
+    /// `line_hash_hex` of the line: the `prev` the next line must carry.
+    hash_hex: [u8; 64],
+    /// RFC 6962 leaf hash (zeros when the walk does not want leaves).
+    leaf: Hash,
+}
+
+/// Lines read ahead, and the read fault (I/O error, torn line) that ended the reading, if any.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    lines: Vec<AheadLine>,
+    fault: Option<ReadFault>,
+}
+
+/// A record of a verified walk, in log order.
+pub(crate) struct Verified {
+    pub record: Record,
+    /// `SHA-256(0x00 || line)` when the walk was asked for leaves.
+    pub leaf: Hash,
+}
+
+/// Walks the whole log in `dir` with the chain checked, on two threads (the verify path):
+/// a read-ahead thread reads the segments in order in large blocks and hashes every line (the
+/// chain hash, and with `leaves` the RFC 6962 leaf hash); this thread parses every line with
+/// the one parser and checks its seq and prev against the hash of the line before
+/// ([`Chain::check_hashed`]). `visit` sees every record in order and may end the walk with a
+/// failure. The failure reported is the first in log order, the same as
+/// [`LogWalker::next_record`] reports. Returns the number of records and segments.
+pub(crate) fn walk_verified(
+    dir: &Path,
+    leaves: bool,
+    mut visit: impl FnMut(Verified) -> Result<(), VerifyFailure>,
+) -> Result<(u64, usize), VerifyFailure> {
+    let segments = list_segments(dir).map_err(|e| {
+        ReadFault {
+            file: dir.display().to_string(),
+            line: 0,
+            seq: None,
+            message: format!("cannot list the audit directory: {e}"),
+            io: true,
+        }
+        .to_verify_failure()
+    })?;
+    let names: Vec<String> = segments.iter().map(|(_, p)| display_name(p)).collect();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read_ahead(&segments, &names, leaves, tx));
+        // `rx` is dropped when `check` returns, which ends a read-ahead blocked on a full
+        // channel: the scope can always join it.
+        let checked = check_chunks(rx, &names, &mut visit);
+        let opened = reader.join().map_err(|_| VerifyFailure {
+            seq: None,
+            message: "the read-ahead thread failed".into(),
+        })?;
+        checked.map(|records| (records, opened))
     })
+}
+
+/// The checking side of [`walk_verified`]: the records in the chunks, in order.
+fn check_chunks(
+    rx: std::sync::mpsc::Receiver<Chunk>,
+    names: &[String],
+    visit: &mut impl FnMut(Verified) -> Result<(), VerifyFailure>,
+) -> Result<u64, VerifyFailure> {
+    let mut chain = Chain::genesis();
+    let mut records = 0u64;
+    for chunk in rx {
+        for l in &chunk.lines {
+            let line = chunk.bytes.get(l.start..l.end).unwrap_or_default();
+            let record = chain.check_hashed(line, &l.hash_hex).map_err(|f| {
+                ReadFault {
+                    file: names.get(l.segment).cloned().unwrap_or_default(),
+                    line: l.number,
+                    seq: f.seq(),
+                    message: f.to_string(),
+                    io: false,
+                }
+                .to_verify_failure()
+            })?;
+            records += 1;
+            visit(Verified {
+                record,
+                leaf: l.leaf,
+            })?;
+        }
+        if let Some(fault) = chunk.fault {
+            return Err(fault.to_verify_failure());
+        }
+    }
+    Ok(records)
+}
+
+/// The read-ahead side of [`walk_verified`]: reads and hashes the lines of every segment and
+/// sends them in chunks; stops at the first read fault (sent after the lines before it) or when
+/// the checking side hung up. Returns the number of segments opened.
+fn read_ahead(
+    segments: &[(u64, PathBuf)],
+    names: &[String],
+    leaves: bool,
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+) -> usize {
+    let mut chunk = Chunk::default();
+    let mut opened = 0;
+    let fault = |segment: usize, line: u64, message: String, io: bool| ReadFault {
+        file: names.get(segment).cloned().unwrap_or_default(),
+        line,
+        seq: None,
+        message,
+        io,
+    };
+    for (segment, (_, path)) in segments.iter().enumerate() {
+        let mut file = match File::open(path) {
+            Ok(f) => BufReader::with_capacity(READ_BUFFER, f),
+            Err(e) => {
+                chunk.fault = Some(fault(segment, 0, format!("cannot open segment: {e}"), true));
+                let _ = tx.send(chunk);
+                return opened;
+            }
+        };
+        opened += 1;
+        let mut number = 0u64;
+        loop {
+            let start = chunk.bytes.len();
+            let read = file.read_until(b'\n', &mut chunk.bytes);
+            number += 1;
+            match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    chunk.bytes.truncate(start);
+                    chunk.fault = Some(fault(segment, number, format!("cannot read: {e}"), true));
+                    let _ = tx.send(chunk);
+                    return opened;
+                }
+            }
+            if chunk.bytes.last() != Some(&b'\n') {
+                chunk.bytes.truncate(start);
+                chunk.fault = Some(fault(
+                    segment,
+                    number,
+                    "line has no trailing newline (torn write)".into(),
+                    false,
+                ));
+                let _ = tx.send(chunk);
+                return opened;
+            }
+            let end = chunk.bytes.len() - 1;
+            let line = chunk.bytes.get(start..end).unwrap_or_default();
+            chunk.lines.push(AheadLine {
+                start,
+                end,
+                segment,
+                number,
+                hash_hex: line_hash_hex(line),
+                leaf: if leaves { leaf_hash(line) } else { [0; 32] },
+            });
+            if chunk.bytes.len() >= CHUNK_BYTES && tx.send(std::mem::take(&mut chunk)).is_err() {
+                return opened;
+            }
+        }
+    }
+    if !chunk.lines.is_empty() {
+        let _ = tx.send(chunk);
+    }
+    opened
+}
+
+/// Verifies the whole chain in `dir`: every line of every segment, in order, each parsed as a
+/// record (see [`walk_verified`]).
+pub fn verify(dir: &Path) -> Result<VerifySummary, VerifyFailure> {
+    let (records, segments) = walk_verified(dir, false, |_| Ok(()))?;
+    Ok(VerifySummary { records, segments })
 }
 
 /// Reads all records of the log in `dir` in order, for the auditor tools.

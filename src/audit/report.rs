@@ -519,7 +519,7 @@ impl WorkingHours {
 #[derive(Debug, Clone, Serialize)]
 pub struct Signal {
     /// `after_hours`, `volume`, `break_glass`, `repeated_denials`, `protected_person`,
-    /// `search`, `unrelated_cases`, `holder_lookup`.
+    /// `search`, `unrelated_cases`, `holder_lookup`, `shared_surname`.
     pub kind: String,
     pub detail: String,
     pub seqs: Vec<u64>,
@@ -546,6 +546,18 @@ pub struct SignalOptions {
     pub volume_min: u64,
     /// Denials on one day that make a signal.
     pub denials_per_day: u64,
+    /// Names for the shared-surname signal (off when `None`).
+    pub surnames: Option<SurnameInputs>,
+}
+
+/// What the shared-surname signal compares: employees' surnames from the employee directory,
+/// subjects' surnames from an export of the registry (the log holds no names).
+#[derive(Debug, Clone, Default)]
+pub struct SurnameInputs {
+    /// Employee id → surname.
+    pub employees: super::surname::NameTable,
+    /// The subject's id as stored in the log (BSN or pseudonym) → (BSN, surname).
+    pub subjects: BTreeMap<String, (String, String)>,
 }
 
 impl SignalOptions {
@@ -556,6 +568,7 @@ impl SignalOptions {
             volume_factor: 3,
             volume_min: 20,
             denials_per_day: 3,
+            surnames: None,
         }
     }
 }
@@ -730,6 +743,43 @@ pub fn signals(result: &QueryResult, opts: &SignalOptions) -> Vec<EmployeeSignal
                     ),
                     seqs,
                     4,
+                );
+            }
+        }
+
+        if let Some(names) = &opts.surnames
+            && let Some(own) = names.employees.get(&employee)
+        {
+            // Every person the employee looked up or was shown, also in denied attempts.
+            let mut shared: BTreeMap<&str, (String, Vec<u64>)> = BTreeMap::new();
+            for r in &rows {
+                let mut persons: BTreeSet<&str> = r
+                    .disclosed
+                    .iter()
+                    .filter(|d| d.kind == "Person")
+                    .map(|d| d.id.as_str())
+                    .collect();
+                if let Some(res) = &r.resource
+                    && res.kind == "Person"
+                {
+                    persons.insert(res.id.as_str());
+                }
+                for p in persons {
+                    let Some((bsn, theirs)) = names.subjects.get(p) else {
+                        continue;
+                    };
+                    if let Some(key) = super::surname::shared_surname(own, theirs) {
+                        let e = shared.entry(bsn.as_str()).or_insert((key, Vec::new()));
+                        e.1.push(r.seq);
+                    }
+                }
+            }
+            for (bsn, (key, seqs)) in shared {
+                push(
+                    "shared_surname",
+                    format!("person {bsn} shares the surname `{key}` with the employee"),
+                    seqs,
+                    6,
                 );
             }
         }
@@ -925,6 +975,100 @@ mod tests {
         assert!(list.windows(2).all(|w| w[0].score >= w[1].score));
         let html = signals_html(&list);
         assert!(html.contains("Snooping signals") && html.contains("repeated_denials"));
+    }
+
+    #[test]
+    fn shared_surname_is_signalled_for_lookups_and_disclosures_of_the_person() {
+        let mut rows = vec![
+            // A lookup of 999993653, denied.
+            row(
+                1,
+                "emp-1",
+                "2026-03-02T10:00:00Z",
+                Verdict::Deny,
+                "Z-1",
+                "999993653",
+            ),
+            // Someone else's lookup of the same person.
+            row(
+                2,
+                "emp-2",
+                "2026-03-02T10:00:00Z",
+                Verdict::Allow,
+                "Z-1",
+                "999993653",
+            ),
+            // A lookup of another person.
+            row(
+                3,
+                "emp-1",
+                "2026-03-02T11:00:00Z",
+                Verdict::Allow,
+                "Z-1",
+                "999990639",
+            ),
+        ];
+        // A search that disclosed 999993653 (stored as a pseudonym in this log).
+        let mut search = row(
+            4,
+            "emp-1",
+            "2026-03-02T12:00:00Z",
+            Verdict::Allow,
+            "Z-1",
+            "x",
+        );
+        search.action = Some("brp:search".into());
+        search.resource = Some(crate::audit::ResourceRef {
+            kind: "PersonSearch".into(),
+            id: "ZoekMetGeslachtsnaamEnGeboortedatum".into(),
+        });
+        search.disclosed = vec![crate::audit::ResourceRef {
+            kind: "Person".into(),
+            id: "hmac-sha256:ab".into(),
+        }];
+        rows.push(search);
+        let result = QueryResult {
+            rows,
+            ..QueryResult::default()
+        };
+        let mut opts = SignalOptions::new(WorkingHours::parse("Mon-Sun 00:00-23:59").unwrap());
+        opts.surnames = Some(SurnameInputs {
+            employees: crate::audit::surname::NameTable::from_pairs([
+                ("emp-1".to_string(), "Van Dijk".to_string()),
+                ("emp-2".to_string(), "Dijkstra".to_string()),
+            ]),
+            subjects: [
+                ("999993653", "999993653", "van Dijk"),
+                ("hmac-sha256:ab", "999993653", "van Dijk"),
+                ("999990639", "999990639", "El Amrani"),
+            ]
+            .into_iter()
+            .map(|(k, b, n)| (k.to_string(), (b.to_string(), n.to_string())))
+            .collect(),
+        });
+        let list = signals(&result, &opts);
+        let shared: Vec<&Signal> = list
+            .iter()
+            .flat_map(|e| e.signals.iter().map(move |s| (e, s)))
+            .filter(|(_, s)| s.kind == "shared_surname")
+            .map(|(e, s)| {
+                assert_eq!(e.employee, "emp-1");
+                s
+            })
+            .collect();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].seqs, vec![1, 4]);
+        assert_eq!(
+            shared[0].detail,
+            "person 999993653 shares the surname `dijk` with the employee"
+        );
+        // Without names the signal is off.
+        opts.surnames = None;
+        assert!(
+            signals(&result, &opts)
+                .iter()
+                .all(|e| e.signals.iter().all(|s| s.kind != "shared_surname"))
+        );
     }
 
     #[test]

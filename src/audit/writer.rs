@@ -39,6 +39,7 @@ use super::format::{Chain, encode_body, frame_line, line_hash_hex, segment_file_
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{CheckpointKind, CheckpointRecord, RecordBody};
 use super::scan::{Tail, read_last_line};
+use super::spool::ReviewRequest;
 
 /// A segment file as the writer uses it; a test double can inject failures.
 #[allow(clippy::len_without_is_empty)] // `len` is an I/O query, not a collection size
@@ -100,6 +101,12 @@ pub(crate) enum Command {
     Close(oneshot::Sender<()>),
     /// The checkpoint interval passed: write a checkpoint if records arrived since the last.
     Tick,
+    /// A spooled review request: checked against the log when it is framed (the reviewed seq
+    /// must be in it), then appended like any append; refused with [`AuditError::Rejected`].
+    Review {
+        request: ReviewRequest,
+        reply: oneshot::Sender<Result<Vec<u64>, AuditError>>,
+    },
 }
 
 /// The writer's checkpoint state (when a signing key is configured).
@@ -456,7 +463,23 @@ fn sequence(
         let mut next = Some(command);
         let mut framer = shared.lock();
         let mut framed = 0usize;
-        while let Some(command) = next.take() {
+        while let Some(mut command) = next.take() {
+            if let Command::Review { request, reply } = command {
+                let body = request.check(framer.at.chain.next_seq).and_then(|()| {
+                    encode_body(&RecordBody::Review(request.record()))
+                        .map_err(|e| format!("cannot encode the review: {e}"))
+                });
+                match body {
+                    Ok(body) => command = Command::Append(Append::new(vec![body], reply)),
+                    Err(why) => {
+                        let _ = reply.send(Err(AuditError::Rejected(why)));
+                        if framed < max_batch {
+                            next = rx.try_recv().ok();
+                        }
+                        continue;
+                    }
+                }
+            }
             match command {
                 Command::Append(append) => {
                     while framer.queued_records >= most_queued && !framer.syncer_gone {
@@ -481,6 +504,10 @@ fn sequence(
                     break;
                 }
                 Command::Tick => framer.tick = true,
+                // Made an append above.
+                Command::Review { reply, .. } => {
+                    let _ = reply.send(Err(AuditError::Rejected("not framed".into())));
+                }
             }
             // Take what else is queued without waiting, a batch's worth per lock.
             if framed < max_batch {
@@ -506,6 +533,9 @@ fn sequence(
             }
             Command::Close(reply) => {
                 let _ = reply.send(());
+            }
+            Command::Review { reply, .. } => {
+                let _ = reply.send(Err(AuditError::Closed));
             }
             Command::Tick => {}
         }
