@@ -27,7 +27,6 @@ STAGES = [
     ("audit append (encode, channel, wait)", "fn", r"purpose_gate::gate::Gate::append::\{\{closure\}\}"),
     ("audit writer thread (hash chain, write)", "fn", r"purpose_gate::audit::writer::Writer::commit"),
     ("forward (request to upstream)", "at", (r".*/src/forward\.rs", r"purpose_gate::gate::Gate::process::\{\{closure\}\}")),
-    ("hyper client connection task", "fn", r"<hyper::client::conn::http1::upgrades::UpgradeableConnection<I,B> as core::future::future::Future>::poll"),
     ("response filter (parse, minimise)", "fn", r"purpose_gate::response::inspect"),
     ("metrics", "fn", r"purpose_gate::metrics::.*"),
     ("tracing span per request", "fn", r"tracing::span::Span::new"),
