@@ -9,8 +9,9 @@
 # shipped policies, 10,000 cases, durable audit) and then nginx (one worker, no master) run under
 # `valgrind --tool=callgrind` with instrumentation off; after WARMUP requests it is switched on,
 # COUNT requests are sent over CONNS keep-alive connections by bench/client.py, and switched off.
-# Printed per route: instructions per request for gate and nginx, their ratio, and the gate's
-# instructions per request by stage (inclusive cost of the stage's function).
+# Then the upstream itself (a second example registry under callgrind, sent the direct paths).
+# Printed per route: instructions per request for gate, nginx and upstream, the ratio gate/nginx,
+# and the gate's instructions per request by stage (bench/stages.py).
 #
 # Environment (defaults in brackets): COUNT [2000], CONNS [8], WARMUP [100], ROUTE [both:
 # brp-lookup, rdw-holder], BASE_PORT [18180], KEEP=1 keeps the temp dir (callgrind files for
@@ -26,6 +27,7 @@ BASE_PORT=${BASE_PORT:-18180}
 UP_PORT=$((BASE_PORT + 1))
 NGINX_PORT=$((BASE_PORT + 2))
 GATE_PORT=$((BASE_PORT + 3))
+DIRECT_PORT=$((BASE_PORT + 4))
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'bench/cost.sh: %s\n' "$*" >&2; exit 1; }
@@ -142,16 +144,18 @@ EOF
 TOKEN=$("$BIN/examples/mint_token" --key "$REPO/examples/demo/keys/demo-signing-key.pem" \
     --sub emp-042 --org 0363 --roles vergunningverlener --ttl 7200)
 BRP_BODY='{"type":"RaadpleegMetBurgerservicenummer","burgerservicenummer":["999993653"],"fields":["naam","verblijfplaats"]}'
+# Route table: name | method | gate/nginx path | direct path (the upstream itself) | body
 ROUTES=(
-    "brp-lookup|POST|/haalcentraal/api/brp/personen|$BRP_BODY"
-    "rdw-holder|GET|/rdw/voertuigen/XX999X/tenaamstelling|"
+    "brp-lookup|POST|/haalcentraal/api/brp/personen|/personen|$BRP_BODY"
+    "rdw-holder|GET|/rdw/voertuigen/XX999X/tenaamstelling|/voertuigen/XX999X/tenaamstelling|"
 )
 export BENCH_HEADERS="Authorization: Bearer $TOKEN
 X-Case-Id: Z-BENCH-004711
 X-Doelbinding: BRPACT-Vergunningen
 Content-Type: application/json"
 
-# Measures one server: $1 name, $2 port, then its command. Leaves $TMP/$1.<route>.cg.
+# Measures one server: $1 name, $2 port, then its command. Leaves $TMP/$1.<route>.cg. The
+# server named `upstream` is sent the direct paths.
 measure() {
     local name=$1 port=$2
     shift 2
@@ -161,7 +165,8 @@ measure() {
     PIDS+=("$pid")
     wait_port "$port" "$pid" "$name"
     for route in "${ROUTES[@]}"; do
-        IFS='|' read -r rname BENCH_METHOD BENCH_PATH BENCH_BODY <<<"$route"
+        IFS='|' read -r rname BENCH_METHOD BENCH_PATH direct_path BENCH_BODY <<<"$route"
+        [ "$name" = upstream ] && BENCH_PATH=$direct_path
         [ -n "${ROUTE:-}" ] && [ "$ROUTE" != "$rname" ] && continue
         export BENCH_METHOD BENCH_PATH BENCH_BODY
         python3 "$REPO/bench/client.py" "$port" "$WARMUP" "$CONNS" >/dev/null ||
@@ -189,6 +194,9 @@ log "gate under callgrind (start-up takes a while: 10,000 cases, policies)"
 measure gate "$GATE_PORT" "$BIN/purpose-gate" serve --config "$TMP/gate.toml"
 log "nginx under callgrind"
 measure nginx "$NGINX_PORT" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
+log "the upstream (example registry) under callgrind, reached directly"
+measure upstream "$DIRECT_PORT" "$BIN/examples/example_registry" --listen "127.0.0.1:$DIRECT_PORT" \
+    --data "$REPO/examples/data"
 
 total() { sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$1"; }
 printf '\ninstructions per request (callgrind, %s requests over %s connections after %s warm-up)\n' \
@@ -198,7 +206,8 @@ for route in "${ROUTES[@]}"; do
     [ -f "$TMP/gate.$rname.cg" ] || continue
     g=$(total "$TMP/gate.$rname.cg")
     n=$(total "$TMP/nginx.$rname.cg")
-    awk -v r="$rname" -v g="$g" -v n="$n" -v c="$COUNT" \
-        'BEGIN { printf "%-11s gate %9.0f  nginx %8.0f  gate/nginx %.1f\n", r, g / c, n / c, g / n }'
+    u=$(total "$TMP/upstream.$rname.cg")
+    awk -v r="$rname" -v g="$g" -v n="$n" -v u="$u" -v c="$COUNT" \
+        'BEGIN { printf "%-11s gate %9.0f  nginx %8.0f  gate/nginx %.1f  upstream %8.0f\n", r, g / c, n / c, g / n, u / c }'
     python3 "$REPO/bench/stages.py" "$TMP/gate.$rname.cg" "$COUNT"
 done
