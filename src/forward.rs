@@ -312,17 +312,11 @@ fn parse_traceparent(v: &str) -> Option<(String, String, String)> {
     Some((trace.to_string(), parent.to_string(), flags.to_string()))
 }
 
-/// Random bytes from a v4 UUID's randomness (the `uuid` crate's RNG).
+/// Random bytes from the thread-local CSPRNG (`rand::thread_rng`: ChaCha, seeded and reseeded
+/// from the OS), without a system call per id.
 pub(crate) fn rand_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        let u = uuid::Uuid::new_v4();
-        let b = u.as_bytes();
-        let n = (N - filled).min(b.len());
-        out[filled..filled + n].copy_from_slice(&b[..n]);
-        filled += n;
-    }
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut out);
     out
 }
 
@@ -347,6 +341,20 @@ mod tests {
         assert!(t.traceparent.ends_with("-01"));
         assert_eq!(t.client_span_id.as_deref(), Some("00f067aa0ba902b7"));
         assert_eq!(t.traceparent[36..52], t.span_id);
+    }
+
+    #[test]
+    fn random_ids_are_not_repeated() {
+        let a: [u8; 16] = rand_bytes();
+        let b: [u8; 16] = rand_bytes();
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 16]);
+        let t = (
+            trace_context(&HeaderMap::new()),
+            trace_context(&HeaderMap::new()),
+        );
+        assert_ne!(t.0.trace_id, t.1.trace_id);
+        assert_ne!(t.0.span_id, t.1.span_id);
     }
 
     #[test]

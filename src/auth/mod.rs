@@ -421,13 +421,20 @@ fn bearer_token(value: &[u8]) -> Result<&str, AuthError> {
     let rest = &value[SCHEME.len()..];
     let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
     let token = &rest[start..];
-    if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace()) {
+    // One pass over the token (it is read on every request): whitespace anywhere means this is
+    // not a bearer token, any other byte outside base64url and dots a malformed one.
+    let (mut whitespace, mut other) = (false, false);
+    for b in token {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {}
+            b if b.is_ascii_whitespace() => whitespace = true,
+            _ => other = true,
+        }
+    }
+    if token.is_empty() || whitespace {
         return Err(AuthError::NotBearer);
     }
-    if !token
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    if other {
         return Err(AuthError::Malformed(
             "only base64url characters and dots are allowed".into(),
         ));

@@ -652,6 +652,8 @@ async fn missing_header_and_other_schemes_are_refused() {
         format!("Bearer{token}"),
         format!("Bearer {token} {token}"),
         format!("Bearer {token}\t"),
+        // Whitespace decides before a character outside base64url does.
+        format!("Bearer !{token} x"),
         format!("Token {token}"),
     ] {
         let err = refused(&auth, value.as_bytes(), NOW).await;
