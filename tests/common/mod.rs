@@ -81,6 +81,12 @@ pub struct Options {
     pub policies_extra: String,
     /// Extra keys for the `[server]` table.
     pub server_extra: String,
+    /// The `[cases]` table (with any `[cases.*]` subtables) instead of the generated case file,
+    /// e.g. `zgw_url = …` to take cases from a ZGW Zaken API. Relative paths are relative to
+    /// the harness's temporary directory (`Harness::tmp`, `Options::files`).
+    pub cases: Option<String>,
+    /// Files written into the temporary directory before the gate starts (name, contents).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Harness {
@@ -134,6 +140,13 @@ impl Harness {
             serde_json::to_vec_pretty(&test_cases()).expect("cases"),
         )
         .expect("write cases");
+        for (name, contents) in &opts.files {
+            std::fs::write(tmp.path().join(name), contents).expect("write file");
+        }
+        let cases = opts
+            .cases
+            .clone()
+            .unwrap_or_else(|| "file = \"cases.json\"\npoll_interval = \"100ms\"".to_string());
         let audit_dir = opts
             .audit_dir
             .clone()
@@ -156,8 +169,7 @@ jwks_file = "{jwks}"
 dir = "{policies}"
 {policies_extra}
 [cases]
-file = "cases.json"
-poll_interval = "100ms"
+{cases}
 [audit]
 dir = "{audit}"
 {audit_extra}
