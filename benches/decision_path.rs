@@ -1,6 +1,6 @@
 //! The decision path, stage by stage and whole: JWT verification (ES256 and RS256, token cache
 //! warm and cold; the signing keys are always cached), case lookup in a registry of 10,000
-//! cases, entity and context building plus Cedar evaluation with the shipped policies, and the
+//! cases (and, warm, in the cache of the ZGW Zaken API registry), entity and context building plus Cedar evaluation with the shipped policies, and the
 //! serialisation and hashing of the audit record. The bar (PRODUCT.md) is on
 //! `whole_path_token_cached`: median ≤ 25 µs.
 //!
@@ -13,6 +13,9 @@ mod tokens;
 
 #[path = "common/mod.rs"]
 mod common;
+
+#[path = "../examples/common/zaken.rs"]
+mod zaken;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,7 @@ use purpose_gate::config::Config;
 use purpose_gate::model::{Action, Bsn, Counters, Resource};
 use purpose_gate::policy::{DecisionInput, PolicyEngine};
 use purpose_gate::purpose::{CaseRegistry, JsonFileCases};
+use purpose_gate::zgw::{ZgwCases, ZgwOptions};
 
 const RSA_PEM: &str = include_str!("../src/auth/testdata/rsa-2048-test-only.pem");
 const RSA_KID: &str = "bench-rsa";
@@ -216,6 +220,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(rt.block_on(cases.lookup(CASE_ID)).is_ok()))
     });
 
+    // The same lookup through the ZGW registry with a warm cache: the example Zaken API (on
+    // 127.0.0.1:0, driven by this runtime) answers the first lookup; every measured one is a
+    // cache hit, which the request count checks afterwards.
+    let (zgw, zaken_api, zaken_task) = rt.block_on(zgw_registry());
+    let warm = rt.block_on(zgw.lookup(CASE_ID)).unwrap().unwrap();
+    assert_eq!(warm.handlers, vec!["emp-042".to_string()]);
+    g.bench_function("case_lookup_zgw_warm", |b| {
+        b.iter(|| black_box(rt.block_on(zgw.lookup(CASE_ID)).is_ok()))
+    });
+    assert_eq!(
+        zaken_api.requests("zaken"),
+        1,
+        "every measured lookup was a cache hit"
+    );
+    zaken_task.abort();
+
     // Entities and context building plus Cedar evaluation (`PolicyEngine::decide`), for an allow
     // and for a deny (another subject: `subjectNotInCase`).
     let emp = rt
@@ -248,6 +268,44 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(encode_and_hash(&record, &prev)))
     });
     g.finish();
+}
+
+/// The ZGW registry in front of the example Zaken API holding one open zaak `CASE_ID`, handled by
+/// emp-042, about 999993653; cached for an hour.
+async fn zgw_registry() -> (
+    std::sync::Arc<ZgwCases>,
+    zaken::ZakenData,
+    tokio::task::JoinHandle<()>,
+) {
+    const SECRET: &[u8] = b"bench-zgw-secret-0123456789abcdef";
+    const ZAAKTYPE: &str = "https://catalogi.example/catalogi/api/v1/zaaktypen/pv";
+    let today = Utc::now().date_naive();
+    let doc = json!({"zaken": [{
+        "identificatie": CASE_ID, "bronorganisatie": "002564440", "zaaktype": ZAAKTYPE,
+        "startdatum": (today - chrono::Days::new(10)).to_string(),
+        "einddatumGepland": (today + chrono::Days::new(30)).to_string(),
+        "rollen": [
+            {"betrokkeneType": "medewerker", "omschrijvingGeneriek": "behandelaar",
+             "betrokkeneIdentificatie": {"identificatie": "emp-042"}},
+            {"betrokkeneType": "natuurlijk_persoon", "omschrijvingGeneriek": "initiator",
+             "betrokkeneIdentificatie": {"inpBsn": "999993653"}}],
+        "zaakobjecten": []}]});
+    let data = zaken::ZakenData::from_json(&doc, "purpose-gate", SECRET).unwrap();
+    let (addr, task) = zaken::spawn(data.clone()).await.unwrap();
+    let registry = ZgwCases::new(ZgwOptions {
+        base_url: zaken::base_url(addr),
+        client_id: "purpose-gate".into(),
+        secret: SECRET.to_vec(),
+        bronorganisatie: None,
+        cache_ttl: std::time::Duration::from_secs(3600),
+        negative_ttl: std::time::Duration::from_secs(3600),
+        timeout: std::time::Duration::from_secs(2),
+        vehicle_object_type: "kenteken".into(),
+        zaaktypen: [(ZAAKTYPE.to_string(), "parkeervergunning".to_string())].into(),
+        organisaties: [("002564440".to_string(), "0363".to_string())].into(),
+    })
+    .unwrap();
+    (registry, data, task)
 }
 
 fn fresh_es256(key: &[u8], claims: &Value) -> String {

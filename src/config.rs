@@ -550,6 +550,13 @@ impl CasesConfig {
                 ("zgw_secret_file", self.zgw_secret_file.is_some()),
                 ("bronorganisatie", self.bronorganisatie.is_some()),
                 ("negative_ttl", self.negative_ttl.is_some()),
+                // Keys with defaults: refused when set to anything else (their default is harmless).
+                ("cache_ttl", self.cache_ttl != default_cache_ttl()),
+                ("timeout", self.timeout != default_cases_timeout()),
+                (
+                    "vehicle_object_type",
+                    self.vehicle_object_type != default_vehicle_object_type(),
+                ),
                 ("zaaktypen", !self.zaaktypen.is_empty()),
                 ("organisaties", !self.organisaties.is_empty()),
             ] {
@@ -1393,6 +1400,25 @@ zgw_secret_file = "zgw.secret"
             err.contains("`cases.zgw_client_id` is set but `cases.zgw_url` is not"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn zgw_cache_and_timeout_keys_without_zgw_url_are_refused_not_ignored() {
+        for (line, key) in [
+            ("cache_ttl = \"5s\"", "cache_ttl"),
+            ("timeout = \"1s\"", "timeout"),
+            ("vehicle_object_type = \"boot\"", "vehicle_object_type"),
+        ] {
+            let text = format!("{MINIMAL}\n[cases]\nfile = \"c.json\"\n{line}\n");
+            let err = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(
+                err.contains(&format!("`cases.{key}` is set but `cases.zgw_url` is not")),
+                "{err}"
+            );
+        }
+        // The default value changes nothing and is accepted.
+        let text = format!("{MINIMAL}\n[cases]\nfile = \"c.json\"\ncache_ttl = \"30s\"\n");
+        assert!(Config::parse(&text, Path::new(".")).is_ok());
     }
 
     #[test]

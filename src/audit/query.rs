@@ -70,6 +70,9 @@ pub struct Row {
     pub action: Option<String>,
     pub resource: Option<ResourceRef>,
     pub case_id: Option<String>,
+    /// The case's URL in the case registry (a ZGW zaak URL); absent when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case_url: Option<String>,
     pub doelbinding: Option<String>,
     pub verwerking: Option<String>,
     pub break_glass: bool,
@@ -101,6 +104,7 @@ impl Row {
             action: d.action.clone(),
             resource: d.resource.clone(),
             case_id: d.case_id.clone(),
+            case_url: d.case_url.clone(),
             doelbinding: d.purpose.doelbinding.clone(),
             verwerking: d.purpose.verwerking.clone(),
             break_glass: d.purpose.break_glass,

@@ -905,6 +905,7 @@ mod tests {
                 id: bsn.into(),
             }),
             case_id: Some(case.into()),
+            case_url: None,
             doelbinding: None,
             verwerking: None,
             break_glass: false,

@@ -85,6 +85,12 @@ pub struct Options {
     pub upstream_extra: String,
     /// Use this JWKS file instead of the demo's `examples/demo/keys/jwks.json`.
     pub jwks_file: Option<PathBuf>,
+    /// The `[cases]` table (with any `[cases.*]` subtables) instead of the generated case file,
+    /// e.g. `zgw_url = …` to take cases from a ZGW Zaken API. Relative paths are relative to
+    /// the harness's temporary directory (`Harness::tmp`, `Options::files`).
+    pub cases: Option<String>,
+    /// Files written into the temporary directory before the gate starts (name, contents).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Harness {
@@ -138,6 +144,13 @@ impl Harness {
             serde_json::to_vec_pretty(&test_cases()).expect("cases"),
         )
         .expect("write cases");
+        for (name, contents) in &opts.files {
+            std::fs::write(tmp.path().join(name), contents).expect("write file");
+        }
+        let cases = opts
+            .cases
+            .clone()
+            .unwrap_or_else(|| "file = \"cases.json\"\npoll_interval = \"100ms\"".to_string());
         let audit_dir = opts
             .audit_dir
             .clone()
@@ -160,8 +173,7 @@ jwks_file = "{jwks}"
 dir = "{policies}"
 {policies_extra}
 [cases]
-file = "cases.json"
-poll_interval = "100ms"
+{cases}
 [audit]
 dir = "{audit}"
 {audit_extra}
