@@ -9,7 +9,7 @@
 //! id. Refuses nothing silently: a line that does not parse is an error naming file and line.
 //! Does not check the chain — run `audit verify` for integrity.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -118,6 +118,22 @@ impl Row {
             disclosed: outcome.map(|o| o.disclosed.clone()).unwrap_or_default(),
             review: None,
         }
+    }
+
+    /// The persons this row concerns: the one looked up and those disclosed by the answer.
+    pub fn persons(&self) -> BTreeSet<&str> {
+        let mut persons: BTreeSet<&str> = self
+            .disclosed
+            .iter()
+            .filter(|d| d.kind == "Person")
+            .map(|d| d.id.as_str())
+            .collect();
+        if let Some(res) = &self.resource
+            && res.kind == "Person"
+        {
+            persons.insert(res.id.as_str());
+        }
+        persons
     }
 
     /// Whether this row concerns person `id` (looked up, or disclosed by the answer).

@@ -715,18 +715,7 @@ pub fn signals(result: &QueryResult, opts: &SignalOptions) -> Vec<EmployeeSignal
             let Some(case) = r.case_id.as_deref() else {
                 continue;
             };
-            let mut persons: BTreeSet<&str> = r
-                .disclosed
-                .iter()
-                .filter(|d| d.kind == "Person")
-                .map(|d| d.id.as_str())
-                .collect();
-            if let Some(res) = &r.resource
-                && res.kind == "Person"
-            {
-                persons.insert(res.id.as_str());
-            }
-            for p in persons {
+            for p in r.persons() {
                 let e = cases_of.entry(p).or_default();
                 e.0.insert(case);
                 e.1.push(r.seq);
@@ -753,18 +742,7 @@ pub fn signals(result: &QueryResult, opts: &SignalOptions) -> Vec<EmployeeSignal
             // Every person the employee looked up or was shown, also in denied attempts.
             let mut shared: BTreeMap<&str, (String, Vec<u64>)> = BTreeMap::new();
             for r in &rows {
-                let mut persons: BTreeSet<&str> = r
-                    .disclosed
-                    .iter()
-                    .filter(|d| d.kind == "Person")
-                    .map(|d| d.id.as_str())
-                    .collect();
-                if let Some(res) = &r.resource
-                    && res.kind == "Person"
-                {
-                    persons.insert(res.id.as_str());
-                }
-                for p in persons {
+                for p in r.persons() {
                     let Some((bsn, theirs)) = names.subjects.get(p) else {
                         continue;
                     };

@@ -286,16 +286,16 @@ impl PolicyEngine {
             action(Action::RdwHolder)?,
         ];
         let statics = Statics::index(&loaded.entities, &types);
-        let by_action = [
-            policies_for(&loaded.policies, &loaded.schema, &actions[0])?,
-            policies_for(&loaded.policies, &loaded.schema, &actions[1])?,
-            policies_for(&loaded.policies, &loaded.schema, &actions[2])?,
-            policies_for(&loaded.policies, &loaded.schema, &actions[3])?,
-        ];
         let schema_actions = loaded
             .schema
             .action_entities()
             .map_err(|e| PolicyLoadError(format!("cannot read the schema's actions: {e}")))?;
+        let by_action = [
+            policies_for(&loaded.policies, &schema_actions, &actions[0])?,
+            policies_for(&loaded.policies, &schema_actions, &actions[1])?,
+            policies_for(&loaded.policies, &schema_actions, &actions[2])?,
+            policies_for(&loaded.policies, &schema_actions, &actions[3])?,
+        ];
         let action_entity = |a: &EntityUid| schema_actions.get(a).map(|e| e.as_ref().clone());
         let action_entities = [
             action_entity(&actions[0]),
@@ -695,14 +695,19 @@ struct EntitySet {
 }
 
 impl EntitySet {
+    fn has(&self, entity: &core_ast::Entity) -> bool {
+        self.entities.iter().any(|e| e.uid() == entity.uid())
+    }
+
     fn push(&mut self, entity: core_ast::Entity) {
-        if !self.entities.iter().any(|e| e.uid() == entity.uid()) {
+        if !self.has(&entity) {
             self.entities.push(entity);
         }
     }
 
+    /// [`EntitySet::push`] of a shared entity, cloned only when it is not in the set yet.
     fn push_ref(&mut self, entity: &core_ast::Entity) {
-        if !self.entities.iter().any(|e| e.uid() == entity.uid()) {
+        if !self.has(entity) {
             self.entities.push(entity.clone());
         }
     }
@@ -728,15 +733,13 @@ impl EntitySet {
 }
 
 /// The policies of `all` whose action scope can match `action`: unconstrained, `==` it, or
-/// `in` a list naming it or one of its action groups (from the schema's action hierarchy).
+/// `in` a list naming it or one of its action groups (`actions`: the schema's action entities,
+/// with their groups).
 fn policies_for(
     all: &PolicySet,
-    schema: &Schema,
+    actions: &Entities,
     action: &EntityUid,
 ) -> Result<PolicySet, PolicyLoadError> {
-    let actions = schema
-        .action_entities()
-        .map_err(|e| PolicyLoadError(format!("cannot read the schema's actions: {e}")))?;
     let groups: HashSet<EntityUid> = actions
         .ancestors(action)
         .map(|a| a.cloned().collect())
