@@ -121,11 +121,18 @@ async fn review_while_the_gate_runs_goes_through_the_gates_writer() {
     assert_eq!(review["by"], "auditor-7");
     assert_eq!(review["verdict"], "suspicious");
     assert_eq!(review["note"], "no police report found");
-    // Nothing is left in the spool.
+    // Nothing is left in the spool (the writer removes the request just after it answers,
+    // so give it a moment).
     for sub in ["incoming", "done", "rejected"] {
         let d = dir.join("reviews").join(sub);
-        let n = std::fs::read_dir(&d).map(|e| e.count()).unwrap_or(0);
-        assert_eq!(n, 0, "{}", d.display());
+        let count = || std::fs::read_dir(&d).map(|e| e.count()).unwrap_or(0);
+        for _ in 0..200 {
+            if count() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(count(), 0, "{}", d.display());
     }
 
     // The gate keeps writing after the review; the chain holds and the reports show it.
@@ -222,7 +229,19 @@ async fn spooled_review_waits_for_a_gate_and_is_appended_when_it_opens_the_log()
     }
     let found = found.expect("the spooled review was appended");
     assert_eq!(found["target_seq"], target);
-    assert!(!purpose_gate::audit::spool::incoming_path(&dir, &id).exists());
+    // The record is durable (and readable) before the writer answers and removes the
+    // request: wait for the request to go, then read the answer.
+    let incoming = purpose_gate::audit::spool::incoming_path(&dir, &id);
+    for _ in 0..200 {
+        if !incoming.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        !incoming.exists(),
+        "the request was not removed after its record was appended"
+    );
     match purpose_gate::audit::spool::take_answer(&dir, &id).unwrap() {
         Some(purpose_gate::audit::spool::Answer::Done(d)) => assert_eq!(json!(d.seq), found["seq"]),
         other => panic!("{other:?}"),
