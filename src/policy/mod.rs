@@ -14,24 +14,26 @@
 //! Refuses: a directory without exactly one `*.cedarschema`, at least one `*.cedar` and an
 //! `entities.json`; policy templates; duplicate ids. This module knows nothing of HTTP.
 
+mod compiled;
 mod load;
 mod suite;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    ActionConstraint, Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     EvalResult, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
 };
 use cedar_policy_core::ast as core_ast;
 use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
 use chrono::{DateTime, Utc};
+use smol_str::SmolStr;
 
 use crate::model::{Action, Case, Counters, Employee, Resource};
 
@@ -241,11 +243,15 @@ pub struct PolicyEngine {
     policies: PolicySet,
     /// Per action (in the order of `actions`), the policies whose action scope can match it:
     /// the others can never be satisfied nor fail for that action, so Cedar need not see them.
+    #[cfg(test)]
     by_action: [PolicySet; 4],
+    /// The same policies, prepared for evaluation (see [`compiled`]).
+    compiled: [compiled::Compiled; 4],
     /// The schema's entity of each action (in the order of `actions`), with its action groups.
     action_entities: [Option<core_ast::Entity>; 4],
-    /// `datetime`, the name of Cedar's constructor, parsed once.
+    /// `datetime` and `ip`, the names of Cedar's constructors, parsed once.
     datetime_fn: core_ast::Name,
+    ip_fn: core_ast::Name,
     authorizer: Authorizer,
     infos: Vec<PolicyInfo>,
     /// Policy id → index into `infos` (load order).
@@ -305,18 +311,33 @@ impl PolicyEngine {
         ];
         let datetime_fn = core_ast::Name::from_str("datetime")
             .map_err(|e| PolicyLoadError(format!("bad extension function name: {e}")))?;
-        let order = loaded
+        let ip_fn = core_ast::Name::from_str("ip")
+            .map_err(|e| PolicyLoadError(format!("bad extension function name: {e}")))?;
+        let order: HashMap<PolicyId, usize> = loaded
             .infos
             .iter()
             .enumerate()
             .map(|(i, p)| (PolicyId::new(&p.id), i))
             .collect();
+        let compile = |set: &PolicySet| {
+            compiled::Compiled::new(set.policies(), &order)
+                .map_err(|e| PolicyLoadError(format!("cannot prepare the policies: {e}")))
+        };
+        let compiled = [
+            compile(&by_action[0])?,
+            compile(&by_action[1])?,
+            compile(&by_action[2])?,
+            compile(&by_action[3])?,
+        ];
         Ok(PolicyEngine {
             schema: loaded.schema,
             policies: loaded.policies,
+            #[cfg(test)]
             by_action,
+            compiled,
             action_entities,
             datetime_fn,
+            ip_fn,
             authorizer: Authorizer::new(),
             infos: loaded.infos,
             order,
@@ -361,25 +382,15 @@ impl PolicyEngine {
             Ok(b) => b,
             Err(e) => return policy_error(vec![], vec![e]),
         };
-        let response = self.authorizer.is_authorized(
-            &built.request,
-            self.policies_of(input.action),
-            &built.entities,
-        );
-        let mut indices: Vec<usize> = response
-            .diagnostics()
-            .reason()
-            .filter_map(|id| self.order.get(id).copied())
+        let outcome =
+            self.compiled[action_index(input.action)].evaluate(&built.request, &built.entities);
+        let determining: Vec<&PolicyInfo> = outcome
+            .determining
+            .iter()
+            .filter_map(|i| self.infos.get(*i))
             .collect();
-        indices.sort_unstable();
-        let determining: Vec<&PolicyInfo> =
-            indices.iter().filter_map(|i| self.infos.get(*i)).collect();
-        let eval_errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| load::one_line(&e.to_string()))
-            .collect();
-        let allowed = response.decision() == cedar_policy::Decision::Allow;
+        let eval_errors: Vec<String> = outcome.errors.iter().map(|e| load::one_line(e)).collect();
+        let allowed = outcome.allow;
 
         if !eval_errors.is_empty() || built.note.is_some() {
             // INVARIANT: an evaluation error never allows; an erroring forbid must not be
@@ -454,11 +465,13 @@ impl PolicyEngine {
             entities.push_ref(org);
         }
 
-        let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(8);
-        ctx.push((
-            "now".into(),
-            self.datetime_expression(cedar_datetime(&input.now)),
-        ));
+        // The context is built from Cedar values directly: `Context::from_pairs` would run
+        // Cedar's restricted-expression evaluator over every member on each request.
+        let mut ctx: BTreeMap<SmolStr, core_ast::Value> = BTreeMap::new();
+        ctx.insert(
+            SmolStr::new_static("now"),
+            self.extension_value(&self.datetime_fn, cedar_datetime(&input.now))?,
+        );
         if let Some(case) = input.case {
             let uid = Types::uid(&t.case, &case.id);
             match self.statics.case_types.get(&case.case_type) {
@@ -479,41 +492,42 @@ impl PolicyEngine {
                 self.case_entities
                     .get_or_build(case, || self.case_entity(uid.clone(), case))?,
             );
-            ctx.push(("case".into(), RestrictedExpression::new_entity_uid(uid)));
+            ctx.insert(
+                SmolStr::new_static("case"),
+                core_ast::Value::from(core_ast::EntityUID::from(uid)),
+            );
         }
-        ctx.push((
-            "break_glass".into(),
-            RestrictedExpression::new_bool(input.break_glass),
-        ));
+        ctx.insert(
+            SmolStr::new_static("break_glass"),
+            core_ast::Value::from(input.break_glass),
+        );
         if let Some(reason) = input.reason {
-            ctx.push((
-                "reason".into(),
-                RestrictedExpression::new_string(reason.to_string()),
-            ));
+            ctx.insert(SmolStr::new_static("reason"), core_ast::Value::from(reason));
         }
-        ctx.push((
-            "fields".into(),
-            RestrictedExpression::new_set(
+        ctx.insert(
+            SmolStr::new_static("fields"),
+            core_ast::Value::set_of_lits(
                 input
                     .fields
                     .iter()
-                    .map(|f| RestrictedExpression::new_string(f.clone())),
+                    .map(|f| core_ast::Literal::from(f.as_str())),
+                None,
             ),
-        ));
+        );
         if let Some(ip) = input.client_ip {
-            ctx.push((
-                "client_ip".into(),
-                RestrictedExpression::new_ip(ip.to_string()),
-            ));
+            ctx.insert(
+                SmolStr::new_static("client_ip"),
+                self.extension_value(&self.ip_fn, ip.to_string())?,
+            );
         }
-        ctx.push((
-            "lookups_last_hour".into(),
-            RestrictedExpression::new_long(input.counters.lookups_last_hour),
-        ));
-        ctx.push((
-            "lookups_last_day".into(),
-            RestrictedExpression::new_long(input.counters.lookups_last_day),
-        ));
+        ctx.insert(
+            SmolStr::new_static("lookups_last_hour"),
+            core_ast::Value::from(input.counters.lookups_last_hour),
+        );
+        ctx.insert(
+            SmolStr::new_static("lookups_last_day"),
+            core_ast::Value::from(input.counters.lookups_last_day),
+        );
 
         let resource = match input.resource {
             Resource::Person(bsn) => {
@@ -556,10 +570,17 @@ impl PolicyEngine {
             entities.push_ref(action);
         }
         let action = self.action_uid(input.action).clone();
-        let context = Context::from_pairs(ctx)
-            .map_err(|e| format!("cannot build context: {}", load::one_line(&e.to_string())))?;
-        let request = Request::new(principal, action, resource, context, schema)
-            .map_err(|e| format!("cannot build request: {}", load::one_line(&e.to_string())))?;
+        let context = core_ast::Context::Value(Arc::new(ctx));
+        let request = match schema {
+            Some(schema) => Request::new(principal, action, resource, context.into(), Some(schema))
+                .map_err(|e| format!("cannot build request: {}", load::one_line(&e.to_string())))?,
+            None => Request::from(core_ast::Request::new_unchecked(
+                core_ast::EntityUIDEntry::known(principal.into(), None),
+                core_ast::EntityUIDEntry::known(action.into(), None),
+                core_ast::EntityUIDEntry::known(resource.into(), None),
+                Some(context),
+            )),
+        };
         let entities = entities
             .build(schema)
             .map_err(|e| format!("cannot build entities: {}", load::one_line(&e)))?;
@@ -618,6 +639,28 @@ impl PolicyEngine {
             })
     }
 
+    /// The value of Cedar extension constructor `name` (`datetime`, `ip`) applied to `src`.
+    fn extension_value(
+        &self,
+        name: &core_ast::Name,
+        src: String,
+    ) -> Result<core_ast::Value, String> {
+        let what = || {
+            format!(
+                "cannot build context: `{name}(\"{}\")`",
+                crate::model::truncate_for_message(&src)
+            )
+        };
+        let f = Extensions::all_available()
+            .func(name)
+            .map_err(|e| format!("{}: {}", what(), load::one_line(&e.to_string())))?;
+        match f.call(&[core_ast::Value::from(src.as_str())]) {
+            Ok(core_ast::PartialValue::Value(v)) => Ok(v),
+            Ok(core_ast::PartialValue::Residual(_)) => Err(format!("{}: not a value", what())),
+            Err(e) => Err(format!("{}: {}", what(), load::one_line(&e.to_string()))),
+        }
+    }
+
     /// `datetime(src)` with the constructor's name parsed at load (`RestrictedExpression::
     /// new_datetime` parses it with Cedar's grammar on every call).
     fn datetime_expression(&self, src: String) -> RestrictedExpression {
@@ -628,6 +671,7 @@ impl PolicyEngine {
     }
 
     /// The policies that can apply to `action`.
+    #[cfg(test)]
     fn policies_of(&self, action: Action) -> &PolicySet {
         &self.by_action[action_index(action)]
     }

@@ -821,6 +821,79 @@ fn built_request_and_entities_conform_to_the_schema() {
     }
 }
 
+/// The context as Cedar's public API builds it from restricted expressions.
+fn context_from_pairs(req: &Req) -> cedar_policy::Context {
+    let mut pairs = vec![
+        (
+            "now".to_string(),
+            RestrictedExpression::new_datetime(&cedar_datetime(&req.now)),
+        ),
+        (
+            "break_glass".to_string(),
+            RestrictedExpression::new_bool(req.break_glass),
+        ),
+        (
+            "fields".to_string(),
+            RestrictedExpression::new_set(
+                req.fields
+                    .iter()
+                    .map(|f| RestrictedExpression::new_string(f.clone())),
+            ),
+        ),
+        (
+            "lookups_last_hour".to_string(),
+            RestrictedExpression::new_long(req.counters.lookups_last_hour),
+        ),
+        (
+            "lookups_last_day".to_string(),
+            RestrictedExpression::new_long(req.counters.lookups_last_day),
+        ),
+    ];
+    if let Some(case) = &req.case {
+        pairs.push((
+            "case".to_string(),
+            RestrictedExpression::new_entity_uid(
+                EntityUid::from_str(&format!("Gate::Case::{:?}", case.id)).unwrap(),
+            ),
+        ));
+    }
+    if let Some(reason) = &req.reason {
+        pairs.push((
+            "reason".to_string(),
+            RestrictedExpression::new_string(reason.clone()),
+        ));
+    }
+    if let Some(ip) = req.client_ip {
+        pairs.push((
+            "client_ip".to_string(),
+            RestrictedExpression::new_ip(ip.to_string()),
+        ));
+    }
+    cedar_policy::Context::from_pairs(pairs).unwrap()
+}
+
+#[test]
+fn context_is_the_one_cedar_builds_from_restricted_expressions() {
+    let engine = engine();
+    let mut reqs = request_matrix();
+    let mut v6 = Req::lookup();
+    v6.client_ip = Some("2001:db8::7".parse().unwrap());
+    reqs.push(v6);
+    let mut no_ip = Req::lookup();
+    no_ip.client_ip = None;
+    reqs.push(no_ip);
+    for req in &reqs {
+        let built = engine.build(&req.input(), None).unwrap();
+        let request: &core_ast::Request = built.request.as_ref();
+        let expected = context_from_pairs(req);
+        assert_eq!(request.context(), Some(expected.as_ref()));
+        // With the schema (the validating path) the context is the same.
+        let checked = engine.build(&req.input(), Some(&engine.schema)).unwrap();
+        let checked: &core_ast::Request = checked.request.as_ref();
+        assert_eq!(checked.context(), Some(expected.as_ref()));
+    }
+}
+
 #[test]
 fn per_request_entities_hold_only_what_the_decision_needs() {
     let engine = engine();
@@ -923,42 +996,137 @@ fn request_entities_carry_the_closure_cedar_computes() {
     }
 }
 
+/// What Cedar's `Authorizer` says over the engine's whole policy set, as an [`compiled::Outcome`].
+fn cedar_outcome(engine: &PolicyEngine, built: &Built) -> compiled::Outcome {
+    let r = engine
+        .authorizer
+        .is_authorized(&built.request, &engine.policies, &built.entities);
+    let mut determining: Vec<usize> = r
+        .diagnostics()
+        .reason()
+        .map(|id| engine.order[id])
+        .collect();
+    determining.sort_unstable();
+    let mut errors: Vec<String> = r.diagnostics().errors().map(|e| e.to_string()).collect();
+    errors.sort();
+    compiled::Outcome {
+        allow: r.decision() == cedar_policy::Decision::Allow,
+        determining,
+        errors,
+    }
+}
+
+/// The engine's own evaluation of `req` (errors sorted, as [`cedar_outcome`]).
+fn compiled_outcome(engine: &PolicyEngine, req: &Req) -> compiled::Outcome {
+    let built = engine.build(&req.input(), None).unwrap();
+    let mut o = engine.compiled[action_index(req.action)].evaluate(&built.request, &built.entities);
+    o.errors.sort();
+    o
+}
+
 #[test]
 fn policies_indexed_by_action_decide_like_the_whole_set() {
     let engine = engine();
     let mut allows = 0;
+    let mut denies_by_forbid = 0;
     for req in request_matrix() {
         let built = engine.build(&req.input(), None).unwrap();
-        let whole =
-            engine
-                .authorizer
-                .is_authorized(&built.request, &engine.policies, &built.entities);
+        let whole = cedar_outcome(&engine, &built);
         let indexed = engine.authorizer.is_authorized(
             &built.request,
             engine.policies_of(req.action),
             &built.entities,
         );
-        assert_eq!(whole.decision(), indexed.decision());
-        let reasons = |r: &cedar_policy::Response| {
-            let mut v: Vec<String> = r.diagnostics().reason().map(|p| p.to_string()).collect();
-            v.sort();
-            v
-        };
-        assert_eq!(reasons(&whole), reasons(&indexed));
         assert_eq!(
-            whole.diagnostics().errors().count(),
-            indexed.diagnostics().errors().count()
+            whole.allow,
+            indexed.decision() == cedar_policy::Decision::Allow
         );
-        if whole.decision() == cedar_policy::Decision::Allow {
+        let mut reasons: Vec<usize> = indexed
+            .diagnostics()
+            .reason()
+            .map(|id| engine.order[id])
+            .collect();
+        reasons.sort_unstable();
+        assert_eq!(whole.determining, reasons);
+        assert_eq!(whole.errors.len(), indexed.diagnostics().errors().count());
+        // The prepared conditions (no action constraint, built once) decide as Cedar does.
+        assert_eq!(
+            compiled_outcome(&engine, &req),
+            whole,
+            "{:?}",
+            req.input().action
+        );
+        if whole.allow {
             allows += 1;
+        } else if !whole.determining.is_empty() {
+            denies_by_forbid += 1;
         }
     }
     // The matrix exercises both outcomes.
     assert!(allows > 0);
+    assert!(denies_by_forbid > 0);
     assert!(
         engine.policies_of(Action::RdwVehicle).policies().count()
             < engine.policies.policies().count()
     );
+    assert_eq!(
+        engine.compiled[action_index(Action::RdwVehicle)].len(),
+        engine.policies_of(Action::RdwVehicle).policies().count()
+    );
+}
+
+#[test]
+fn prepared_policies_keep_scope_constraints_and_report_errors_as_cedar() {
+    // Principal and resource scopes, `unless`, action groups by list, a permit and a forbid
+    // that fail to evaluate, a policy for another action only.
+    let tmp = dir_with_policies(
+        r#"@id("permit-role-scoped")
+permit (principal in Gate::Role::"handhaver", action, resource is Gate::Vehicle);
+
+@id("permit-person-eq")
+permit (principal, action == Gate::Action::"brp:lookup", resource == Gate::Person::"999993653")
+unless { context.break_glass };
+
+@id("permit-erroring")
+permit (principal, action in [Gate::Action::"brp:lookup", Gate::Action::"rdw:holder"], resource)
+when { context.lookups_last_day * 9223372036854775807 > 0 };
+
+@id("forbid-erroring")
+@code("overflow")
+@reason("this forbid overflows")
+forbid (principal is Gate::Employee, action, resource)
+when { context.break_glass && context.lookups_last_hour + 9223372036854775807 > 0 };
+
+@id("forbid-search-only")
+@code("noSearch")
+@reason("no searches")
+forbid (principal, action == Gate::Action::"brp:search", resource)
+when { context.fields.contains("naam") };
+
+@id("forbid-other-org")
+@code("otherOrg")
+@reason("other organisation")
+forbid (principal in Gate::Organization::"0599", action, resource);
+"#,
+    );
+    let engine = PolicyEngine::load(tmp.path()).unwrap();
+    let mut seen_errors = 0;
+    let mut seen_allow = 0;
+    let mut seen_forbid = 0;
+    for req in request_matrix() {
+        let built = engine.build(&req.input(), None).unwrap();
+        let cedar = cedar_outcome(&engine, &built);
+        assert_eq!(
+            compiled_outcome(&engine, &req),
+            cedar,
+            "{:?}",
+            req.input().action
+        );
+        seen_errors += usize::from(!cedar.errors.is_empty());
+        seen_allow += usize::from(cedar.allow);
+        seen_forbid += usize::from(!cedar.allow && !cedar.determining.is_empty());
+    }
+    assert!(seen_errors > 0 && seen_allow > 0 && seen_forbid > 0);
 }
 
 #[test]
@@ -1071,7 +1239,7 @@ fn decide_timing_by_stage() {
     let t = std::time::Instant::now();
     for _ in 0..n {
         std::hint::black_box(
-            Context::from_pairs([(
+            cedar_policy::Context::from_pairs([(
                 "now".to_string(),
                 RestrictedExpression::new_datetime("2026-03-02T10:00:00.000Z"),
             )])
