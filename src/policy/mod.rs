@@ -445,22 +445,19 @@ impl PolicyEngine {
         // the set needs no closure computation: the employee's parents are its organisation,
         // its roles and all of their ancestor roles (organisations have no parents in the
         // schema); static roles carry their closed ancestors from the loaded entity set.
-        let mut parents: HashSet<EntityUid> = HashSet::with_capacity(employee.roles.len() + 2);
-        parents.insert(Types::uid(&t.organization, &employee.org));
+        let mut parents: HashSet<core_ast::EntityUID> =
+            HashSet::with_capacity(employee.roles.len() + 2);
+        parents.insert(Types::uid(&t.organization, &employee.org).into());
         for role in &employee.roles {
-            parents.insert(Types::uid(&t.role, role));
+            parents.insert(Types::uid(&t.role, role).into());
             if let Some(chain) = self.statics.roles.get(role) {
                 for entity in chain {
-                    parents.insert(EntityUid::from(entity.uid().clone()));
+                    parents.insert(entity.uid().clone());
                     entities.push_ref(entity);
                 }
             }
         }
-        entities.push(
-            Entity::new_no_attrs(principal.clone(), parents)
-                .as_ref()
-                .clone(),
-        );
+        entities.push(plain_entity(&principal, parents, None));
         if let Some(org) = self.statics.organizations.get(&employee.org) {
             entities.push_ref(org);
         }
@@ -533,34 +530,24 @@ impl PolicyEngine {
             Resource::Person(bsn) => {
                 let uid = Types::uid(&t.person, bsn.as_str());
                 let protected = self.statics.protected.contains(bsn.as_str());
-                let person = Entity::new(
-                    uid.clone(),
-                    HashMap::from([(
-                        "protected".to_string(),
-                        RestrictedExpression::new_bool(protected),
-                    )]),
+                entities.push(plain_entity(
+                    &uid,
                     HashSet::new(),
-                )
-                .map_err(|e| format!("cannot build person `{bsn}`: {e}"))?;
-                entities.push(person.as_ref().clone());
+                    Some((
+                        SmolStr::new_static("protected"),
+                        core_ast::Value::from(protected),
+                    )),
+                ));
                 uid
             }
             Resource::PersonSearch(kind) => {
                 let uid = Types::uid(&t.person_search, kind);
-                entities.push(
-                    Entity::new_no_attrs(uid.clone(), HashSet::new())
-                        .as_ref()
-                        .clone(),
-                );
+                entities.push(plain_entity(&uid, HashSet::new(), None));
                 uid
             }
             Resource::Vehicle(kenteken) => {
                 let uid = Types::uid(&t.vehicle, kenteken.as_str());
-                entities.push(
-                    Entity::new_no_attrs(uid.clone(), HashSet::new())
-                        .as_ref()
-                        .clone(),
-                );
+                entities.push(plain_entity(&uid, HashSet::new(), None));
                 uid
             }
         };
@@ -801,6 +788,22 @@ fn policies_for(
         }
     }
     Ok(set)
+}
+
+/// A per-request entity: `uid` with `parents` (already transitively closed) and at most one
+/// attribute, built as Cedar's `Entity::new` would build it without evaluating expressions.
+fn plain_entity(
+    uid: &EntityUid,
+    parents: HashSet<core_ast::EntityUID>,
+    attr: Option<(SmolStr, core_ast::Value)>,
+) -> core_ast::Entity {
+    core_ast::Entity::new_with_attr_partial_value(
+        uid.clone().into(),
+        attr.map(|(k, v)| (k, core_ast::PartialValue::Value(v))),
+        HashSet::new(),
+        parents,
+        [],
+    )
 }
 
 /// A built request with its entities and, when something is missing, a note for the errors.

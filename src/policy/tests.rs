@@ -826,7 +826,7 @@ fn context_from_pairs(req: &Req) -> cedar_policy::Context {
     let mut pairs = vec![
         (
             "now".to_string(),
-            RestrictedExpression::new_datetime(&cedar_datetime(&req.now)),
+            RestrictedExpression::new_datetime(cedar_datetime(&req.now)),
         ),
         (
             "break_glass".to_string(),
