@@ -18,6 +18,7 @@ mod compiled;
 mod load;
 mod suite;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -249,9 +250,11 @@ pub struct PolicyEngine {
     compiled: [compiled::Compiled; 4],
     /// The schema's entity of each action (in the order of `actions`), with its action groups.
     action_entities: [Option<core_ast::Entity>; 4],
-    /// `datetime` and `ip`, the names of Cedar's constructors, parsed once.
+    /// `datetime`, the name of Cedar's constructor, parsed once.
     datetime_fn: core_ast::Name,
-    ip_fn: core_ast::Name,
+    /// Cedar's `datetime` and `ip` constructors, looked up once.
+    datetime_ctor: &'static core_ast::ExtensionFunction,
+    ip_ctor: &'static core_ast::ExtensionFunction,
     authorizer: Authorizer,
     infos: Vec<PolicyInfo>,
     /// Policy id → index into `infos` (load order).
@@ -311,8 +314,18 @@ impl PolicyEngine {
         ];
         let datetime_fn = core_ast::Name::from_str("datetime")
             .map_err(|e| PolicyLoadError(format!("bad extension function name: {e}")))?;
-        let ip_fn = core_ast::Name::from_str("ip")
-            .map_err(|e| PolicyLoadError(format!("bad extension function name: {e}")))?;
+        let ctor = |name: &str| {
+            core_ast::Name::from_str(name)
+                .map_err(|e| e.to_string())
+                .and_then(|n| {
+                    Extensions::all_available()
+                        .func(&n)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| PolicyLoadError(format!("Cedar extension function `{name}`: {e}")))
+        };
+        let datetime_ctor = ctor("datetime")?;
+        let ip_ctor = ctor("ip")?;
         let order: HashMap<PolicyId, usize> = loaded
             .infos
             .iter()
@@ -337,7 +350,8 @@ impl PolicyEngine {
             compiled,
             action_entities,
             datetime_fn,
-            ip_fn,
+            datetime_ctor,
+            ip_ctor,
             authorizer: Authorizer::new(),
             infos: loaded.infos,
             order,
@@ -465,10 +479,7 @@ impl PolicyEngine {
         // The context is built from Cedar values directly: `Context::from_pairs` would run
         // Cedar's restricted-expression evaluator over every member on each request.
         let mut ctx: BTreeMap<SmolStr, core_ast::Value> = BTreeMap::new();
-        ctx.insert(
-            SmolStr::new_static("now"),
-            self.extension_value(&self.datetime_fn, cedar_datetime(&input.now))?,
-        );
+        ctx.insert(SmolStr::new_static("now"), self.now_value(&input.now)?);
         if let Some(case) = input.case {
             let uid = Types::uid(&t.case, &case.id);
             match self.statics.case_types.get(&case.case_type) {
@@ -512,10 +523,7 @@ impl PolicyEngine {
             ),
         );
         if let Some(ip) = input.client_ip {
-            ctx.insert(
-                SmolStr::new_static("client_ip"),
-                self.extension_value(&self.ip_fn, ip.to_string())?,
-            );
+            ctx.insert(SmolStr::new_static("client_ip"), self.ip_value(ip)?);
         }
         ctx.insert(
             SmolStr::new_static("lookups_last_hour"),
@@ -626,26 +634,37 @@ impl PolicyEngine {
             })
     }
 
-    /// The value of Cedar extension constructor `name` (`datetime`, `ip`) applied to `src`.
-    fn extension_value(
-        &self,
-        name: &core_ast::Name,
-        src: String,
-    ) -> Result<core_ast::Value, String> {
-        let what = || {
-            format!(
-                "cannot build context: `{name}(\"{}\")`",
-                crate::model::truncate_for_message(&src)
-            )
-        };
-        let f = Extensions::all_available()
-            .func(name)
-            .map_err(|e| format!("{}: {}", what(), load::one_line(&e.to_string())))?;
-        match f.call(&[core_ast::Value::from(src.as_str())]) {
-            Ok(core_ast::PartialValue::Value(v)) => Ok(v),
-            Ok(core_ast::PartialValue::Residual(_)) => Err(format!("{}: not a value", what())),
-            Err(e) => Err(format!("{}: {}", what(), load::one_line(&e.to_string()))),
+    /// `context.now`: Cedar's `datetime` of `now` (the last one made on this thread is reused
+    /// within the same millisecond).
+    fn now_value(&self, now: &DateTime<Utc>) -> Result<core_ast::Value, String> {
+        thread_local! {
+            static LAST: RefCell<Option<(i64, core_ast::Value)>> = const { RefCell::new(None) };
         }
+        let ms = now.timestamp_millis();
+        if let Some(v) =
+            LAST.with_borrow(|l| l.as_ref().filter(|(t, _)| *t == ms).map(|(_, v)| v.clone()))
+        {
+            return Ok(v);
+        }
+        let v = extension_value(self.datetime_ctor, "datetime", cedar_datetime(now))?;
+        LAST.set(Some((ms, v.clone())));
+        Ok(v)
+    }
+
+    /// `context.client_ip`: Cedar's `ip` of `ip` (the last one made on this thread is reused
+    /// for the same address).
+    fn ip_value(&self, ip: IpAddr) -> Result<core_ast::Value, String> {
+        thread_local! {
+            static LAST: RefCell<Option<(IpAddr, core_ast::Value)>> = const { RefCell::new(None) };
+        }
+        if let Some(v) =
+            LAST.with_borrow(|l| l.as_ref().filter(|(a, _)| *a == ip).map(|(_, v)| v.clone()))
+        {
+            return Ok(v);
+        }
+        let v = extension_value(self.ip_ctor, "ip", ip.to_string())?;
+        LAST.set(Some((ip, v.clone())));
+        Ok(v)
     }
 
     /// `datetime(src)` with the constructor's name parsed at load (`RestrictedExpression::
@@ -788,6 +807,25 @@ fn policies_for(
         }
     }
     Ok(set)
+}
+
+/// The value of Cedar extension constructor `f` (named `name`) applied to `src`.
+fn extension_value(
+    f: &core_ast::ExtensionFunction,
+    name: &str,
+    src: String,
+) -> Result<core_ast::Value, String> {
+    let what = || {
+        format!(
+            "cannot build context: `{name}(\"{}\")`",
+            crate::model::truncate_for_message(&src)
+        )
+    };
+    match f.call(&[core_ast::Value::from(src.as_str())]) {
+        Ok(core_ast::PartialValue::Value(v)) => Ok(v),
+        Ok(core_ast::PartialValue::Residual(_)) => Err(format!("{}: not a value", what())),
+        Err(e) => Err(format!("{}: {}", what(), load::one_line(&e.to_string()))),
+    }
 }
 
 /// A per-request entity: `uid` with `parents` (already transitively closed) and at most one

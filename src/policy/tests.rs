@@ -882,6 +882,15 @@ fn context_is_the_one_cedar_builds_from_restricted_expressions() {
     let mut no_ip = Req::lookup();
     no_ip.client_ip = None;
     reqs.push(no_ip);
+    // A millisecond later, then back (the last `now` and `client_ip` values are reused per
+    // thread only for the same millisecond and address).
+    let mut later = Req::lookup();
+    later.now += chrono::Duration::milliseconds(1);
+    reqs.push(later);
+    reqs.push(Req::lookup());
+    let mut v4 = Req::lookup();
+    v4.client_ip = Some("10.0.0.6".parse().unwrap());
+    reqs.push(v4);
     for req in &reqs {
         let built = engine.build(&req.input(), None).unwrap();
         let request: &core_ast::Request = built.request.as_ref();
