@@ -205,6 +205,11 @@ struct Framer {
     closing: bool,
     /// The syncer has ended: appends can no longer become durable.
     syncer_gone: bool,
+    /// The syncer waits on `work` / the sequencer waits on `room`: only then is the condition
+    /// variable signalled (a signal is a system call; the syncer is mostly in `fdatasync` and
+    /// finds the next batch when it returns).
+    syncer_waiting: bool,
+    sequencer_waiting: bool,
 }
 
 impl Framer {
@@ -397,6 +402,8 @@ impl Writer {
             tick: false,
             closing: false,
             syncer_gone: false,
+            syncer_waiting: false,
+            sequencer_waiting: false,
         };
         let shared = Arc::new(Shared {
             framer: Mutex::new(framer),
@@ -484,10 +491,12 @@ fn sequence(
                 Command::Append(append) => {
                     while framer.queued_records >= most_queued && !framer.syncer_gone {
                         shared.work.notify_one();
+                        framer.sequencer_waiting = true;
                         framer = shared
                             .room
                             .wait(framer)
                             .unwrap_or_else(PoisonError::into_inner);
+                        framer.sequencer_waiting = false;
                     }
                     if framer.syncer_gone {
                         let _ = append.reply.send(Err(AuditError::Unavailable(
@@ -514,8 +523,13 @@ fn sequence(
                 next = rx.try_recv().ok();
             }
         }
+        // INVARIANT: the flag is read under the lock the syncer set it under before waiting,
+        // so a batch framed here is either seen by the syncer's next look or signalled.
+        let wake = framer.syncer_waiting;
         drop(framer);
-        shared.work.notify_one();
+        if wake {
+            shared.work.notify_one();
+        }
         if close.is_some() {
             break;
         }
@@ -594,11 +608,11 @@ impl Syncer {
     fn run(mut self, shared: &Shared) {
         let mut closing_checkpoint = false;
         loop {
-            let batch = {
+            let (batch, wake_sequencer) = {
                 let mut framer = shared.lock();
                 loop {
                     if let Some(batch) = framer.take() {
-                        break batch;
+                        break (batch, framer.sequencer_waiting);
                     }
                     if framer.tick {
                         framer.tick = false;
@@ -617,13 +631,17 @@ impl Syncer {
                         framer = shared.lock();
                         continue;
                     }
+                    framer.syncer_waiting = true;
                     framer = shared
                         .work
                         .wait(framer)
                         .unwrap_or_else(PoisonError::into_inner);
+                    framer.syncer_waiting = false;
                 }
             };
-            shared.room.notify_one();
+            if wake_sequencer {
+                shared.room.notify_one();
+            }
             let batch = self.commit(batch, shared);
             shared.lock().recycle(batch);
         }
@@ -873,6 +891,37 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_full_queue_holds_appenders_back_and_loses_no_append() {
+        // max_batch 1: at most two records wait framed, so the sequencer keeps waiting for
+        // room and the syncer keeps signalling it; a lost signal would stall (the timeout
+        // turns that into a failure).
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path(), 1 << 30);
+        opts.max_batch = 1;
+        let log = AuditLog::open(&opts).unwrap();
+        let run = async {
+            let mut tasks = Vec::new();
+            for t in 0..32 {
+                let log = log.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..25 {
+                        let id = format!("req-{t}-{i}");
+                        log.append(vec![decision(&id)]).await.unwrap();
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(120), run)
+            .await
+            .expect("appenders stalled");
+        log.close().await;
+        assert_eq!(verify(dir.path()).unwrap().records, 32 * 25);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_appends_get_gap_free_seqs_and_a_valid_chain() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(&options(dir.path(), 1 << 30)).unwrap();
@@ -976,6 +1025,8 @@ mod tests {
             tick: false,
             closing: false,
             syncer_gone: false,
+            syncer_waiting: false,
+            sequencer_waiting: false,
         }
     }
 
