@@ -97,6 +97,8 @@ pub enum AuditError {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Command>,
+    /// The writer's framer: appends are framed on the caller's thread when there is room.
+    shared: Option<Arc<writer::Shared>>,
     closed: Arc<AtomicBool>,
 }
 
@@ -236,7 +238,7 @@ impl AuditLog {
                 })
                 .map_err(|e| AuditError::Unavailable(format!("cannot start the ticker: {e}")))?;
         }
-        writer.start(rx)?;
+        let shared = writer.start(rx)?;
         if reviews {
             // A thread appends the spooled review requests (those that waited for a writer
             // first), then looks into `reviews/incoming/` every `POLL_INTERVAL`. It holds a weak
@@ -264,6 +266,7 @@ impl AuditLog {
         }
         Ok(AuditLog {
             tx,
+            shared: Some(shared),
             closed: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -285,8 +288,15 @@ impl AuditLog {
             .collect::<Result<Vec<_>, _>>()
             .map_err(AuditError::Unavailable)?;
         let (reply, answer) = oneshot::channel();
+        let mut append = Append::new(bodies, reply);
+        if let Some(shared) = &self.shared {
+            match shared.try_frame(append) {
+                Ok(()) => return answer.await.map_err(|_| self.gone())?,
+                Err(back) => append = back,
+            }
+        }
         self.tx
-            .send(Command::Append(Append::new(bodies, reply)))
+            .send(Command::Append(append))
             .await
             .map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())?
@@ -417,6 +427,7 @@ mod tests {
         drop(rx);
         let log = AuditLog {
             tx,
+            shared: None,
             closed: Arc::new(AtomicBool::new(false)),
         };
         let err = log.append(vec![decision("a")]).await.unwrap_err();

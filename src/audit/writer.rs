@@ -1,13 +1,15 @@
-//! The single writer: a sequencer thread that owns `seq` and `prev`, and a sync thread that owns
-//! the segment file.
+//! The single writer: the framer (behind one lock) owns `seq` and `prev`, a sync thread owns the
+//! segment file.
 //!
-//! It group-commits in a two-stage pipeline. The sequencer (`audit-writer`) takes appends from
-//! the channel and frames them at once: `seq`, the line bytes and the SHA-256 of each line, into
-//! the open batch (at most `max_batch` records, never splitting the records of one append, never
-//! spanning two segments). The syncer (`audit-sync`) takes the oldest framed batch whenever it
-//! is idle, writes it with one `write_all` and one `fdatasync`, and only then answers every
-//! waiter of the batch. So the next batch is framed and hashed, and keeps growing, while the
-//! previous batch's `fdatasync` runs.
+//! It group-commits in a two-stage pipeline. Appends are framed at once: `seq`, the line bytes
+//! and the SHA-256 of each line go into the open batch (at most `max_batch` records, never
+//! splitting the records of one append, never spanning two segments), under the framer's lock:
+//! on the appender's own thread while the queue has room ([`Shared::try_frame`]), else by the
+//! sequencer thread (`audit-writer`), which takes them from the channel and waits for room, and
+//! which also takes reviews, checkpoint ticks and the close. The syncer (`audit-sync`) takes the
+//! oldest framed batch whenever it is idle, writes it with one `write_all` and one `fdatasync`,
+//! and only then answers every waiter of the batch. So the next batch is framed and hashed, and
+//! keeps growing, while the previous batch's `fdatasync` runs.
 //!
 //! INVARIANT: a waiter gets `Ok` only after `sync_data` of the bytes holding its records
 //! returned `Ok`. On a failed write or sync, that batch's waiters get an error, the file is cut
@@ -286,7 +288,7 @@ impl Framer {
 }
 
 /// The state both threads share, with its wake-ups.
-struct Shared {
+pub(crate) struct Shared {
     framer: Mutex<Framer>,
     /// To the syncer: a batch was queued, a tick arrived, or closing.
     work: Condvar,
@@ -299,6 +301,27 @@ impl Shared {
     /// if it did the queue would still be whole appends: so a poisoned lock is used as is.
     fn lock(&self) -> MutexGuard<'_, Framer> {
         self.framer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Frames `append` on the caller's thread, as the sequencer would, when the writer is open
+    /// and the queue has room; otherwise hands it back, and the caller sends it to the
+    /// sequencer, which waits for room or answers with the error. Framing here saves waking
+    /// the sequencer thread for every append (a context switch each).
+    pub(crate) fn try_frame(&self, append: Append) -> Result<(), Append> {
+        let mut framer = self.lock();
+        if framer.closing
+            || framer.syncer_gone
+            || framer.queued_records >= framer.max_batch.saturating_mul(2)
+        {
+            return Err(append);
+        }
+        framer.frame(append, today());
+        let wake = framer.syncer_waiting;
+        drop(framer);
+        if wake {
+            self.work.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -385,7 +408,9 @@ impl Writer {
 
     /// Starts the sequencer and the sync thread; they run until the channel closes or a close
     /// command arrives.
-    pub(crate) fn start(self, rx: mpsc::Receiver<Command>) -> Result<(), AuditError> {
+    /// Starts the two threads; returns the state appenders frame into directly
+    /// ([`Shared::try_frame`]).
+    pub(crate) fn start(self, rx: mpsc::Receiver<Command>) -> Result<Arc<Shared>, AuditError> {
         let Writer {
             syncer,
             max_batch,
@@ -429,7 +454,7 @@ impl Writer {
                 "cannot start the writer: {e}"
             )));
         }
-        Ok(())
+        Ok(shared)
     }
 }
 
