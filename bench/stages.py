@@ -24,7 +24,7 @@ STAGES = [
     ("request body / subjects", "fn", r"purpose_gate::gate::subjects_of"),
     ("Cedar decision (src/policy)", "fn", r"purpose_gate::policy::PolicyEngine::decide"),
     ("audit record building", "fn", r"purpose_gate::gate::Gate::record"),
-    ("audit append (encode, channel, wait)", "fn", r"purpose_gate::gate::Gate::append::\{\{closure\}\}"),
+    ("audit append (encode, frame + hash chain, wait)", "fn", r"purpose_gate::gate::Gate::append::\{\{closure\}\}"),
     ("audit sequencer thread (frame, hash chain)", "fn", r"purpose_gate::audit::writer::sequence"),
     ("audit sync thread (write, fdatasync)", "fn", r"purpose_gate::audit::writer::Syncer::run"),
     ("forward (request to upstream)", "at", (r".*/src/forward\.rs", r"purpose_gate::gate::Gate::process::\{\{closure\}\}")),
