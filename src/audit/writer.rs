@@ -309,8 +309,11 @@ impl Shared {
     /// the sequencer thread for every append (a context switch each).
     pub(crate) fn try_frame(&self, append: Append) -> Result<(), Append> {
         let mut framer = self.lock();
+        // While the sequencer waits for room with appends from the channel, later appends
+        // queue behind them in the channel too, so that none is overtaken indefinitely.
         if framer.closing
             || framer.syncer_gone
+            || framer.sequencer_waiting
             || framer.queued_records >= framer.max_batch.saturating_mul(2)
         {
             return Err(append);
