@@ -19,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+# shellcheck source=bench/gate-files.sh
+. "$REPO/bench/gate-files.sh"
 
 COUNT=${COUNT:-2000}
 CONNS=${CONNS:-8}
@@ -66,44 +68,8 @@ wait_port() { # port, pid, name
 PIDS+=($!)
 wait_port "$UP_PORT" "${PIDS[-1]}" registry
 
-# --- gate config: as bench/proxy.sh ---------------------------------------------------------
-mkdir -p "$TMP/policies" "$TMP/audit"
-cp -r "$REPO/policies/." "$TMP/policies/"
-sed -i 's/lookups_last_hour <= 200/lookups_last_hour <= 1000000000/; s/lookups_last_hour > 200/lookups_last_hour > 1000000000/' \
-    "$TMP/policies/gate.cedar"
-opened=$(date -u -d '-10 days' +%Y-%m-%dT%H:%M:%SZ)
-closes=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
-awk -v opened="$opened" -v closes="$closes" 'BEGIN {
-    printf "{\"cases\": [\n"
-    for (i = 1; i <= 10000; i++) {
-        printf "{\"id\": \"Z-BENCH-%06d\", \"type\": \"parkeervergunning\", \"status\": \"open\", ", i
-        printf "\"opened\": \"%s\", \"closes\": \"%s\", \"organization\": \"0363\", ", opened, closes
-        printf "\"handlers\": [\"emp-042\", \"emp-%d\"], \"subjects\": [\"999993653\"], \"vehicles\": [\"XX999X\"]}%s\n", \
-            1000 + i, (i < 10000 ? "," : "")
-    }
-    printf "]}\n"
-}' >"$TMP/cases.json"
-cat >"$TMP/gate.toml" <<EOF
-gate_id = "bench-gate"
-[server]
-listen = "127.0.0.1:$GATE_PORT"
-[auth]
-issuer = "https://idp.demo.purpose-gate.example"
-audience = "purpose-gate"
-jwks_file = "$REPO/examples/demo/keys/jwks.json"
-[policies]
-dir = "policies"
-[cases]
-file = "cases.json"
-[audit]
-dir = "audit"
-[upstreams.brp]
-url = "http://127.0.0.1:$UP_PORT"
-headers = { "x-api-key" = "demo-brp-key" }
-[upstreams.rdw]
-url = "http://127.0.0.1:$UP_PORT"
-headers = { "x-api-key" = "demo-rdw-key" }
-EOF
+# --- gate config: as bench/proxy.sh (bench/gate-files.sh) -----------------------------------
+gate_files "$TMP" "$REPO" "$UP_PORT" "$GATE_PORT"
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF

@@ -18,6 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+# shellcheck source=bench/gate-files.sh
+. "$REPO/bench/gate-files.sh"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
@@ -87,56 +89,8 @@ PIDS+=("$UP_PID")
 wait_port "$UP_PORT" "$UP_PID" registry
 
 # --- gate -----------------------------------------------------------------------------------
-# The shipped policies, with the one change a load test needs: the volume limit
-# (`lookups_last_hour <= 200`, `> 200`) is raised, or every request after the 200th would be a
-# deny. The policies evaluated are otherwise byte for byte the shipped ones.
-mkdir -p "$TMP/policies" "$TMP/audit"
-cp -r "$REPO/policies/." "$TMP/policies/"
-sed -i 's/lookups_last_hour <= 200/lookups_last_hour <= 1000000000/; s/lookups_last_hour > 200/lookups_last_hour > 1000000000/' \
-    "$TMP/policies/gate.cedar"
-
-# A case registry of 10,000 open cases, windows around now; Z-BENCH-000001 is the one used.
-opened=$(date -u -d '-10 days' +%Y-%m-%dT%H:%M:%SZ)
-closes=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
-awk -v opened="$opened" -v closes="$closes" 'BEGIN {
-    printf "{\"cases\": [\n"
-    for (i = 1; i <= 10000; i++) {
-        printf "{\"id\": \"Z-BENCH-%06d\", \"type\": \"parkeervergunning\", \"status\": \"open\", ", i
-        printf "\"opened\": \"%s\", \"closes\": \"%s\", \"organization\": \"0363\", ", opened, closes
-        printf "\"handlers\": [\"emp-042\", \"emp-%d\"], \"subjects\": [\"999993653\"], \"vehicles\": [\"XX999X\"]}%s\n", \
-            1000 + i, (i < 10000 ? "," : "")
-    }
-    printf "]}\n"
-}' >"$TMP/cases.json"
-
-cat >"$TMP/gate.toml" <<EOF
-gate_id = "bench-gate"
-
-[server]
-listen = "127.0.0.1:$GATE_PORT"
-
-[auth]
-issuer = "https://idp.demo.purpose-gate.example"
-audience = "purpose-gate"
-jwks_file = "$REPO/examples/demo/keys/jwks.json"
-
-[policies]
-dir = "policies"
-
-[cases]
-file = "cases.json"
-
-[audit]
-dir = "audit"
-
-[upstreams.brp]
-url = "http://127.0.0.1:$UP_PORT"
-headers = { "x-api-key" = "demo-brp-key" }
-
-[upstreams.rdw]
-url = "http://127.0.0.1:$UP_PORT"
-headers = { "x-api-key" = "demo-rdw-key" }
-EOF
+# Policies (volume limit raised), 10,000 cases and gate.toml: bench/gate-files.sh.
+gate_files "$TMP" "$REPO" "$UP_PORT" "$GATE_PORT"
 
 log "starting the gate on 127.0.0.1:$GATE_PORT ($THREADS runtime workers)"
 RUST_LOG=${RUST_LOG:-warn} TOKIO_WORKER_THREADS=$THREADS "$BIN/purpose-gate" serve --config "$TMP/gate.toml" \

@@ -6,23 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{Harness, Options, raadpleeg};
+use common::{BG_REASON, Harness, Options, audit_cli, raadpleeg, stderr, stdout};
 use serde_json::{Value, json};
-
-const BG_REASON: &str = "acute threat reported by police, officer on duty J. de Vries";
-
-fn cli(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
-        .arg("audit")
-        .args(&args[..1])
-        .arg("--dir")
-        .arg(dir)
-        .args(&args[1..])
-        .output()
-        .unwrap()
-}
 
 /// Runs the CLI on a blocking thread (the gate under test runs on this runtime).
 async fn cli_async(args: &[&str], dir: &Path) -> Output {
@@ -30,18 +17,10 @@ async fn cli_async(args: &[&str], dir: &Path) -> Output {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&refs, &dir)
+        audit_cli(&refs, &dir)
     })
     .await
     .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A break-glass lookup by emp-900; returns its request id.
@@ -173,7 +152,7 @@ async fn review_while_the_gate_runs_goes_through_the_gates_writer() {
     // After the gate stopped, the CLI is the writer itself; signatures of the gate's
     // checkpoints still verify and the chain continues.
     h.stop().await;
-    let r = cli(
+    let r = audit_cli(
         &[
             "review",
             "--seq",
@@ -187,9 +166,9 @@ async fn review_while_the_gate_runs_goes_through_the_gates_writer() {
     );
     assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
     assert!(!stderr(&r).contains("running gate"), "{}", stderr(&r));
-    let v = cli(&["verify", "--pubkey", public.to_str().unwrap()], &dir);
+    let v = audit_cli(&["verify", "--pubkey", public.to_str().unwrap()], &dir);
     assert_eq!(v.status.code(), Some(0), "{}", stdout(&v));
-    let table = stdout(&cli(&["query", "--break-glass"], &dir));
+    let table = stdout(&audit_cli(&["query", "--break-glass"], &dir));
     assert!(table.contains("ok (auditor-8)"), "{table}");
 }
 
@@ -335,7 +314,7 @@ async fn shared_surname_signal_from_directory_and_subject_names() {
             args.push(subject_key.display().to_string());
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = cli(&refs, &dir);
+        let out = audit_cli(&refs, &dir);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let text = stdout(&out);
 
@@ -396,12 +375,12 @@ async fn shared_surname_signal_from_directory_and_subject_names() {
             args.push(subject_key.display().to_string());
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let text = stdout(&cli(&refs, &dir));
+        let text = stdout(&audit_cli(&refs, &dir));
         assert!(text.contains("shared_surname"), "{text}");
 
         // Without the subjects' names there is no surname signal (the log holds no names);
         // one of the two files alone is a usage error.
-        let alone = cli(
+        let alone = audit_cli(
             &[
                 "signals",
                 "--employee-directory",
@@ -410,7 +389,7 @@ async fn shared_surname_signal_from_directory_and_subject_names() {
             &dir,
         );
         assert_eq!(alone.status.code(), Some(2), "{}", stderr(&alone));
-        let plain = stdout(&cli(&["signals", "--format", "json"], &dir));
+        let plain = stdout(&audit_cli(&["signals", "--format", "json"], &dir));
         assert!(signals_of(&plain, "emp-042", "shared_surname").is_empty());
     }
 }

@@ -5,28 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use common::{Harness, Options, raadpleeg};
+use common::{BG_REASON, Harness, Options, audit_cli, raadpleeg, stdout};
 use serde_json::{Value, json};
-
-const BG_REASON: &str = "acute threat reported by police, officer on duty J. de Vries";
-
-fn cli(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
-        .arg("audit")
-        .args(&args[..1])
-        .arg("--dir")
-        .arg(dir)
-        .args(&args[1..])
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Starts a gate with signed checkpoints (and a subject key when `pseudonymise`), sends
 /// traffic of several employees, stops the gate. Returns the harness, the public key path
@@ -116,12 +96,12 @@ async fn reports_over_a_log_written_by_the_gate() {
     let dir = h.audit_dir.clone();
 
     // Intact, with signatures, checkpoints written by the gate (also at shutdown).
-    let v = cli(&["verify", "--pubkey", public.to_str().unwrap()], &dir);
+    let v = audit_cli(&["verify", "--pubkey", public.to_str().unwrap()], &dir);
     assert_eq!(v.status.code(), Some(0), "{}", stdout(&v));
     assert!(stdout(&v).contains("signatures valid"), "{}", stdout(&v));
 
     // The search disclosed 999993653 (van Dijk, 1980-01-01): it counts for that person.
-    let q = cli(
+    let q = audit_cli(
         &["query", "--subject", "999993653", "--format", "json"],
         &dir,
     );
@@ -157,7 +137,7 @@ async fn reports_over_a_log_written_by_the_gate() {
     assert_eq!(rows[2]["status"], Value::Null);
 
     // CSV has a header and one line per row.
-    let csv = cli(&["query", "--employee", "emp-042", "--format", "csv"], &dir);
+    let csv = audit_cli(&["query", "--employee", "emp-042", "--format", "csv"], &dir);
     let text = stdout(&csv);
     assert!(
         text.starts_with("seq,time,employee,org,action,subject"),
@@ -166,7 +146,7 @@ async fn reports_over_a_log_written_by_the_gate() {
     assert_eq!(text.lines().count(), 1 + 5, "{text}");
 
     // Subject report: every entry, the covering checkpoint, bilingual headings.
-    let html = stdout(&cli(
+    let html = stdout(&audit_cli(
         &["subject-report", "--bsn", "999993653", "--format", "html"],
         &dir,
     ));
@@ -191,7 +171,7 @@ async fn reports_over_a_log_written_by_the_gate() {
         !html.contains("http://") && !html.contains("https://"),
         "no external resources"
     );
-    let json: Value = serde_json::from_str(&stdout(&cli(
+    let json: Value = serde_json::from_str(&stdout(&audit_cli(
         &["subject-report", "--bsn", "999993653", "--format", "json"],
         &dir,
     )))
@@ -202,7 +182,7 @@ async fn reports_over_a_log_written_by_the_gate() {
     assert!(json["covered_by"]["tree_size"].as_u64().unwrap() > 0);
 
     // Incident report: what emp-042 obtained.
-    let inc: Value = serde_json::from_str(&stdout(&cli(
+    let inc: Value = serde_json::from_str(&stdout(&audit_cli(
         &[
             "incident-report",
             "--employee",
@@ -232,7 +212,7 @@ async fn reports_over_a_log_written_by_the_gate() {
     assert_eq!(inc["denied"], 2);
 
     // Signals: break-glass to review, protected-person attempt, search, holder lookup.
-    let sig: Value = serde_json::from_str(&stdout(&cli(
+    let sig: Value = serde_json::from_str(&stdout(&audit_cli(
         &[
             "signals",
             "--format",
@@ -262,17 +242,17 @@ async fn reports_over_a_log_written_by_the_gate() {
     assert!(kinds("emp-042").contains(&"protected_person".to_string()));
     assert!(kinds("emp-042").contains(&"holder_lookup".to_string()));
     assert!(kinds("emp-107").contains(&"search".to_string()));
-    let sig_html = stdout(&cli(&["signals", "--format", "html"], &dir));
+    let sig_html = stdout(&audit_cli(&["signals", "--format", "html"], &dir));
     assert!(sig_html.contains("Snooping signals") && sig_html.contains("emp-900"));
 
     // Review the break-glass lookup: it leaves "to review".
-    let bg = cli(&["query", "--break-glass", "--format", "json"], &dir);
+    let bg = audit_cli(&["query", "--break-glass", "--format", "json"], &dir);
     let bg_row: Value = serde_json::from_str(stdout(&bg).lines().next().unwrap()).unwrap();
     assert_eq!(bg_row["review"], Value::Null);
-    let table = stdout(&cli(&["query", "--break-glass"], &dir));
+    let table = stdout(&audit_cli(&["query", "--break-glass"], &dir));
     assert!(table.contains("to review"), "{table}");
     let seq = bg_row["seq"].as_u64().unwrap().to_string();
-    let r = cli(
+    let r = audit_cli(
         &[
             "review",
             "--seq",
@@ -292,14 +272,14 @@ async fn reports_over_a_log_written_by_the_gate() {
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let table = stdout(&cli(&["query", "--break-glass"], &dir));
+    let table = stdout(&audit_cli(&["query", "--break-glass"], &dir));
     assert!(
         table.contains("ok (auditor-7)") && !table.contains("to review"),
         "{table}"
     );
     // The log is still intact, and a bad review is a usage error.
-    assert_eq!(cli(&["verify"], &dir).status.code(), Some(0));
-    let bad = cli(
+    assert_eq!(audit_cli(&["verify"], &dir).status.code(), Some(0));
+    let bad = audit_cli(
         &["review", "--seq", "99999", "--by", "a", "--verdict", "ok"],
         &dir,
     );
@@ -319,11 +299,11 @@ async fn pseudonymised_subjects_round_trip() {
     assert!(!raw.contains("999993653"), "no clear BSN in the log");
     assert!(raw.contains("hmac-sha256:"));
     // verify needs no subject key.
-    let v = cli(&["verify", "--pubkey", public.to_str().unwrap()], &dir);
+    let v = audit_cli(&["verify", "--pubkey", public.to_str().unwrap()], &dir);
     assert_eq!(v.status.code(), Some(0), "{}", stdout(&v));
     // With the key, the clear BSN finds the records, including the search's disclosure.
     let key = keys.path().join("subject.key");
-    let q = cli(
+    let q = audit_cli(
         &[
             "query",
             "--subject",
@@ -336,7 +316,7 @@ async fn pseudonymised_subjects_round_trip() {
         &dir,
     );
     assert_eq!(stdout(&q).lines().count(), 5, "{}", stdout(&q));
-    let report = stdout(&cli(
+    let report = stdout(&audit_cli(
         &[
             "subject-report",
             "--bsn",
@@ -349,7 +329,7 @@ async fn pseudonymised_subjects_round_trip() {
     assert!(report.contains("Subject (BSN): 999993653"), "{report}");
     assert!(report.contains("5 entries"), "{report}");
     // Without the key nothing matches.
-    let q = cli(
+    let q = audit_cli(
         &["query", "--subject", "999993653", "--format", "json"],
         &dir,
     );

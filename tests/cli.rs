@@ -194,20 +194,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let key = common::demo_private_key();
-    let token = common::tokens::mint(
-        &key,
-        common::KID,
-        &common::tokens::employee_claims(
-            common::ISSUER,
-            common::AUDIENCE,
-            "emp-042",
-            "0363",
-            &["vergunningverlener"],
-            600,
-        ),
-    )
-    .unwrap();
+    let token = common::emp042_demo_token(600);
     let body = raadpleeg(&["999993653"], &["naam"]).to_string();
     let req = format!(
         "POST /haalcentraal/api/brp/personen HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Case-Id: Z-OPEN\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

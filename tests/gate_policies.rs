@@ -5,10 +5,8 @@
 
 mod common;
 
-use common::{Harness, raadpleeg};
+use common::{BG_REASON, Harness, raadpleeg};
 use serde_json::{Value, json};
-
-const BG_REASON: &str = "acute threat reported by police, officer on duty J. de Vries";
 
 async fn expect_deny(h: &Harness, a: common::Answer, code: &str) {
     assert_eq!(

@@ -206,20 +206,7 @@ async fn sigkill_under_load_never_loses_a_forwarded_requests_decision_record() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), reg_addr);
     let audit = tmp.path().join("audit");
-    let key = common::demo_private_key();
-    let token = common::tokens::mint(
-        &key,
-        common::KID,
-        &common::tokens::employee_claims(
-            ISSUER,
-            AUDIENCE,
-            "emp-042",
-            "0363",
-            &["vergunningverlener"],
-            3600,
-        ),
-    )
-    .unwrap();
+    let token = common::emp042_demo_token(3600);
 
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

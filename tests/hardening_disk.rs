@@ -314,19 +314,7 @@ url = "http://{reg_addr}"
             .unwrap(),
     );
     let addr = gate_address(&log_path, &mut gate.0);
-    let token = common::tokens::mint(
-        &common::demo_private_key(),
-        common::KID,
-        &common::tokens::employee_claims(
-            common::ISSUER,
-            common::AUDIENCE,
-            "emp-042",
-            "0363",
-            &["vergunningverlener"],
-            3600,
-        ),
-    )
-    .unwrap();
+    let token = common::emp042_demo_token(3600);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
     let body = raadpleeg(&["999993653"], &["naam"]).to_string();
     let lookup = || async {

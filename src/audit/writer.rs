@@ -319,12 +319,19 @@ impl Shared {
             return Err(append);
         }
         framer.frame(append, today());
+        self.release_to_syncer(framer);
+        Ok(())
+    }
+
+    /// Releases the lock after framing and signals the syncer if it waits for work.
+    /// INVARIANT: the flag is read under the lock the syncer set it under before waiting, so a
+    /// batch framed under `framer` is either seen by the syncer's next look or signalled.
+    fn release_to_syncer(&self, framer: MutexGuard<'_, Framer>) {
         let wake = framer.syncer_waiting;
         drop(framer);
         if wake {
             self.work.notify_one();
         }
-        Ok(())
     }
 }
 
@@ -551,13 +558,7 @@ fn sequence(
                 next = rx.try_recv().ok();
             }
         }
-        // INVARIANT: the flag is read under the lock the syncer set it under before waiting,
-        // so a batch framed here is either seen by the syncer's next look or signalled.
-        let wake = framer.syncer_waiting;
-        drop(framer);
-        if wake {
-            shared.work.notify_one();
-        }
+        shared.release_to_syncer(framer);
         if close.is_some() {
             break;
         }

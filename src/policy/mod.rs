@@ -638,33 +638,22 @@ impl PolicyEngine {
     /// within the same millisecond).
     fn now_value(&self, now: &DateTime<Utc>) -> Result<core_ast::Value, String> {
         thread_local! {
-            static LAST: RefCell<Option<(i64, core_ast::Value)>> = const { RefCell::new(None) };
+            static LAST: LastValue<i64> = const { RefCell::new(None) };
         }
-        let ms = now.timestamp_millis();
-        if let Some(v) =
-            LAST.with_borrow(|l| l.as_ref().filter(|(t, _)| *t == ms).map(|(_, v)| v.clone()))
-        {
-            return Ok(v);
-        }
-        let v = extension_value(self.datetime_ctor, "datetime", cedar_datetime(now))?;
-        LAST.set(Some((ms, v.clone())));
-        Ok(v)
+        reuse_last(&LAST, now.timestamp_millis(), || {
+            extension_value(self.datetime_ctor, "datetime", cedar_datetime(now))
+        })
     }
 
     /// `context.client_ip`: Cedar's `ip` of `ip` (the last one made on this thread is reused
     /// for the same address).
     fn ip_value(&self, ip: IpAddr) -> Result<core_ast::Value, String> {
         thread_local! {
-            static LAST: RefCell<Option<(IpAddr, core_ast::Value)>> = const { RefCell::new(None) };
+            static LAST: LastValue<IpAddr> = const { RefCell::new(None) };
         }
-        if let Some(v) =
-            LAST.with_borrow(|l| l.as_ref().filter(|(a, _)| *a == ip).map(|(_, v)| v.clone()))
-        {
-            return Ok(v);
-        }
-        let v = extension_value(self.ip_ctor, "ip", ip.to_string())?;
-        LAST.set(Some((ip, v.clone())));
-        Ok(v)
+        reuse_last(&LAST, ip, || {
+            extension_value(self.ip_ctor, "ip", ip.to_string())
+        })
     }
 
     /// `datetime(src)` with the constructor's name parsed at load (`RestrictedExpression::
@@ -807,6 +796,27 @@ fn policies_for(
         }
     }
     Ok(set)
+}
+
+/// The last Cedar value made on a thread, with the input it was made from.
+type LastValue<K> = RefCell<Option<(K, core_ast::Value)>>;
+
+/// `last`'s value when it was made from `key`, else `make()` (remembered when it succeeds).
+fn reuse_last<K: PartialEq + Copy + 'static>(
+    last: &'static std::thread::LocalKey<LastValue<K>>,
+    key: K,
+    make: impl FnOnce() -> Result<core_ast::Value, String>,
+) -> Result<core_ast::Value, String> {
+    if let Some(v) = last.with_borrow(|l| {
+        l.as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }) {
+        return Ok(v);
+    }
+    let v = make()?;
+    last.set(Some((key, v.clone())));
+    Ok(v)
 }
 
 /// The value of Cedar extension constructor `f` (named `name`) applied to `src`.

@@ -384,3 +384,46 @@ pub async fn raw_http(addr: SocketAddr, bytes: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The break-glass reason the tests send.
+pub const BG_REASON: &str = "acute threat reported by police, officer on duty J. de Vries";
+
+/// Runs `purpose-gate audit <args[0]> --dir <dir> <args[1..]>` and returns its output.
+pub fn audit_cli(args: &[&str], dir: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
+        .arg("audit")
+        .args(&args[..1])
+        .arg("--dir")
+        .arg(dir)
+        .args(&args[1..])
+        .output()
+        .unwrap()
+}
+
+/// Standard output of a finished command, as text.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error of a finished command, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A token of emp-042 (vergunningverlener of 0363) signed with the demo key, valid `ttl_secs`:
+/// for tests that start the gate binary themselves rather than through [`Harness`].
+pub fn emp042_demo_token(ttl_secs: i64) -> String {
+    tokens::mint(
+        &demo_private_key(),
+        KID,
+        &tokens::employee_claims(
+            ISSUER,
+            AUDIENCE,
+            "emp-042",
+            "0363",
+            &["vergunningverlener"],
+            ttl_secs,
+        ),
+    )
+    .unwrap()
+}

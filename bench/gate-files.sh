@@ -1,0 +1,60 @@
+# Sourced by bench/proxy.sh and bench/cost.sh: writes the gate's files for a load test into $1.
+#
+#   gate_files DIR REPO UP_PORT GATE_PORT
+#
+# DIR/policies: the shipped policies, with the one change a load test needs: the volume limit
+# (`lookups_last_hour <= 200`, `> 200`) is raised, or every request after the 200th would be a
+# deny. The policies evaluated are otherwise byte for byte the shipped ones.
+# DIR/cases.json: 10,000 open cases, windows around now; Z-BENCH-000001 is the one used.
+# DIR/gate.toml: ES256 JWT against the demo JWKS, those policies and cases, durable audit in
+# DIR/audit, both upstreams on 127.0.0.1:UP_PORT, listening on 127.0.0.1:GATE_PORT.
+gate_files() {
+    local dir=$1 repo=$2 up_port=$3 gate_port=$4
+    mkdir -p "$dir/policies" "$dir/audit"
+    cp -r "$repo/policies/." "$dir/policies/"
+    sed -i 's/lookups_last_hour <= 200/lookups_last_hour <= 1000000000/; s/lookups_last_hour > 200/lookups_last_hour > 1000000000/' \
+        "$dir/policies/gate.cedar"
+
+    local opened closes
+    opened=$(date -u -d '-10 days' +%Y-%m-%dT%H:%M:%SZ)
+    closes=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
+    awk -v opened="$opened" -v closes="$closes" 'BEGIN {
+        printf "{\"cases\": [\n"
+        for (i = 1; i <= 10000; i++) {
+            printf "{\"id\": \"Z-BENCH-%06d\", \"type\": \"parkeervergunning\", \"status\": \"open\", ", i
+            printf "\"opened\": \"%s\", \"closes\": \"%s\", \"organization\": \"0363\", ", opened, closes
+            printf "\"handlers\": [\"emp-042\", \"emp-%d\"], \"subjects\": [\"999993653\"], \"vehicles\": [\"XX999X\"]}%s\n", \
+                1000 + i, (i < 10000 ? "," : "")
+        }
+        printf "]}\n"
+    }' >"$dir/cases.json"
+
+    cat >"$dir/gate.toml" <<EOF
+gate_id = "bench-gate"
+
+[server]
+listen = "127.0.0.1:$gate_port"
+
+[auth]
+issuer = "https://idp.demo.purpose-gate.example"
+audience = "purpose-gate"
+jwks_file = "$repo/examples/demo/keys/jwks.json"
+
+[policies]
+dir = "policies"
+
+[cases]
+file = "cases.json"
+
+[audit]
+dir = "audit"
+
+[upstreams.brp]
+url = "http://127.0.0.1:$up_port"
+headers = { "x-api-key" = "demo-brp-key" }
+
+[upstreams.rdw]
+url = "http://127.0.0.1:$up_port"
+headers = { "x-api-key" = "demo-rdw-key" }
+EOF
+}
