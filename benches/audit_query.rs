@@ -67,6 +67,7 @@ fn request(i: u64) -> Vec<RecordBody> {
             policy_version: Some("sha256:0f1e2d3c".into()),
         })),
         RecordBody::Outcome(OutcomeRecord {
+            release: Vec::new(),
             time: "2026-03-01T09:15:00.140Z".into(),
             kind: OutcomeKind::Outcome,
             request_id,

@@ -152,6 +152,8 @@ fn bench(c: &mut Criterion) {
             let emp = auth.authenticate(Some(header.as_bytes())).await.ok()?;
             let case = cases.lookup(CASE_ID).await.ok().flatten();
             let d = engine.decide(&DecisionInput {
+                search: None,
+                release: None,
                 employee: &emp,
                 action: Action::BrpLookup,
                 resource: &resource,
@@ -247,6 +249,8 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("cedar_decide_{name}"), |b| {
             b.iter(|| {
                 black_box(engine.decide(&DecisionInput {
+                    search: None,
+                    release: None,
                     employee: &emp,
                     action: Action::BrpLookup,
                     resource,

@@ -876,7 +876,7 @@ pub struct RouteConfig {
 
 fn de_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Action>, D::Error> {
     let s = String::deserialize(d)?;
-    Action::parse(&s).map(Some).ok_or_else(|| {
+    Action::parse(&s).filter(|a| *a != Action::Release).map(Some).ok_or_else(|| {
         serde::de::Error::custom(format!(
             "unknown action `{s}`: expected `brp:lookup`, `brp:search`, `rdw:vehicle` or `rdw:holder`"
         ))

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::audit::{
     AuditLog, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal, PurposeRecord,
-    RecordBody, RequestRecord, ResourceRef, Verdict,
+    RecordBody, ReleaseRecord, RequestRecord, ResourceRef, Verdict,
 };
 use crate::auth::Authenticator;
 use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
@@ -29,7 +29,7 @@ use crate::error::{GateError, problem_response};
 use crate::forward::{Outbound, TraceContext, Upstreams, trace_context};
 use crate::logboek::{Logboek, Processing, SpanStatus, Subject};
 use crate::metrics::{Metrics, RequestLabels};
-use crate::model::{Employee, Purpose};
+use crate::model::{Action, Employee, Purpose, Release, Resource};
 use crate::policy::{DecisionInput, PolicyEngine};
 use crate::purpose::{CaseRegistry, JsonFileCases, parse_purpose};
 use crate::resource::{Subjects, parse_brp_body, subjects_for_path};
@@ -340,7 +340,7 @@ impl Gate {
                 return Err(self.refuse(ctx, &draft, e).await);
             }
         };
-        let subjects = match subjects_of(route, &m, &body) {
+        let mut subjects = match subjects_of(route, &m, &body) {
             Ok(s) => s,
             Err(e) => return Err(self.refuse(ctx, &draft, e).await),
         };
@@ -389,6 +389,8 @@ impl Gate {
                     client_ip,
                     now: ctx.now,
                     counters,
+                    search: subjects.search.as_ref(),
+                    release: None,
                 })
             })
             .collect();
@@ -480,13 +482,19 @@ impl Gate {
                 method: parts.method.clone(),
                 path: &upstream_path,
                 client_headers: &parts.headers,
-                body,
+                // The query decided on, with the fields the release decision needs added.
+                body: match subjects.upstream_body.take() {
+                    Some(b) => Bytes::from(b),
+                    None => body,
+                },
                 request_id: &ctx.request_id,
                 traceparent: &ctx.trace.traceparent,
             })
             .await;
 
-        // Stage: response — disclosed subjects, minimisation, outcome record.
+        // Stage: response — every person in the answer decided (release), the released ones
+        // minimised, the outcome record.
+        let mut release: Vec<ReleaseRecord> = Vec::new();
         let (status, upstream_ms, disclosed, answer) = match sent {
             Err(e) => {
                 let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -495,20 +503,60 @@ impl Gate {
             Ok(up) => {
                 let ms = u64::try_from(up.elapsed.as_millis()).unwrap_or(u64::MAX);
                 if up.status.is_success() {
-                    match crate::response::inspect(
-                        subjects.action,
-                        &subjects.resources,
-                        &subjects.fields,
-                        &up.body,
-                    ) {
-                        Ok((disclosed, new_body)) => {
-                            let body = new_body.map(Bytes::from).unwrap_or(up.body);
-                            (
-                                up.status.as_u16(),
-                                ms,
-                                disclosed,
-                                Ok((up.status, up.headers, body)),
-                            )
+                    match crate::response::read(subjects.action, &up.body) {
+                        Ok(read) => {
+                            let released = self.release(
+                                &policy,
+                                &DecisionInput {
+                                    employee: &employee,
+                                    action: Action::Release,
+                                    resource: &subjects.resources[0],
+                                    case: case.as_deref(),
+                                    break_glass: purpose.break_glass_reason.is_some(),
+                                    reason: purpose.break_glass_reason.as_deref(),
+                                    fields: &subjects.fields,
+                                    client_ip,
+                                    now: ctx.now,
+                                    counters,
+                                    search: subjects.search.as_ref(),
+                                    release: None,
+                                },
+                                &subjects,
+                                &decisions,
+                                &read,
+                                route.enforce,
+                            );
+                            let mut disclosed: Vec<ResourceRef> = subjects
+                                .resources
+                                .iter()
+                                .filter(|r| matches!(r, Resource::Vehicle(_)))
+                                .map(resource_ref)
+                                .collect();
+                            disclosed.extend(released.disclosed);
+                            release = released.records;
+                            match (
+                                released.refusal,
+                                read.release_body(&subjects.fields, &released.keep),
+                            ) {
+                                (Some(refusal), _) => {
+                                    // An answer that cannot be cut down (RDW) is refused whole
+                                    // when a person in it is withheld: nothing is disclosed.
+                                    (refusal.status().as_u16(), ms, vec![], Err(refusal))
+                                }
+                                (None, Ok(body)) => {
+                                    let body = body.map(Bytes::from).unwrap_or(up.body.clone());
+                                    (
+                                        up.status.as_u16(),
+                                        ms,
+                                        disclosed,
+                                        Ok((up.status, up.headers, body)),
+                                    )
+                                }
+                                (None, Err(_)) => {
+                                    tracing::warn!(upstream = %route.upstream, "upstream answer could not be minimised");
+                                    (502, ms, vec![], Err(GateError::UpstreamUnavailable))
+                                }
+                            }
                         }
                         Err(_) => {
                             // Not the error text: a parse error can quote the answer (BSNs).
@@ -542,6 +590,19 @@ impl Gate {
                 self.subject_key.as_ref(),
                 disclosed,
             ),
+            release: release
+                .into_iter()
+                .map(|mut r| {
+                    if r.id != UNIDENTIFIED {
+                        r.id = crate::audit::pseudonym::subject_id(
+                            self.subject_key.as_ref(),
+                            &r.kind,
+                            &r.id,
+                        );
+                    }
+                    r
+                })
+                .collect(),
         });
         self.metrics.upstream(
             &route.upstream,
@@ -571,6 +632,99 @@ impl Gate {
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         Ok(resp)
+    }
+
+    /// Stage: release. One decision per person in the answer (`release` in Cedar), with the
+    /// request's context (`base`) and what the answer says of the person. A person without a
+    /// valid BSN is withheld without asking Cedar (nothing identifies them to decide on).
+    ///
+    /// INVARIANT: with `enforce`, only persons with an allow decision here are passed on; an
+    /// answer that cannot be cut down (not BRP `personen`) is refused whole when one is withheld.
+    fn release(
+        &self,
+        policy: &PolicyEngine,
+        base: &DecisionInput<'_>,
+        subjects: &Subjects,
+        decisions: &[crate::policy::Decision],
+        read: &crate::response::Answer<'_>,
+        enforce: bool,
+    ) -> Released {
+        let mut out = Released::default();
+        let opaque = !matches!(subjects.action, Action::BrpLookup | Action::BrpSearch);
+        for person in &read.persons {
+            let (record, allow) = match &person.bsn {
+                None => (
+                    ReleaseRecord {
+                        kind: "Person".into(),
+                        id: UNIDENTIFIED.into(),
+                        decision: Verdict::Deny,
+                        released: !enforce,
+                        code: Some(CODE_NOT_IDENTIFIED.into()),
+                        policies: vec![],
+                    },
+                    None,
+                ),
+                Some(bsn) => {
+                    let resource = Resource::Person(bsn.clone());
+                    // Named: the request asked for this person and decided allow for it.
+                    let named = subjects
+                        .resources
+                        .iter()
+                        .zip(decisions)
+                        .any(|(r, d)| d.allow && *r == resource);
+                    let d = policy.decide(&DecisionInput {
+                        resource: &resource,
+                        release: Some(Release {
+                            request_action: subjects.action,
+                            named,
+                            person,
+                            persons_in_answer: read.persons.len(),
+                        }),
+                        ..base.clone()
+                    });
+                    let record = ReleaseRecord {
+                        kind: "Person".into(),
+                        id: bsn.as_str().to_string(),
+                        decision: if d.allow {
+                            Verdict::Allow
+                        } else {
+                            Verdict::Deny
+                        },
+                        released: d.allow || !enforce,
+                        code: d.code.clone(),
+                        policies: d.policies.clone(),
+                    };
+                    (record, Some(d))
+                }
+            };
+            if record.released {
+                if record.id != UNIDENTIFIED {
+                    out.disclosed.push(ResourceRef {
+                        kind: "Person".into(),
+                        id: record.id.clone(),
+                    });
+                }
+            } else if opaque && out.refusal.is_none() {
+                out.refusal = Some(match &allow {
+                    Some(d) => GateError::Denied {
+                        code: d.code.clone().unwrap_or_else(|| "notPermitted".into()),
+                        reason: d
+                            .reasons
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| "no policy permits this request".into()),
+                    },
+                    None => GateError::Denied {
+                        code: CODE_NOT_IDENTIFIED.into(),
+                        reason: REASON_NOT_IDENTIFIED.into(),
+                    },
+                });
+            }
+            self.metrics.release(record.released);
+            out.keep.push(record.released);
+            out.records.push(record);
+        }
+        out
     }
 
     /// Writes the decision record of a refusal; returns the error to answer with
@@ -645,6 +799,33 @@ impl Gate {
             },
             policy_version,
         }
+    }
+}
+
+/// `id` of a person the answer gives no valid BSN for.
+const UNIDENTIFIED: &str = "unidentified";
+/// Code of a person withheld because the answer does not identify them.
+const CODE_NOT_IDENTIFIED: &str = "personNotIdentified";
+const REASON_NOT_IDENTIFIED: &str = "the registry answered with a person it does not identify";
+
+/// The outcome of the release stage.
+#[derive(Default)]
+struct Released {
+    /// One per person in the answer, in its order (subject ids in clear).
+    records: Vec<ReleaseRecord>,
+    /// Per person: passed on.
+    keep: Vec<bool>,
+    /// The released persons.
+    disclosed: Vec<ResourceRef>,
+    /// Set when the answer must be refused whole.
+    refusal: Option<GateError>,
+}
+
+fn resource_ref(r: &Resource) -> ResourceRef {
+    let (kind, id) = r.type_and_id();
+    ResourceRef {
+        kind: kind.to_string(),
+        id: id.to_string(),
     }
 }
 

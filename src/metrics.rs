@@ -125,6 +125,8 @@ pub struct Metrics {
     reloads: Family<(&'static str, &'static str)>,
     /// Routes whose would-be deny was forwarded in shadow mode.
     shadow_would_deny: Family<String>,
+    /// Persons in registry answers by release result: `released` or `withheld`.
+    release: Family<&'static str>,
     case_registry_seconds: Histogram<12>,
     case_registry_errors: AtomicU64,
     overloaded: AtomicU64,
@@ -145,6 +147,7 @@ impl Default for Metrics {
             upstream_responses: Family::default(),
             reloads: Family::default(),
             shadow_would_deny: Family::default(),
+            release: Family::default(),
             case_registry_seconds: Histogram::new(LATENCY_BOUNDS),
             case_registry_errors: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
@@ -223,6 +226,12 @@ impl Metrics {
         self.shadow_would_deny.inc(route.to_string());
     }
 
+    /// One person in a registry's answer was released (passed on) or withheld.
+    pub fn release(&self, released: bool) {
+        self.release
+            .inc(if released { "released" } else { "withheld" });
+    }
+
     /// One case-registry lookup; `ok` is false when the registry failed.
     pub fn case_lookup(&self, d: Duration, ok: bool) {
         self.case_registry_seconds.observe_duration(d);
@@ -297,6 +306,15 @@ impl Metrics {
                 "purpose_gate_shadow_would_deny_total{{route=\"{}\"}} {n}",
                 escape(&route)
             );
+        }
+        header(
+            &mut out,
+            "purpose_gate_release_total",
+            "counter",
+            "Persons in registry answers by release result (released, withheld).",
+        );
+        for (result, n) in self.release.snapshot() {
+            let _ = writeln!(out, "purpose_gate_release_total{{result=\"{result}\"}} {n}");
         }
         self.upstream_seconds.render(
             &mut out,

@@ -59,9 +59,234 @@ pub struct Case {
     /// Kentekens of the vehicles the case is about (normalised).
     #[serde(default)]
     pub vehicles: Vec<String>,
+    /// Addresses the case is about: an address search, and the residents it finds, are only
+    /// released when the case names the address (ZGW zaakobjecten of type `adres`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<CaseAddress>,
+    /// Natural persons the case names by name and birth date (ZGW rollen of type
+    /// `natuurlijk_persoon`): a name search releases a person the case names this way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persons: Vec<CasePerson>,
     /// The case's URL in a ZGW Zaken API, when it came from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+/// An address a case names. Any combination of identifications may be given; each one given
+/// is compared on its own (see [`CaseAddress::keys`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CaseAddress {
+    /// BAG id of the adresseerbaar object (16 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adresseerbaar_object_identificatie: Option<String>,
+    /// BAG id of the nummeraanduiding (16 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nummeraanduiding_identificatie: Option<String>,
+    /// Postcode, `1234AB` or `1234 AB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postcode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huisnummer: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huisletter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huisnummertoevoeging: Option<String>,
+    /// Street name (with `huisnummer` and `gemeente`: the street search's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub straat: Option<String>,
+    /// Municipality code (4 digits) of the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemeente: Option<String>,
+}
+
+impl CaseAddress {
+    /// The address keys this address is known by (`Case.addresses` in Cedar): one per
+    /// identification given (see [`keys`]).
+    pub fn keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(k) = self
+            .adresseerbaar_object_identificatie
+            .as_deref()
+            .and_then(keys::adresseerbaar_object)
+        {
+            out.push(k);
+        }
+        if let Some(k) = self
+            .nummeraanduiding_identificatie
+            .as_deref()
+            .and_then(keys::nummeraanduiding)
+        {
+            out.push(k);
+        }
+        if let (Some(pc), Some(nr)) = (self.postcode.as_deref(), self.huisnummer)
+            && let Some(k) = keys::postcode(
+                pc,
+                nr,
+                self.huisletter.as_deref(),
+                self.huisnummertoevoeging.as_deref(),
+            )
+        {
+            out.push(k);
+        }
+        if let (Some(straat), Some(nr), Some(gemeente)) = (
+            self.straat.as_deref(),
+            self.huisnummer,
+            self.gemeente.as_deref(),
+        ) && let Some(k) = keys::straat(
+            straat,
+            nr,
+            self.huisletter.as_deref(),
+            self.huisnummertoevoeging.as_deref(),
+            gemeente,
+        ) {
+            out.push(k);
+        }
+        out
+    }
+}
+
+/// A natural person a case names by name and birth date.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CasePerson {
+    /// The person's BSN, when the case records it (also listed in `subjects`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bsn: Option<String>,
+    pub geslachtsnaam: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voorvoegsel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voornamen: Option<String>,
+    /// `yyyy-mm-dd`.
+    pub geboortedatum: String,
+}
+
+impl CasePerson {
+    /// The name key this person is known by (`Case.persons` in Cedar), see [`keys::name`].
+    pub fn key(&self) -> Option<String> {
+        keys::name(&self.geslachtsnaam, &self.geboortedatum)
+    }
+}
+
+/// Canonical keys under which policies compare addresses and persons: the case's side
+/// (`Case.addresses`, `Case.persons`), the request's side (the searched address) and the
+/// answer's side (where a person lives, their name and birth date, as the registry says) are
+/// each reduced to the same strings, so that a policy compares them with `contains`.
+///
+/// - `aoid:<16 digits>`, `naid:<16 digits>`: BAG adresseerbaar object and nummeraanduiding;
+/// - `postcode:<1234AB>:<huisnummer>:<HUISLETTER>:<TOEVOEGING>` (letter and toevoeging
+///   uppercase, empty when absent: `postcode:1017CB:502::`);
+/// - `straat:<street>:<huisnummer>:<HUISLETTER>:<TOEVOEGING>:<gemeente>` (street lowercase,
+///   diacritics dropped, white space single);
+/// - names: `<surname key>:<yyyy-mm-dd>`, the surname reduced as the shared-surname signal
+///   does (voorvoegsels and diacritics dropped, lowercase; double names as `a-b`).
+///
+/// A value that is not well formed gives no key (so it can match nothing).
+pub mod keys {
+    use unicode_normalization::UnicodeNormalization;
+
+    fn bag(s: &str) -> Option<&str> {
+        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit()) && s.bytes().any(|b| b != b'0'))
+            .then_some(s)
+    }
+
+    /// `aoid:…` of a BAG adresseerbaar object id.
+    pub fn adresseerbaar_object(id: &str) -> Option<String> {
+        bag(id).map(|id| format!("aoid:{id}"))
+    }
+
+    /// `naid:…` of a BAG nummeraanduiding id.
+    pub fn nummeraanduiding(id: &str) -> Option<String> {
+        bag(id).map(|id| format!("naid:{id}"))
+    }
+
+    /// `1234AB` from `1234AB`, `1234 ab`; `None` for anything else.
+    pub fn normal_postcode(pc: &str) -> Option<String> {
+        let compact: String = pc.chars().filter(|c| *c != ' ').collect();
+        let b = compact.as_bytes();
+        (b.len() == 6
+            && b[0] != b'0'
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4..].iter().all(u8::is_ascii_alphabetic))
+        .then(|| compact.to_ascii_uppercase())
+    }
+
+    fn part(s: Option<&str>) -> Option<String> {
+        let s = s.unwrap_or("").trim();
+        (s.len() <= 8
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-'))
+        .then(|| s.to_ascii_uppercase())
+    }
+
+    /// `postcode:…` key.
+    pub fn postcode(
+        pc: &str,
+        huisnummer: u32,
+        huisletter: Option<&str>,
+        toevoeging: Option<&str>,
+    ) -> Option<String> {
+        let pc = normal_postcode(pc)?;
+        if huisnummer == 0 {
+            return None;
+        }
+        Some(format!(
+            "postcode:{pc}:{huisnummer}:{}:{}",
+            part(huisletter)?,
+            part(toevoeging)?
+        ))
+    }
+
+    /// Lowercase, diacritics dropped, runs of white space as one space, trimmed.
+    fn text(s: &str) -> String {
+        let folded: String = s
+            .nfkd()
+            .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+            .flat_map(char::to_lowercase)
+            .collect();
+        folded.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// `straat:…` key; `None` for a street with a wildcard or without letters.
+    pub fn straat(
+        straat: &str,
+        huisnummer: u32,
+        huisletter: Option<&str>,
+        toevoeging: Option<&str>,
+        gemeente: &str,
+    ) -> Option<String> {
+        let s = text(straat);
+        if s.is_empty() || s.contains('*') || s.contains(':') || huisnummer == 0 {
+            return None;
+        }
+        if gemeente.len() != 4 || !gemeente.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(format!(
+            "straat:{s}:{huisnummer}:{}:{}:{gemeente}",
+            part(huisletter)?,
+            part(toevoeging)?
+        ))
+    }
+
+    /// The name key of a person: surname key and birth date; `None` without a surname with
+    /// letters or without a valid `yyyy-mm-dd` date.
+    pub fn name(geslachtsnaam: &str, geboortedatum: &str) -> Option<String> {
+        if geslachtsnaam.contains('*')
+            || chrono::NaiveDate::parse_from_str(geboortedatum, "%Y-%m-%d").is_err()
+            || geboortedatum.len() != 10
+        {
+            return None;
+        }
+        let surname: Vec<String> = crate::audit::surname::surname_keys(geslachtsnaam)
+            .into_iter()
+            .collect();
+        if surname.is_empty() {
+            return None;
+        }
+        Some(format!("{}:{geboortedatum}", surname.join("-")))
+    }
 }
 
 /// A Dutch citizen service number that passed the 11-proef.
@@ -170,6 +395,10 @@ pub enum Action {
     RdwVehicle,
     #[serde(rename = "rdw:holder")]
     RdwHolder,
+    /// The release of one person found in a registry's answer, decided before the answer
+    /// leaves the gate (never a route's action).
+    #[serde(rename = "release")]
+    Release,
 }
 
 impl Action {
@@ -180,6 +409,7 @@ impl Action {
             Action::BrpSearch => "brp:search",
             Action::RdwVehicle => "rdw:vehicle",
             Action::RdwHolder => "rdw:holder",
+            Action::Release => "release",
         }
     }
 
@@ -190,6 +420,7 @@ impl Action {
             "brp:search" => Some(Action::BrpSearch),
             "rdw:vehicle" => Some(Action::RdwVehicle),
             "rdw:holder" => Some(Action::RdwHolder),
+            "release" => Some(Action::Release),
             _ => None,
         }
     }
@@ -215,6 +446,60 @@ impl Resource {
             Resource::Vehicle(k) => ("Vehicle", k.as_str()),
         }
     }
+}
+
+/// What a BRP search looks for (`context.search` in Cedar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    pub kind: SearchKind,
+    /// The key of the searched address (see [`keys`]); empty for a name search, or for an
+    /// address that has no key (a street with a wildcard).
+    pub addresses: Vec<String>,
+}
+
+/// The two kinds of BRP search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchKind {
+    /// Postcode and house number, street and number, BAG ids.
+    Address,
+    /// Name and birth date, name and municipality.
+    Name,
+}
+
+impl SearchKind {
+    /// The kind as Cedar policies see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchKind::Address => "address",
+            SearchKind::Name => "name",
+        }
+    }
+}
+
+/// What a registry's answer says of one person, for the release decision
+/// (`ReleaseContext` in Cedar).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerPerson {
+    /// The person's BSN, when the answer gives a valid one.
+    pub bsn: Option<Bsn>,
+    /// BRP `geheimhoudingPersoonsgegevens` above 0.
+    pub secret: bool,
+    /// Address keys of where the answer says the person lives (see [`keys`]).
+    pub addresses: Vec<String>,
+    /// Name key (surname and birth date) as the answer gives them.
+    pub name: Option<String>,
+}
+
+/// The release of one person: the request's action and what the answer says.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    /// The action of the request whose answer holds the person.
+    pub request_action: Action,
+    /// The request named this person and decided allow for it.
+    pub named: bool,
+    pub person: &'a AnswerPerson,
+    /// Number of persons in the registry's answer.
+    pub persons_in_answer: usize,
 }
 
 /// The purpose a request names: a case, or break-glass with a reason.

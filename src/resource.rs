@@ -25,7 +25,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::config::{RouteConfig, RouteKind};
-use crate::model::{Action, Bsn, BsnError, Kenteken, Resource};
+use crate::model::{Action, Bsn, BsnError, Kenteken, Resource, Search, SearchKind, keys};
 use crate::routes::{RouteMatch, fill_template, shown};
 
 /// Deepest nesting of arrays and objects accepted in a BRP body (the top-level object is 1).
@@ -74,6 +74,11 @@ pub struct Subjects {
     /// Normalised path parameters for the route's `upstream_path` (e.g. `kenteken` =
     /// `XX999X`); empty for BRP routes.
     pub upstream_params: Vec<(String, String)>,
+    /// A BRP search: what it looks for (for `context.search`).
+    pub search: Option<Search>,
+    /// The body to send upstream when it differs from the client's: the same query with the
+    /// [`release_fields`] the answer must hold added to `fields`.
+    pub upstream_body: Option<Vec<u8>>,
 }
 
 impl Subjects {
@@ -403,19 +408,123 @@ pub fn parse_brp_body(body: &[u8]) -> Result<Subjects, ResourceError> {
 
     if *query_type == RAADPLEEG {
         let bsns = parse_bsns(obj.get("burgerservicenummer"))?;
+        let upstream_body = with_release_fields(obj, &fields, release_fields(None))?;
         Ok(Subjects {
             action: Action::BrpLookup,
             resources: bsns.into_iter().map(Resource::Person).collect(),
             fields,
             upstream_params: Vec::new(),
+            search: None,
+            upstream_body,
         })
     } else {
+        let search = search_of(query_type, &obj);
+        let upstream_body = with_release_fields(obj, &fields, release_fields(Some(search.kind)))?;
         Ok(Subjects {
             action: Action::BrpSearch,
             resources: vec![Resource::PersonSearch((*query_type).to_string())],
             fields,
             upstream_params: Vec::new(),
+            search: Some(search),
+            upstream_body,
         })
+    }
+}
+
+/// The fields a BRP answer must hold for the release decision of each person in it, beside
+/// what the employee asked: the BSN (who the person is) and, for searches, the surname and
+/// birth date (a name search) or the address lines (an address search). They are asked from
+/// the registry and removed again by minimisation unless the employee asked for them.
+/// (`geheimhoudingPersoonsgegevens` the registry returns unasked.)
+pub fn release_fields(search: Option<SearchKind>) -> &'static [&'static str] {
+    match search {
+        None => &["burgerservicenummer"],
+        Some(SearchKind::Name) => &[
+            "burgerservicenummer",
+            "naam.geslachtsnaam",
+            "geboorte.datum",
+        ],
+        Some(SearchKind::Address) => &[
+            "burgerservicenummer",
+            "adressering.adresregel1",
+            "adressering.adresregel2",
+        ],
+    }
+}
+
+/// The body with `extra` added to `fields` where neither the path nor one of its ancestors is
+/// asked already, within the spec's 130 entries; `None` when nothing is added. The body was
+/// checked to be exactly one object without duplicate keys, so re-serialising it keeps its
+/// meaning (member order and escapes may differ).
+fn with_release_fields(
+    mut obj: Map<String, Value>,
+    fields: &[String],
+    extra: &[&str],
+) -> Result<Option<Vec<u8>>, ResourceError> {
+    let covered = |path: &str| {
+        fields.iter().any(|f| {
+            f == path
+                || (path.starts_with(f.as_str()) && path.as_bytes().get(f.len()) == Some(&b'.'))
+        })
+    };
+    let missing: Vec<&str> = extra.iter().copied().filter(|p| !covered(p)).collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let Some(Value::Array(list)) = obj.get_mut("fields") else {
+        return Ok(None);
+    };
+    for p in missing {
+        if list.len() >= MAX_FIELDS {
+            break;
+        }
+        list.push(Value::String(p.to_string()));
+    }
+    serde_json::to_vec(&obj)
+        .map(Some)
+        .map_err(|e| invalid(format!("the query could not be re-encoded: {e}")))
+}
+
+/// What a search looks for: its kind, and the key of the searched address.
+fn search_of(query_type: &str, obj: &Map<String, Value>) -> Search {
+    let text = |k: &str| obj.get(k).and_then(Value::as_str);
+    let number = || {
+        obj.get("huisnummer")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let key = match query_type {
+        "ZoekMetPostcodeEnHuisnummer" => text("postcode").zip(number()).and_then(|(pc, nr)| {
+            keys::postcode(pc, nr, text("huisletter"), text("huisnummertoevoeging"))
+        }),
+        "ZoekMetStraatHuisnummerEnGemeenteVanInschrijving" => {
+            match (text("straat"), number(), text("gemeenteVanInschrijving")) {
+                (Some(straat), Some(nr), Some(gemeente)) => keys::straat(
+                    straat,
+                    nr,
+                    text("huisletter"),
+                    text("huisnummertoevoeging"),
+                    gemeente,
+                ),
+                _ => None,
+            }
+        }
+        "ZoekMetNummeraanduidingIdentificatie" => {
+            text("nummeraanduidingIdentificatie").and_then(keys::nummeraanduiding)
+        }
+        "ZoekMetAdresseerbaarObjectIdentificatie" => {
+            text("adresseerbaarObjectIdentificatie").and_then(keys::adresseerbaar_object)
+        }
+        _ => {
+            return Search {
+                kind: SearchKind::Name,
+                addresses: Vec::new(),
+            };
+        }
+    };
+    Search {
+        kind: SearchKind::Address,
+        addresses: key.into_iter().collect(),
     }
 }
 
@@ -530,6 +639,8 @@ pub fn subjects_for_path(
                 upstream_params: vec![("kenteken".into(), k.as_str().into())],
                 resources: vec![Resource::Vehicle(k)],
                 fields: Vec::new(),
+                search: None,
+                upstream_body: None,
             })
         }
         RouteKind::Bsn => {
@@ -548,6 +659,8 @@ pub fn subjects_for_path(
                 upstream_params: vec![("bsn".into(), bsn.as_str().into())],
                 resources: vec![Resource::Person(bsn)],
                 fields: Vec::new(),
+                search: None,
+                upstream_body: None,
             })
         }
         RouteKind::BrpPersonen => Err(invalid(

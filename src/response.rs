@@ -1,9 +1,11 @@
 //! Response: what the registry's answer disclosed, and field minimisation.
 //!
-//! The disclosed data subjects are read from the upstream's answer *before* minimisation
-//! (BRP: `personen[].burgerservicenummer`; RDW: the vehicle, and any holder BSN in the answer).
-//! Minimisation keeps, per BRP person, only the requested field paths plus the fields the
-//! Haal Centraal API always returns (secrecy and investigation markers).
+//! Every person in the upstream's answer is read *before* minimisation, with what the answer says
+//! of them (BRP: `personen[]` with `burgerservicenummer`, `geheimhoudingPersoonsgegevens`, the
+//! address in `verblijfplaats` or `adressering`, surname and birth date; RDW: any holder BSN in
+//! the answer), so that the gate decides the release of each one (`gate`). What is passed on
+//! holds only the released persons, each minimised to the requested field paths plus the fields
+//! the Haal Centraal API always returns (secrecy and investigation markers).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,8 +13,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::audit::ResourceRef;
-use crate::model::{Action, Bsn, Resource};
+use crate::model::{Action, AnswerPerson, Bsn, keys};
 
 /// Fields the BRP API returns without being asked, kept by minimisation.
 const BRP_AUTOMATIC_FIELDS: &[&str] = &[
@@ -32,28 +33,36 @@ const MAX_BSN_DEPTH: usize = 16;
 #[error("the registry answer is not valid: {0}")]
 pub struct ResponseError(pub String);
 
-fn person(id: &str) -> ResourceRef {
-    ResourceRef {
-        kind: "Person".into(),
-        id: id.to_string(),
-    }
-}
-
 fn invalid(e: serde_json::Error) -> ResponseError {
     ResponseError(e.to_string())
 }
 
-/// Disclosed subjects of a successful answer, and the body to pass on.
+/// A successful answer, read: every person in it with what it says of each, and what is needed
+/// to pass on the released part.
 ///
 /// The answer is read without building a tree of values: objects are read one level at a time
 /// as their members' raw JSON text, only along the requested field paths, and what is kept is
 /// copied as it came (member order, numbers and strings exactly as the registry wrote them).
-pub fn inspect(
-    action: Action,
-    resources: &[Resource],
-    fields: &[String],
-    body: &[u8],
-) -> Result<(Vec<ResourceRef>, Option<Vec<u8>>), ResponseError> {
+pub struct Answer<'a> {
+    kind: AnswerKind<'a>,
+    /// Every person in the answer, in order: BRP, one per `personen` entry (an entry that is not
+    /// an object, or has no valid BSN, has no `bsn`); RDW holder, one per holder BSN found.
+    pub persons: Vec<AnswerPerson>,
+}
+
+enum AnswerKind<'a> {
+    Brp {
+        doc: RawObject<'a>,
+        /// Each `personen` entry: the object, or `None` when it is not one.
+        entries: Vec<Option<RawObject<'a>>>,
+    },
+    /// Passed on as it came, or refused whole.
+    Opaque,
+}
+
+/// Reads a successful answer of a request with `action`. An answer that is not the JSON the
+/// action's registry answers with is an error: it is never passed on.
+pub fn read(action: Action, body: &[u8]) -> Result<Answer<'_>, ResponseError> {
     match action {
         Action::BrpLookup | Action::BrpSearch => {
             // Not an object (or no `personen` array in it) is an error like a missing member.
@@ -66,7 +75,7 @@ pub fn inspect(
                 .and_then(|raw| serde_json::from_str::<MaybeArray<'_>>(raw.get()).ok())
                 .and_then(|a| a.0)
                 .ok_or_else(|| ResponseError("`personen` is missing".into()))?;
-            let persons: Vec<Option<RawObject<'_>>> = personen
+            let entries: Vec<Option<RawObject<'_>>> = personen
                 .iter()
                 .map(|raw| {
                     serde_json::from_str::<MaybeObject<'_>>(raw.get())
@@ -74,78 +83,18 @@ pub fn inspect(
                         .map_err(invalid)
                 })
                 .collect::<Result<_, _>>()?;
-            let mut disclosed = Vec::new();
-            let mut unidentified = 0usize;
-            for p in &persons {
-                match p
-                    .as_ref()
-                    .and_then(|p| p.get("burgerservicenummer"))
-                    .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
-                {
-                    Some(b) if Bsn::parse(&b).is_ok() => disclosed.push(person(&b)),
-                    _ => unidentified += 1,
-                }
-            }
-            if unidentified > 0 {
-                if action == Action::BrpLookup {
-                    // The answer does not say which of the asked persons it holds: count every
-                    // asked person as disclosed (an over-estimate, never an under-estimate).
-                    for r in resources {
-                        if let Resource::Person(b) = r {
-                            disclosed.push(person(b.as_str()));
-                        }
-                    }
-                } else {
-                    for _ in 0..unidentified {
-                        disclosed.push(person("unidentified"));
-                    }
-                }
-            }
-            dedup(&mut disclosed);
-            let paths: Vec<Vec<&str>> = fields.iter().map(|f| f.split('.').collect()).collect();
-            let mut out = Vec::with_capacity(body.len());
-            out.push(b'{');
-            for (i, (k, v)) in doc.members.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_key(&mut out, k)?;
-                if k == "personen" {
-                    out.push(b'[');
-                    for (j, (p, raw)) in persons.iter().zip(&personen).enumerate() {
-                        if j > 0 {
-                            out.push(b',');
-                        }
-                        match p {
-                            Some(p) => write_object(&mut out, &minimise_person(p, &paths)?)?,
-                            // Not an object: nothing to minimise, passed on as it came.
-                            None => out.extend_from_slice(raw.get().as_bytes()),
-                        }
-                    }
-                    out.push(b']');
-                } else {
-                    match v {
-                        Member::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                        Member::Object(sub) => write_object(&mut out, sub)?,
-                    }
-                }
-            }
-            out.push(b'}');
-            Ok((disclosed, Some(out)))
-        }
-        Action::RdwVehicle | Action::RdwHolder => {
-            let mut disclosed: Vec<ResourceRef> = resources
+            let persons = entries
                 .iter()
-                .map(|r| {
-                    let (t, id) = r.type_and_id();
-                    ResourceRef {
-                        kind: t.to_string(),
-                        id: id.to_string(),
-                    }
-                })
+                .map(|e| e.as_ref().map(answer_person).unwrap_or_default())
                 .collect();
+            Ok(Answer {
+                kind: AnswerKind::Brp { doc, entries },
+                persons,
+            })
+        }
+        Action::RdwVehicle | Action::RdwHolder | Action::Release => {
             // An answer that is not JSON is refused, not passed on: for a holder it could name
-            // a person that `disclosed` would then miss.
+            // a person that the release would then miss.
             let mut found = Vec::new();
             let mut de = serde_json::Deserializer::from_slice(body);
             BsnScan {
@@ -156,16 +105,219 @@ pub fn inspect(
             .deserialize(&mut de)
             .and_then(|()| de.end())
             .map_err(invalid)?;
-            disclosed.extend(found.iter().map(|b| person(b)));
-            dedup(&mut disclosed);
-            Ok((disclosed, None))
+            let mut persons: Vec<AnswerPerson> = Vec::new();
+            for b in found {
+                if let Ok(bsn) = Bsn::parse(&b)
+                    && !persons.iter().any(|p| p.bsn.as_ref() == Some(&bsn))
+                {
+                    persons.push(AnswerPerson {
+                        bsn: Some(bsn),
+                        ..AnswerPerson::default()
+                    });
+                }
+            }
+            Ok(Answer {
+                kind: AnswerKind::Opaque,
+                persons,
+            })
         }
     }
 }
 
-fn dedup(v: &mut Vec<ResourceRef>) {
-    let mut seen = std::collections::HashSet::new();
-    v.retain(|r| seen.insert(r.clone()));
+impl Answer<'_> {
+    /// The body to pass on when only the persons with `keep[i]` are released, each minimised
+    /// to `fields` (and the fields the API always returns); `None`: pass the answer on as it
+    /// came (an opaque answer, which the caller passes on only when every person in it is
+    /// released). Entries that are not objects are never passed on.
+    pub fn release_body(
+        &self,
+        fields: &[String],
+        keep: &[bool],
+    ) -> Result<Option<Vec<u8>>, ResponseError> {
+        let AnswerKind::Brp { doc, entries } = &self.kind else {
+            return Ok(None);
+        };
+        let paths: Vec<Vec<&str>> = fields.iter().map(|f| f.split('.').collect()).collect();
+        let mut out = Vec::new();
+        out.push(b'{');
+        for (i, (k, v)) in doc.members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(&mut out, k)?;
+            if k == "personen" {
+                out.push(b'[');
+                let mut first = true;
+                for (j, entry) in entries.iter().enumerate() {
+                    let Some(p) = entry else { continue };
+                    if !keep.get(j).copied().unwrap_or(false) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    write_object(&mut out, &minimise_person(p, &paths)?)?;
+                }
+                out.push(b']');
+            } else {
+                match v {
+                    Member::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                    Member::Object(sub) => write_object(&mut out, sub)?,
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(Some(out))
+    }
+}
+
+/// What a BRP person object says of the person, for the release decision.
+fn answer_person(p: &RawObject<'_>) -> AnswerPerson {
+    let value = |name: &str| -> Option<serde_json::Value> {
+        p.get(name)
+            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+    };
+    let bsn = p
+        .get("burgerservicenummer")
+        .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
+        .and_then(|b| Bsn::parse(&b).ok());
+    // `geheimhoudingPersoonsgegevens`: a boolean in BRP Personen 2.x, a number 0..7 before; any
+    // other value counts as secret (fail closed).
+    let secret = match value("geheimhoudingPersoonsgegevens") {
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+        Some(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(_) => true,
+    };
+    let mut addresses = Vec::new();
+    if let Some(v) = value("verblijfplaats") {
+        let text = |path: &[&str]| -> Option<String> {
+            let mut cur = &v;
+            for k in path {
+                cur = cur.get(k)?;
+            }
+            cur.as_str().map(str::to_string)
+        };
+        if let Some(k) =
+            text(&["adresseerbaarObjectIdentificatie"]).and_then(|s| keys::adresseerbaar_object(&s))
+        {
+            addresses.push(k);
+        }
+        if let Some(k) =
+            text(&["nummeraanduidingIdentificatie"]).and_then(|s| keys::nummeraanduiding(&s))
+        {
+            addresses.push(k);
+        }
+        let adres = v.get("verblijfadres");
+        let nr = adres
+            .and_then(|a| a.get("huisnummer"))
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        if let (Some(pc), Some(nr)) = (text(&["verblijfadres", "postcode"]), nr)
+            && let Some(k) = keys::postcode(
+                &pc,
+                nr,
+                text(&["verblijfadres", "huisletter"]).as_deref(),
+                text(&["verblijfadres", "huisnummertoevoeging"]).as_deref(),
+            )
+        {
+            addresses.push(k);
+        }
+    }
+    if let Some(v) = value("adressering")
+        && let (Some(r1), Some(r2)) = (
+            v.get("adresregel1").and_then(serde_json::Value::as_str),
+            v.get("adresregel2").and_then(serde_json::Value::as_str),
+        )
+        && let Some(k) = address_lines_key(r1, r2)
+        && !addresses.contains(&k)
+    {
+        addresses.push(k);
+    }
+    let surname = value("naam").and_then(|n| {
+        n.get("geslachtsnaam")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    });
+    // `geboorte.datum` is an `AbstractDatum`: only a whole date (`type` `Datum`) counts.
+    let born = value("geboorte").and_then(|g| {
+        let d = g.get("datum")?;
+        (d.get("type").and_then(serde_json::Value::as_str) == Some("Datum"))
+            .then(|| {
+                d.get("datum")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            })
+            .flatten()
+    });
+    let name = surname.zip(born).and_then(|(s, d)| keys::name(&s, &d));
+    AnswerPerson {
+        bsn,
+        secret,
+        addresses,
+        name,
+    }
+}
+
+/// The `postcode:` key of a BRP `adressering` (`adresregel1` "Herengracht 502 A-2",
+/// `adresregel2` "1017 CB  AMSTERDAM"): the postcode opens line 2, the house number is the last
+/// token of line 1 after the street that starts with a digit and is followed by at most two
+/// short tokens (huisletter, toevoeging), or the number before it when both are plain numbers
+/// (`12 2`). `None` when the lines do not have that shape: the person then matches no address.
+pub fn address_lines_key(regel1: &str, regel2: &str) -> Option<String> {
+    let r2 = regel2.trim();
+    let pc = if r2.len() >= 7 && r2.as_bytes().get(4) == Some(&b' ') {
+        r2.get(..7)
+    } else {
+        r2.get(..6)
+    }?;
+    let tokens: Vec<&str> = regel1.split_whitespace().collect();
+    let numeric = |t: &str| t.starts_with(|c: char| c.is_ascii_digit());
+    let mut i = (1..tokens.len()).rev().find(|&i| {
+        numeric(tokens[i])
+            && tokens.len() - i - 1 <= 2
+            && tokens[i + 1..].iter().all(|t| t.len() <= 5)
+    })?;
+    // `Kerkstraat 12 2`: a short number after a house number is its toevoeging.
+    if i >= 2 && tokens[i].len() <= 4 && tokens[i - 1].bytes().all(|b| b.is_ascii_digit()) {
+        i -= 1;
+    }
+    let tok = tokens[i];
+    let digits = tok.bytes().take_while(u8::is_ascii_digit).count();
+    let nr: u32 = tok.get(..digits)?.parse().ok()?;
+    // A letter right after the number, or alone in the next token, is the huisletter (`12A`,
+    // `12 a-3`); what follows a hyphen or comes after that is the toevoeging (`301-2`, `1001-H`).
+    let mut letter: Option<String> = None;
+    let mut toev: Vec<String> = Vec::new();
+    let mut take = |part: &str, first: bool| {
+        let mut rest = part;
+        if letter.is_none() && toev.is_empty() && (first || !rest.starts_with('-')) {
+            let mut chars = rest.chars();
+            if let Some(c) = chars.next()
+                && c.is_ascii_alphabetic()
+                && chars.next().is_none_or(|n| n == '-')
+            {
+                letter = Some(c.to_string());
+                rest = &rest[1..];
+            }
+        }
+        let rest = rest.trim_start_matches('-');
+        if !rest.is_empty() {
+            toev.push(rest.to_string());
+        }
+    };
+    take(tok.get(digits..)?, true);
+    for t in &tokens[i + 1..] {
+        take(t, false);
+    }
+    let toev = toev.join(" ");
+    let letter = letter.as_deref();
+    keys::postcode(
+        pc,
+        nr,
+        letter,
+        Some(toev.as_str()).filter(|t| !t.is_empty()),
+    )
 }
 
 /// A JSON object as its members' raw text, in document order. A repeated name keeps its first
@@ -494,12 +646,20 @@ mod tests {
     use super::*;
     use serde_json::{Map, Value};
 
-    fn bsn(s: &str) -> Resource {
-        Resource::Person(Bsn::parse(s).unwrap())
+    fn bsns(a: &Answer<'_>) -> Vec<Option<String>> {
+        a.persons
+            .iter()
+            .map(|p| p.bsn.as_ref().map(|b| b.as_str().to_string()))
+            .collect()
+    }
+
+    fn released(body: &[u8], action: Action, fields: &[String], keep: &[bool]) -> Value {
+        let a = read(action, body).unwrap();
+        serde_json::from_slice(&a.release_body(fields, keep).unwrap().unwrap()).unwrap()
     }
 
     /// The tree-based minimisation this module used before it read raw text: the results must
-    /// be the same JSON.
+    /// be the same JSON (entries that are not objects are never passed on).
     fn reference(body: &[u8], fields: &[String]) -> Value {
         fn filter(
             map: &Map<String, Value>,
@@ -529,7 +689,9 @@ mod tests {
         }
         let mut doc: Value = serde_json::from_slice(body).unwrap();
         let paths: Vec<Vec<&str>> = fields.iter().map(|f| f.split('.').collect()).collect();
-        for p in doc["personen"].as_array_mut().unwrap() {
+        let list = doc["personen"].as_array_mut().unwrap();
+        list.retain(Value::is_object);
+        for p in list {
             let Value::Object(map) = p else { continue };
             let mut out = filter(map, &paths, 0);
             for auto in BRP_AUTOMATIC_FIELDS {
@@ -568,24 +730,57 @@ mod tests {
         ];
         for fields in cases {
             let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-            let (_, out) = inspect(Action::BrpSearch, &[], &fields, body).unwrap();
-            let got: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+            let got = released(body, Action::BrpSearch, &fields, &[true; 5]);
             assert_eq!(got, reference(body, &fields), "fields {fields:?}");
         }
+        // Five entries, three of them not persons: nobody identifies those.
+        let a = read(Action::BrpSearch, body).unwrap();
+        assert_eq!(
+            bsns(&a),
+            vec![
+                Some("999993653".into()),
+                Some("999990639".into()),
+                None,
+                None,
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn withheld_persons_are_removed_and_the_others_kept_in_order() {
+        let body = br#"{"type":"ZoekMetPostcodeEnHuisnummer","personen":[
+            {"burgerservicenummer":"999993653","naam":{"voornamen":"A"}},
+            {"burgerservicenummer":"999990639","naam":{"voornamen":"B"}},
+            {"burgerservicenummer":"999991802","naam":{"voornamen":"C"}}]}"#;
+        let fields = vec!["naam".to_string()];
+        let v = released(body, Action::BrpSearch, &fields, &[false, true, true]);
+        let names: Vec<&str> = v["personen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["naam"]["voornamen"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["B", "C"]);
+        assert!(!v.to_string().contains("999993653"));
+        let v = released(body, Action::BrpSearch, &fields, &[false, false, false]);
+        assert_eq!(v["personen"], serde_json::json!([]));
+        assert_eq!(v["type"], "ZoekMetPostcodeEnHuisnummer");
+        // A missing keep entry withholds.
+        let v = released(body, Action::BrpSearch, &fields, &[true]);
+        assert_eq!(v["personen"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn minimised_values_are_passed_on_exactly_as_the_registry_wrote_them() {
         let body = br#"{"personen":[{"burgerservicenummer":"999993653","naam":{"voornamen":"Ren\u00e9",
             "nummer":12345678901234567890123,"factor":1.50}},{"burgerservicenummer":"999990639"}],"type":"x"}"#;
-        let (_, out) = inspect(
-            Action::BrpLookup,
-            &[bsn("999993653")],
-            &["naam".to_string()],
-            body,
-        )
-        .unwrap();
-        let out = String::from_utf8(out.unwrap()).unwrap();
+        let a = read(Action::BrpLookup, body).unwrap();
+        let out = a
+            .release_body(&["naam".to_string()], &[true, true])
+            .unwrap()
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
         assert!(out.contains(r#""voornamen":"Ren\u00e9""#), "{out}");
         assert!(out.contains("12345678901234567890123"), "{out}");
         assert!(out.contains("1.50"), "{out}");
@@ -598,15 +793,14 @@ mod tests {
     fn repeated_member_counts_with_its_last_value() {
         let body = br#"{"personen":[{"burgerservicenummer":"999993653","naam":{"voornamen":"A"},
             "burgerservicenummer":"999990639","naam":{"voornamen":"B"}}]}"#;
-        let (disc, out) = inspect(Action::BrpSearch, &[], &["naam".to_string()], body).unwrap();
-        assert_eq!(disc, vec![person("999990639")]);
-        let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+        let a = read(Action::BrpSearch, body).unwrap();
+        assert_eq!(bsns(&a), vec![Some("999990639".into())]);
+        let v = released(body, Action::BrpSearch, &["naam".to_string()], &[true]);
         assert_eq!(v["personen"][0]["naam"]["voornamen"], "B");
     }
 
     #[test]
     fn holder_bsn_is_found_up_to_the_depth_limit_and_deeper_json_still_validated() {
-        let k = || Resource::Vehicle(crate::model::Kenteken::parse("XX999X").unwrap());
         let nest = |levels: usize, bsn: &str| {
             let mut s = format!(r#"{{"burgerservicenummer":"{bsn}"}}"#);
             for _ in 0..levels {
@@ -615,100 +809,166 @@ mod tests {
             s
         };
         // Level 16 (an object inside 8 object+array pairs) is searched; deeper is not.
-        let (disc, _) = inspect(
-            Action::RdwHolder,
-            &[k()],
-            &[],
-            nest(8, "999991802").as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(disc, vec![disc[0].clone(), person("999991802")]);
-        let (disc, _) = inspect(
-            Action::RdwHolder,
-            &[k()],
-            &[],
-            nest(9, "999991802").as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(disc.len(), 1);
-        // A vehicle answer names no holder to record.
-        let (disc, _) = inspect(
-            Action::RdwVehicle,
-            &[k()],
-            &[],
-            nest(1, "999991802").as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(disc.len(), 1);
+        let body = nest(8, "999991802");
+        let a = read(Action::RdwHolder, body.as_bytes()).unwrap();
+        assert_eq!(bsns(&a), vec![Some("999991802".into())]);
+        let body = nest(9, "999991802");
+        assert!(
+            read(Action::RdwHolder, body.as_bytes())
+                .unwrap()
+                .persons
+                .is_empty()
+        );
+        // A vehicle answer names no holder to decide on.
+        let body = nest(1, "999991802");
+        assert!(
+            read(Action::RdwVehicle, body.as_bytes())
+                .unwrap()
+                .persons
+                .is_empty()
+        );
         // Invalid JSON deep inside, or after the value, is refused.
-        assert!(inspect(Action::RdwHolder, &[k()], &[], br#"{"a":[{"b":[1,]}]}"#).is_err());
-        assert!(inspect(Action::RdwHolder, &[k()], &[], br#"{"a":1} x"#).is_err());
-        // An invalid BSN is not recorded as a person.
-        let (disc, _) = inspect(
+        assert!(read(Action::RdwHolder, br#"{"a":[{"b":[1,]}]}"#).is_err());
+        assert!(read(Action::RdwHolder, br#"{"a":1} x"#).is_err());
+        // An invalid BSN is no person.
+        let a = read(
             Action::RdwHolder,
-            &[k()],
-            &[],
             br#"{"houder":{"burgerservicenummer":"123456789"}}"#,
         )
         .unwrap();
-        assert_eq!(disc.len(), 1);
+        assert!(a.persons.is_empty());
+        // An opaque answer is passed on as it came.
+        assert!(a.release_body(&[], &[]).unwrap().is_none());
     }
 
     #[test]
-    fn disclosed_bsns_are_read_and_fields_minimised() {
+    fn fields_are_minimised_and_automatic_fields_kept() {
         let body = br#"{"type":"RaadpleegMetBurgerservicenummer","personen":[
             {"burgerservicenummer":"999993653","naam":{"voornamen":"Jan","geslachtsnaam":"Jansen"},
-             "geboorte":{"datum":"1980"},"geheimhoudingPersoonsgegevens":1}]}"#;
+             "geboorte":{"datum":"1980"},"geheimhoudingPersoonsgegevens":true}]}"#;
         let fields = vec!["naam.voornamen".to_string()];
-        let (disc, out) = inspect(Action::BrpLookup, &[bsn("999993653")], &fields, body).unwrap();
-        assert_eq!(disc, vec![person("999993653")]);
-        let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+        let a = read(Action::BrpLookup, body).unwrap();
+        assert_eq!(bsns(&a), vec![Some("999993653".into())]);
+        assert!(a.persons[0].secret);
+        let v = released(body, Action::BrpLookup, &fields, &[true]);
         let p = &v["personen"][0];
         assert_eq!(p["naam"]["voornamen"], "Jan");
         assert!(p["naam"].get("geslachtsnaam").is_none());
         assert!(p.get("geboorte").is_none());
         assert!(p.get("burgerservicenummer").is_none());
-        assert_eq!(p["geheimhoudingPersoonsgegevens"], 1);
+        assert_eq!(p["geheimhoudingPersoonsgegevens"], true);
     }
 
     #[test]
-    fn lookup_without_bsn_in_answer_counts_every_asked_person() {
-        let body = br#"{"personen":[{"naam":{"voornamen":"Jan"}}]}"#;
-        let (disc, _) = inspect(
-            Action::BrpLookup,
-            &[bsn("999993653"), bsn("999990639")],
-            &["naam".to_string()],
-            body,
-        )
-        .unwrap();
-        assert_eq!(disc, vec![person("999993653"), person("999990639")]);
+    fn secrecy_marker_counts_unless_false_zero_or_absent() {
+        let secret = |marker: &str| {
+            let body = format!(r#"{{"personen":[{{"burgerservicenummer":"999993653"{marker}}}]}}"#);
+            read(Action::BrpLookup, body.as_bytes()).unwrap().persons[0].secret
+        };
+        assert!(!secret(""));
+        assert!(!secret(r#","geheimhoudingPersoonsgegevens":false"#));
+        assert!(!secret(r#","geheimhoudingPersoonsgegevens":0"#));
+        assert!(!secret(r#","geheimhoudingPersoonsgegevens":null"#));
+        assert!(secret(r#","geheimhoudingPersoonsgegevens":true"#));
+        assert!(secret(r#","geheimhoudingPersoonsgegevens":7"#));
+        assert!(secret(r#","geheimhoudingPersoonsgegevens":"ja""#));
+    }
+
+    #[test]
+    fn address_and_name_keys_are_read_from_the_answer() {
+        let body = br#"{"personen":[{"burgerservicenummer":"999993653",
+            "naam":{"geslachtsnaam":"Dijk","voorvoegsel":"van"},
+            "geboorte":{"datum":{"type":"Datum","datum":"1980-01-01"}},
+            "verblijfplaats":{"type":"Adres","verblijfadres":{"postcode":"1017 cb","huisnummer":502,
+              "huisletter":"a"},"adresseerbaarObjectIdentificatie":"0363010000502001",
+              "nummeraanduidingIdentificatie":"0363200000502001"}},
+            {"burgerservicenummer":"999990639","geboorte":{"datum":{"type":"JaarDatum","jaar":1980}},
+             "naam":{"geslachtsnaam":"Dijk"},
+             "adressering":{"adresregel1":"Herengracht 502","adresregel2":"1017 CB  AMSTERDAM"}}]}"#;
+        let a = read(Action::BrpSearch, body).unwrap();
+        assert_eq!(
+            a.persons[0].addresses,
+            vec![
+                "aoid:0363010000502001".to_string(),
+                "naid:0363200000502001".into(),
+                "postcode:1017CB:502:A:".into()
+            ]
+        );
+        assert_eq!(a.persons[0].name.as_deref(), Some("dijk:1980-01-01"));
+        assert_eq!(
+            a.persons[1].addresses,
+            vec!["postcode:1017CB:502::".to_string()]
+        );
+        // Only a whole date gives a name key.
+        assert_eq!(a.persons[1].name, None);
+    }
+
+    #[test]
+    fn address_lines_give_the_postcode_key() {
+        let k = |r1: &str, r2: &str| address_lines_key(r1, r2);
+        assert_eq!(
+            k("Herengracht 502", "1017 CB  AMSTERDAM").as_deref(),
+            Some("postcode:1017CB:502::")
+        );
+        assert_eq!(
+            k("Herengracht 502 A", "1017CB AMSTERDAM").as_deref(),
+            Some("postcode:1017CB:502:A:")
+        );
+        assert_eq!(
+            k("Kerkstraat 12-2", "1234 AB  DORP").as_deref(),
+            Some("postcode:1234AB:12::2")
+        );
+        assert_eq!(
+            k("Kerkstraat 12 a-3", "1234 AB  DORP").as_deref(),
+            Some("postcode:1234AB:12:A:3")
+        );
+        assert_eq!(
+            k("Laan 1940-1945 7", "1234 AB  DORP").as_deref(),
+            Some("postcode:1234AB:7::")
+        );
+        assert_eq!(
+            k("Dorpsstraat 3 bis", "1234 AB  DORP").as_deref(),
+            Some("postcode:1234AB:3::BIS")
+        );
+        assert_eq!(
+            k("Kerkstraat 12 2", "1234 AB  DORP").as_deref(),
+            Some("postcode:1234AB:12::2")
+        );
+        assert_eq!(
+            k("Kinkerstraat 12A", "1053 DZ  AMSTERDAM").as_deref(),
+            Some("postcode:1053DZ:12:A:")
+        );
+        assert_eq!(
+            k("Bijlmerdreef 1001-H", "1103 TV  AMSTERDAM").as_deref(),
+            Some("postcode:1103TV:1001::H")
+        );
+        assert_eq!(k("Herengracht", "1017 CB  AMSTERDAM"), None);
+        assert_eq!(k("Herengracht 502", "AMSTERDAM"), None);
+        assert_eq!(k("502", "1017 CB"), None);
     }
 
     #[test]
     fn garbage_brp_answer_is_an_error() {
-        assert!(inspect(Action::BrpSearch, &[], &[], b"<html>").is_err());
-        assert!(inspect(Action::BrpSearch, &[], &[], b"{}").is_err());
+        assert!(read(Action::BrpSearch, b"<html>").is_err());
+        assert!(read(Action::BrpSearch, b"{}").is_err());
+        assert!(read(Action::BrpSearch, br#"{"personen":{}}"#).is_err());
     }
 
     #[test]
-    fn holder_answer_discloses_vehicle_and_holder() {
-        let k = Resource::Vehicle(crate::model::Kenteken::parse("XX999X").unwrap());
+    fn holder_answer_names_the_holder() {
         let body =
             br#"{"kenteken":"XX999X","houder":{"burgerservicenummer":"999991802","naam":"P"}}"#;
-        let (disc, out) = inspect(Action::RdwHolder, &[k], &[], body).unwrap();
-        assert!(out.is_none());
-        assert_eq!(disc.len(), 2);
-        assert_eq!(disc[1], person("999991802"));
+        let a = read(Action::RdwHolder, body).unwrap();
+        assert_eq!(bsns(&a), vec![Some("999991802".into())]);
     }
 
     #[test]
     fn unreadable_rdw_answer_is_an_error_not_passed_on() {
-        let k = || Resource::Vehicle(crate::model::Kenteken::parse("XX999X").unwrap());
         // Truncated JSON that a lenient client could still read a holder from.
         let body =
             br#"{"kenteken":"XX999X","houder":{"burgerservicenummer":"999991802","naam":"P""#;
-        assert!(inspect(Action::RdwHolder, &[k()], &[], body).is_err());
-        assert!(inspect(Action::RdwVehicle, &[k()], &[], b"{\"type\":[").is_err());
-        assert!(inspect(Action::RdwVehicle, &[k()], &[], b"<html>").is_err());
+        assert!(read(Action::RdwHolder, body).is_err());
+        assert!(read(Action::RdwVehicle, b"{\"type\":[").is_err());
+        assert!(read(Action::RdwVehicle, b"<html>").is_err());
     }
 }

@@ -11,6 +11,12 @@
 //!   `omschrijvingGeneriek` `behandelaar` and `betrokkeneType` `medewerker`;
 //! - `subjects` are the `betrokkeneIdentificatie.inpBsn` of rollen with `betrokkeneType`
 //!   `natuurlijk_persoon` (any role);
+//! - `persons` are those rollen's `geslachtsnaam`, `voorvoegselGeslachtsnaam`, `voornamen` and
+//!   `geboortedatum` (`yyyy-mm-dd` or `yyyymmdd`), when both surname and birth date are given;
+//! - `addresses` are the `objectIdentificatie` of zaakobjecten with `objectType` `adres`
+//!   (`postcode`, `huisnummer`, `huisletter`, `huisnummertoevoeging`, `gorOpenbareRuimteNaam`,
+//!   and `identificatie` when it is a BAG id: a nummeraanduiding (object type `20`) or an
+//!   adresseerbaar object (`01`, `02`, `03`); its first four digits give the municipality);
 //! - `vehicles` are the `objectIdentificatie.overigeData.kenteken` of zaakobjecten with
 //!   `objectType` `overige` and `objectTypeOverige` equal to `cases.vehicle_object_type`;
 //! - `organization` is `bronorganisatie` mapped through `[cases.organisaties]` (the RSIN itself
@@ -49,7 +55,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::config::CasesConfig;
-use crate::model::{Bsn, Case, CaseStatus, Kenteken};
+use crate::model::{Bsn, Case, CaseAddress, CasePerson, CaseStatus, Kenteken};
 use crate::purpose::{CaseFuture, CaseRegistry, CaseRegistryError};
 
 /// Most pages followed for one list; a longer list is an error.
@@ -615,6 +621,7 @@ fn to_case(opts: &ZgwOptions, zaak: Zaak, rollen: &[Rol], objecten: &[ZaakObject
     };
     let mut handlers = Vec::new();
     let mut subjects = Vec::new();
+    let mut persons = Vec::new();
     for rol in rollen.iter().filter(|r| r.zaak == zaak.url) {
         match rol.betrokkene_type.as_str() {
             "medewerker" if rol.omschrijving_generiek == "behandelaar" => {
@@ -625,18 +632,39 @@ fn to_case(opts: &ZgwOptions, zaak: Zaak, rollen: &[Rol], objecten: &[ZaakObject
                     }
                 }
             }
-            "natuurlijk_persoon" => match text(&rol.betrokkene_identificatie, "inpBsn") {
-                Some(bsn) if Bsn::parse(&bsn).is_ok() => push_new(&mut subjects, bsn),
-                // Rollen without a (valid) BSN name nobody the gate can look up.
-                _ => {
-                    tracing::warn!(case_id = %id, "natuurlijk_persoon rol without a valid inpBsn; ignored")
+            "natuurlijk_persoon" => {
+                let bsn =
+                    text(&rol.betrokkene_identificatie, "inpBsn").filter(|b| Bsn::parse(b).is_ok());
+                let named = natural_person(&rol.betrokkene_identificatie, bsn.clone());
+                if let Some(p) = named
+                    && !persons.contains(&p)
+                {
+                    persons.push(p);
                 }
-            },
+                match bsn {
+                    Some(bsn) => push_new(&mut subjects, bsn),
+                    // Rollen without a (valid) BSN name nobody the gate can look up by BSN.
+                    None => {
+                        tracing::warn!(case_id = %id, "natuurlijk_persoon rol without a valid inpBsn")
+                    }
+                }
+            }
             _ => {}
         }
     }
     let mut vehicles = Vec::new();
+    let mut addresses = Vec::new();
     for obj in objecten.iter().filter(|o| o.zaak == zaak.url) {
+        if obj.object_type == "adres" {
+            match address(obj.object_identificatie.as_ref()) {
+                Some(a) if !addresses.contains(&a) => addresses.push(a),
+                Some(_) => {}
+                None => {
+                    tracing::warn!(case_id = %id, "adres zaakobject without a usable address; ignored")
+                }
+            }
+            continue;
+        }
         if obj.object_type != "overige"
             || obj.object_type_overige.as_deref() != Some(opts.vehicle_object_type.as_str())
         {
@@ -686,8 +714,72 @@ fn to_case(opts: &ZgwOptions, zaak: Zaak, rollen: &[Rol], objecten: &[ZaakObject
         handlers,
         subjects,
         vehicles,
+        addresses,
+        persons,
         url: Some(zaak.url),
     }
+}
+
+/// A natural person's name and birth date from a rol's `betrokkeneIdentificatie`; `None`
+/// without a surname or a valid birth date.
+fn natural_person(ident: &Option<Value>, bsn: Option<String>) -> Option<CasePerson> {
+    let v = ident.as_ref()?;
+    let text = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let geslachtsnaam = text("geslachtsnaam")?;
+    let raw = text("geboortedatum")?;
+    // `yyyymmdd` (StUF) or `yyyy-mm-dd`.
+    let date = NaiveDate::parse_from_str(&raw, "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(&raw, "%Y%m%d"))
+        .ok()?;
+    Some(CasePerson {
+        bsn,
+        geslachtsnaam,
+        voorvoegsel: text("voorvoegselGeslachtsnaam"),
+        voornamen: text("voornamen"),
+        geboortedatum: date.format("%Y-%m-%d").to_string(),
+    })
+}
+
+/// The address of an `adres` zaakobject's `objectIdentificatie` (`ObjectAdres`); `None` when
+/// it gives no address a key can be made of.
+fn address(ident: Option<&Value>) -> Option<CaseAddress> {
+    let v = ident?;
+    let text = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let mut a = CaseAddress {
+        postcode: text("postcode"),
+        huisnummer: v
+            .get("huisnummer")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+        huisletter: text("huisletter"),
+        huisnummertoevoeging: text("huisnummertoevoeging"),
+        straat: text("gorOpenbareRuimteNaam"),
+        ..CaseAddress::default()
+    };
+    if let Some(id) = text("identificatie")
+        && id.len() == 16
+        && id.bytes().all(|b| b.is_ascii_digit())
+    {
+        a.gemeente = Some(id[..4].to_string());
+        match &id[4..6] {
+            "20" => a.nummeraanduiding_identificatie = Some(id),
+            "01" | "02" | "03" => a.adresseerbaar_object_identificatie = Some(id),
+            _ => {}
+        }
+    }
+    (!a.keys().is_empty()).then_some(a)
 }
 
 fn push_new(list: &mut Vec<String>, item: String) {

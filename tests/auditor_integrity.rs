@@ -54,6 +54,7 @@ fn decision(request_id: &str, bsn: &str) -> RecordBody {
 
 fn outcome(request_id: &str, bsn: &str) -> RecordBody {
     RecordBody::Outcome(OutcomeRecord {
+        release: Vec::new(),
         time: "2026-03-01T09:15:01.000Z".into(),
         kind: OutcomeKind::Outcome,
         request_id: request_id.into(),

@@ -165,11 +165,37 @@ async fn client_credentials_and_identity_headers_never_reach_the_upstream() {
         tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
         "{tp}"
     );
+    // The query decided on is the query forwarded, with the field the release decision needs
+    // (who each person in the answer is) added.
+    let forwarded: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
     assert_eq!(
-        seen.body.as_ref(),
-        body.as_bytes(),
+        forwarded,
+        raadpleeg(&["999993653"], &["naam", "burgerservicenummer"]),
         "the body decided on is the body forwarded"
     );
+    // The answer holds only what was asked: the added field is removed again.
+    assert!(a.json()["personen"][0].get("burgerservicenummer").is_none());
+    assert!(a.json()["personen"][0].get("naam").is_some());
+    // A query that asks for the BSN itself is forwarded byte for byte.
+    let body = raadpleeg(&["999993653"], &["burgerservicenummer", "naam"]).to_string();
+    let a = h
+        .send(
+            "POST",
+            "/haalcentraal/api/brp/personen",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("x-case-id", "Z-OPEN"),
+            ],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.json());
+    assert_eq!(
+        h.registry.last_seen().unwrap().body.as_ref(),
+        body.as_bytes()
+    );
+    assert_eq!(a.json()["personen"][0]["burgerservicenummer"], "999993653");
     let d = h.record_of(rid, "decision");
     assert_eq!(d["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(d["purpose"]["doelbinding"], "PV-parkeren");

@@ -193,8 +193,9 @@ async fn ambiguous_brp_bodies_get_400_and_are_never_forwarded() {
 #[tokio::test]
 async fn the_registry_receives_exactly_the_bytes_decided_on() {
     let h = Harness::start().await;
-    // Odd but valid JSON: whitespace, escapes, key order. Re-serialising would change it.
-    let body = "{ \"fields\" : [ \"naam\" ] ,\n\t\"burgerservicenummer\":[\"99999\\u0033653\"],\"type\":\"RaadpleegMetBurgerservicenummer\"  }";
+    // Odd but valid JSON: whitespace, escapes, key order. Re-serialising would change it. It
+    // asks for `burgerservicenummer` itself, so the gate has no release field to add.
+    let body = "{ \"fields\" : [ \"naam\", \"burgerservicenummer\" ] ,\n\t\"burgerservicenummer\":[\"99999\\u0033653\"],\"type\":\"RaadpleegMetBurgerservicenummer\"  }";
     let resp = common::raw_http(
         h.addr,
         &request(&h, "POST", BRP.as_bytes(), "", body.as_bytes()),

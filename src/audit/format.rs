@@ -292,6 +292,7 @@ mod tests {
 
     fn outcome() -> RecordBody {
         RecordBody::Outcome(OutcomeRecord {
+            release: Vec::new(),
             time: "2026-01-02T03:04:05Z".into(),
             kind: OutcomeKind::Outcome,
             request_id: "req-1".into(),

@@ -566,6 +566,7 @@ mod tests {
 
     fn outcome(req: &str, disclosed: &[&str]) -> RecordBody {
         RecordBody::Outcome(OutcomeRecord {
+            release: Vec::new(),
             time: "2026-03-02T10:00:01.000Z".into(),
             kind: OutcomeKind::Outcome,
             request_id: req.into(),

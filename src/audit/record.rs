@@ -94,8 +94,34 @@ pub struct OutcomeRecord {
     /// HTTP status returned to the client (502/504 when the upstream failed).
     pub status: u16,
     pub upstream_ms: u64,
-    /// The data subjects the answer actually disclosed.
+    /// The data subjects the answer actually disclosed (what left the gate).
     pub disclosed: Vec<ResourceRef>,
+    /// Every person in the registry's answer, with the release decision for each: released
+    /// (passed on) or withheld, and the policies that decided. Absent when the answer held no
+    /// person, and in records written before release decisions existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release: Vec<ReleaseRecord>,
+}
+
+/// The release decision for one person in a registry's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// `Person`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The BSN (pseudonymised like every subject id), or `unidentified` for a person the
+    /// answer gives no valid BSN for.
+    pub id: String,
+    /// The Cedar decision (or the gate's, for an unidentified person: deny).
+    pub decision: Verdict,
+    /// Whether the person was passed on: `decision` allow, or shadow mode.
+    pub released: bool,
+    /// Deny code, e.g. `protectedPerson`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `@id`s of the determining policies.
+    #[serde(default)]
+    pub policies: Vec<String>,
 }
 
 /// Marker for `"kind": "decision"`.

@@ -45,6 +45,7 @@ pub(crate) fn decision(request_id: &str) -> RecordBody {
 
 pub(crate) fn outcome(request_id: &str) -> RecordBody {
     RecordBody::Outcome(OutcomeRecord {
+        release: Vec::new(),
         time: "2026-03-01T09:15:01Z".into(),
         kind: OutcomeKind::Outcome,
         request_id: request_id.into(),

@@ -36,7 +36,7 @@ use cedar_policy_core::extensions::Extensions;
 use chrono::{DateTime, Utc};
 use smol_str::SmolStr;
 
-use crate::model::{Action, Case, Counters, Employee, Resource};
+use crate::model::{Action, Case, Counters, Employee, Release, Resource, Search};
 
 pub use load::{ENTITIES_FILE, PolicyInfo};
 pub use suite::{TestCaseReport, TestReport};
@@ -59,6 +59,10 @@ pub struct DecisionInput<'a> {
     pub client_ip: Option<IpAddr>,
     pub now: DateTime<Utc>,
     pub counters: Counters,
+    /// A BRP search: what it looks for (`context.search`).
+    pub search: Option<&'a Search>,
+    /// For [`Action::Release`]: the person and what the answer says (`ReleaseContext`).
+    pub release: Option<Release<'a>>,
 }
 
 /// The answer for one data subject.
@@ -245,11 +249,11 @@ pub struct PolicyEngine {
     /// Per action (in the order of `actions`), the policies whose action scope can match it:
     /// the others can never be satisfied nor fail for that action, so Cedar need not see them.
     #[cfg(test)]
-    by_action: [PolicySet; 4],
+    by_action: [PolicySet; ACTIONS],
     /// The same policies, prepared for evaluation (see [`compiled`]).
-    compiled: [compiled::Compiled; 4],
+    compiled: [compiled::Compiled; ACTIONS],
     /// The schema's entity of each action (in the order of `actions`), with its action groups.
-    action_entities: [Option<core_ast::Entity>; 4],
+    action_entities: [Option<core_ast::Entity>; ACTIONS],
     /// `datetime`, the name of Cedar's constructor, parsed once.
     datetime_fn: core_ast::Name,
     /// Cedar's `datetime` and `ip` constructors, looked up once.
@@ -260,7 +264,7 @@ pub struct PolicyEngine {
     /// Policy id → index into `infos` (load order).
     order: HashMap<PolicyId, usize>,
     types: Types,
-    actions: [EntityUid; 4],
+    actions: [EntityUid; ACTIONS],
     statics: Statics,
     schema_file: PathBuf,
     policy_files: Vec<PathBuf>,
@@ -293,6 +297,7 @@ impl PolicyEngine {
             action(Action::BrpSearch)?,
             action(Action::RdwVehicle)?,
             action(Action::RdwHolder)?,
+            action(Action::Release)?,
         ];
         let statics = Statics::index(&loaded.entities, &types);
         let schema_actions = loaded
@@ -304,6 +309,7 @@ impl PolicyEngine {
             policies_for(&loaded.policies, &schema_actions, &actions[1])?,
             policies_for(&loaded.policies, &schema_actions, &actions[2])?,
             policies_for(&loaded.policies, &schema_actions, &actions[3])?,
+            policies_for(&loaded.policies, &schema_actions, &actions[4])?,
         ];
         let action_entity = |a: &EntityUid| schema_actions.get(a).map(|e| e.as_ref().clone());
         let action_entities = [
@@ -311,6 +317,7 @@ impl PolicyEngine {
             action_entity(&actions[1]),
             action_entity(&actions[2]),
             action_entity(&actions[3]),
+            action_entity(&actions[4]),
         ];
         let datetime_fn = core_ast::Name::from_str("datetime")
             .map_err(|e| PolicyLoadError(format!("bad extension function name: {e}")))?;
@@ -341,6 +348,7 @@ impl PolicyEngine {
             compile(&by_action[1])?,
             compile(&by_action[2])?,
             compile(&by_action[3])?,
+            compile(&by_action[4])?,
         ];
         Ok(PolicyEngine {
             schema: loaded.schema,
@@ -533,6 +541,52 @@ impl PolicyEngine {
             SmolStr::new_static("lookups_last_day"),
             core_ast::Value::from(input.counters.lookups_last_day),
         );
+        if let Some(search) = input.search {
+            ctx.insert(
+                SmolStr::new_static("search"),
+                core_ast::Value::record(
+                    [
+                        (
+                            SmolStr::new_static("kind"),
+                            core_ast::Value::from(search.kind.as_str()),
+                        ),
+                        (
+                            SmolStr::new_static("addresses"),
+                            string_set(&search.addresses),
+                        ),
+                    ],
+                    None,
+                ),
+            );
+        }
+        if let Some(release) = &input.release {
+            ctx.insert(
+                SmolStr::new_static("request_action"),
+                core_ast::Value::from(release.request_action.as_str()),
+            );
+            ctx.insert(
+                SmolStr::new_static("named"),
+                core_ast::Value::from(release.named),
+            );
+            ctx.insert(
+                SmolStr::new_static("secret"),
+                core_ast::Value::from(release.person.secret),
+            );
+            ctx.insert(
+                SmolStr::new_static("addresses"),
+                string_set(&release.person.addresses),
+            );
+            if let Some(name) = &release.person.name {
+                ctx.insert(
+                    SmolStr::new_static("name"),
+                    core_ast::Value::from(name.as_str()),
+                );
+            }
+            ctx.insert(
+                SmolStr::new_static("persons_in_answer"),
+                core_ast::Value::from(i64::try_from(release.persons_in_answer).unwrap_or(i64::MAX)),
+            );
+        }
 
         let resource = match input.resource {
             Resource::Person(bsn) => {
@@ -622,6 +676,24 @@ impl PolicyEngine {
             ("handlers".to_string(), refs(&t.employee, &case.handlers)),
             ("subjects".to_string(), refs(&t.person, &case.subjects)),
             ("vehicles".to_string(), refs(&t.vehicle, &case.vehicles)),
+            (
+                "addresses".to_string(),
+                RestrictedExpression::new_set(
+                    case.addresses
+                        .iter()
+                        .flat_map(crate::model::CaseAddress::keys)
+                        .map(RestrictedExpression::new_string),
+                ),
+            ),
+            (
+                "persons".to_string(),
+                RestrictedExpression::new_set(
+                    case.persons
+                        .iter()
+                        .filter_map(crate::model::CasePerson::key)
+                        .map(RestrictedExpression::new_string),
+                ),
+            ),
         ]);
         Entity::new(uid, attrs, HashSet::new())
             .map(|e| e.as_ref().clone())
@@ -717,6 +789,9 @@ impl CaseEntities {
     }
 }
 
+/// Number of actions the engine decides (the length of its per-action arrays).
+const ACTIONS: usize = 5;
+
 /// Index of `action` in the engine's per-action arrays.
 fn action_index(action: Action) -> usize {
     match action {
@@ -724,6 +799,7 @@ fn action_index(action: Action) -> usize {
         Action::BrpSearch => 1,
         Action::RdwVehicle => 2,
         Action::RdwHolder => 3,
+        Action::Release => 4,
     }
 }
 
@@ -851,6 +927,14 @@ fn plain_entity(
         HashSet::new(),
         parents,
         [],
+    )
+}
+
+/// A Cedar set of strings.
+fn string_set(items: &[String]) -> core_ast::Value {
+    core_ast::Value::set_of_lits(
+        items.iter().map(|s| core_ast::Literal::from(s.as_str())),
+        None,
     )
 }
 

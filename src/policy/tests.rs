@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::model::{Bsn, CaseStatus, Kenteken};
+use crate::model::{AnswerPerson, Bsn, CaseAddress, CasePerson, CaseStatus, Kenteken, SearchKind};
 
 fn shipped_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
@@ -39,6 +39,8 @@ fn employee(id: &str, org: &str, roles: &[&str]) -> Employee {
 /// An open parkeervergunning case of Amsterdam, handled by `vv-0363`.
 fn pv_case() -> Case {
     Case {
+        addresses: vec![],
+        persons: vec![],
         id: "Z-2026-000123".into(),
         case_type: "parkeervergunning".into(),
         status: CaseStatus::Open,
@@ -55,6 +57,8 @@ fn pv_case() -> Case {
 /// An open-ended handhaving case of Amsterdam, handled by `hh-0363`.
 fn hh_case() -> Case {
     Case {
+        addresses: vec![],
+        persons: vec![],
         id: "Z-2026-000456".into(),
         case_type: "handhaving".into(),
         closes: None,
@@ -89,6 +93,9 @@ struct Req {
     client_ip: Option<IpAddr>,
     now: DateTime<Utc>,
     counters: Counters,
+    search: Option<Search>,
+    /// For `release`: request action, named, the person, persons in the answer.
+    release: Option<(Action, bool, AnswerPerson, usize)>,
 }
 
 impl Req {
@@ -108,7 +115,25 @@ impl Req {
                 lookups_last_hour: 3,
                 lookups_last_day: 9,
             },
+            search: None,
+            release: None,
         }
+    }
+
+    /// The release of `person` found in the answer to a request with `request_action`.
+    fn release(mut self, request_action: Action, named: bool, person: AnswerPerson) -> Req {
+        self.action = Action::Release;
+        self.resource = Resource::Person(person.bsn.clone().unwrap());
+        self.release = Some((request_action, named, person, 3));
+        if request_action == Action::BrpSearch && self.search.is_none() {
+            self.search = Some(name_search());
+        }
+        self
+    }
+
+    fn search(mut self, s: Search) -> Req {
+        self.search = Some(s);
+        self
     }
 
     fn by(mut self, e: Employee) -> Req {
@@ -119,6 +144,9 @@ impl Req {
     fn action(mut self, a: Action, r: Resource) -> Req {
         self.action = a;
         self.resource = r;
+        if a == Action::BrpSearch && self.search.is_none() {
+            self.search = Some(name_search());
+        }
         self
     }
 
@@ -140,6 +168,16 @@ impl Req {
 
     fn input(&self) -> DecisionInput<'_> {
         DecisionInput {
+            search: self.search.as_ref(),
+            release: self
+                .release
+                .as_ref()
+                .map(|(action, named, person, n)| Release {
+                    request_action: *action,
+                    named: *named,
+                    person,
+                    persons_in_answer: *n,
+                }),
             employee: &self.employee,
             action: self.action,
             resource: &self.resource,
@@ -201,6 +239,136 @@ fn allow_lookup_in_open_ended_case() {
         .case(Some(hh_case()));
     assert!(req.case.as_ref().is_some_and(|c| c.closes.is_none()));
     assert_allowed_by(&decide(&req), "permit-brp-lookup-for-case");
+}
+
+fn name_search() -> Search {
+    Search {
+        kind: SearchKind::Name,
+        addresses: vec![],
+    }
+}
+
+fn address_search() -> Search {
+    Search {
+        kind: SearchKind::Address,
+        addresses: vec!["postcode:1017CB:502::".into()],
+    }
+}
+
+fn answer_person(bsn: &str, secret: bool, addresses: &[&str], name: Option<&str>) -> AnswerPerson {
+    AnswerPerson {
+        bsn: Some(Bsn::parse(bsn).unwrap()),
+        secret,
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        name: name.map(str::to_string),
+    }
+}
+
+fn wijk_case() -> Case {
+    let mut c = hh_case();
+    c.addresses = vec![CaseAddress {
+        postcode: Some("1017 cb".into()),
+        huisnummer: Some(502),
+        ..CaseAddress::default()
+    }];
+    c.persons = vec![CasePerson {
+        geslachtsnaam: "van Dijk".into(),
+        geboortedatum: "1980-01-01".into(),
+        ..CasePerson::default()
+    }];
+    c
+}
+
+#[test]
+fn release_decisions_follow_the_answer_and_the_case() {
+    let hh = || employee("hh-0363", "0363", &["handhaver"]);
+    let at = |addr: &[&str]| answer_person("999991802", false, addr, None);
+    // An address search: only a resident the answer places at the case's address.
+    let req = Req::lookup()
+        .by(hh())
+        .case(Some(wijk_case()))
+        .search(address_search())
+        .release(Action::BrpSearch, false, at(&["postcode:1017CB:502::"]));
+    assert_allowed_by(&decide(&req), "permit-release-search-named-in-case");
+    let req = Req::lookup()
+        .by(hh())
+        .case(Some(wijk_case()))
+        .search(address_search())
+        .release(Action::BrpSearch, false, at(&["postcode:1017CB:504::"]));
+    assert_denied(
+        &decide(&req),
+        "residentNotInCase",
+        "forbid-release-resident-not-in-case",
+    );
+    // A name search: by the case's name key (the case says `van Dijk`, the answer `Dijk`).
+    let req = Req::lookup().by(hh()).case(Some(wijk_case())).release(
+        Action::BrpSearch,
+        false,
+        answer_person("999991802", false, &[], Some("dijk:1980-01-01")),
+    );
+    assert_allowed_by(&decide(&req), "permit-release-search-named-in-case");
+    let req = Req::lookup().by(hh()).case(Some(wijk_case())).release(
+        Action::BrpSearch,
+        false,
+        answer_person("999991802", false, &[], Some("dijk:1980-01-02")),
+    );
+    assert_denied(
+        &decide(&req),
+        "subjectNotInCase",
+        "forbid-release-person-not-in-case",
+    );
+    // A lookup: the named person, unless the answer marks them secret.
+    let req = Req::lookup().release(
+        Action::BrpLookup,
+        true,
+        answer_person("999993653", false, &[], None),
+    );
+    assert_allowed_by(&decide(&req), "permit-release-named-person");
+    let req = Req::lookup().release(
+        Action::BrpLookup,
+        true,
+        answer_person("999993653", true, &[], None),
+    );
+    assert_denied(&decide(&req), "protectedPerson", "forbid-release-protected");
+    let req = Req::lookup().release(
+        Action::BrpLookup,
+        false,
+        answer_person("999993653", false, &[], None),
+    );
+    assert_denied(
+        &decide(&req),
+        "personNotRequested",
+        "forbid-release-person-not-requested",
+    );
+    // The statically protected person, as a vehicle holder.
+    let req = Req::lookup().by(hh()).case(Some(hh_case())).release(
+        Action::RdwHolder,
+        false,
+        answer_person("999990639", false, &[], None),
+    );
+    assert_denied(&decide(&req), "protectedPerson", "forbid-release-protected");
+}
+
+#[test]
+fn address_search_is_decided_against_the_case_addresses() {
+    let hh = || employee("hh-0363", "0363", &["handhaver"]);
+    let postcode = Resource::PersonSearch("ZoekMetPostcodeEnHuisnummer".into());
+    let req = Req::lookup()
+        .by(hh())
+        .action(Action::BrpSearch, postcode.clone())
+        .search(address_search())
+        .case(Some(wijk_case()));
+    assert_allowed_by(&decide(&req), "permit-brp-search-for-case");
+    let req = Req::lookup()
+        .by(hh())
+        .action(Action::BrpSearch, postcode)
+        .search(address_search())
+        .case(Some(hh_case()));
+    assert_denied(
+        &decide(&req),
+        "addressNotInCase",
+        "forbid-address-not-in-case",
+    );
 }
 
 #[test]
@@ -587,7 +755,7 @@ fn shipped_cedar_tests_pass_with_the_crate() {
     let report = run_tests(&shipped_dir()).unwrap();
     assert!(report.ok(), "{report}");
     assert!(report.cases.len() >= 30, "{report}");
-    assert_eq!(report.files.len(), 4);
+    assert_eq!(report.files.len(), 5);
 }
 
 #[test]
@@ -869,6 +1037,47 @@ fn context_from_pairs(req: &Req) -> cedar_policy::Context {
             RestrictedExpression::new_ip(ip.to_string()),
         ));
     }
+    let strings = |v: &[String]| {
+        RestrictedExpression::new_set(
+            v.iter()
+                .map(|s| RestrictedExpression::new_string(s.clone())),
+        )
+    };
+    if let Some(search) = &req.search {
+        pairs.push((
+            "search".to_string(),
+            RestrictedExpression::new_record([
+                (
+                    "kind".to_string(),
+                    RestrictedExpression::new_string(search.kind.as_str().to_string()),
+                ),
+                ("addresses".to_string(), strings(&search.addresses)),
+            ])
+            .unwrap(),
+        ));
+    }
+    if let Some((action, named, person, n)) = &req.release {
+        pairs.push((
+            "request_action".to_string(),
+            RestrictedExpression::new_string(action.as_str().to_string()),
+        ));
+        pairs.push(("named".to_string(), RestrictedExpression::new_bool(*named)));
+        pairs.push((
+            "secret".to_string(),
+            RestrictedExpression::new_bool(person.secret),
+        ));
+        pairs.push(("addresses".to_string(), strings(&person.addresses)));
+        if let Some(name) = &person.name {
+            pairs.push((
+                "name".to_string(),
+                RestrictedExpression::new_string(name.clone()),
+            ));
+        }
+        pairs.push((
+            "persons_in_answer".to_string(),
+            RestrictedExpression::new_long(i64::try_from(*n).unwrap()),
+        ));
+    }
     cedar_policy::Context::from_pairs(pairs).unwrap()
 }
 
@@ -945,6 +1154,31 @@ fn request_matrix() -> Vec<Req> {
                 reqs.push(base.break_glass(Some(BG_REASON)));
             }
         }
+        // Releases: each request action, named or not, with what an answer can say.
+        let answered = [
+            answer_person("999993653", false, &[], None),
+            answer_person(
+                "999990639",
+                true,
+                &["postcode:1017CB:502::", "aoid:0363010000502001"],
+                Some("dijk:1980-01-01"),
+            ),
+        ];
+        for request_action in [Action::BrpLookup, Action::BrpSearch, Action::RdwHolder] {
+            for p in &answered {
+                for case in [Some(hh_case()), None] {
+                    for named in [true, false] {
+                        let base = Req::lookup().by(e.clone()).case(case.clone()).release(
+                            request_action,
+                            named,
+                            p.clone(),
+                        );
+                        reqs.push(base.clone_req().search(address_search()));
+                        reqs.push(base.break_glass(Some(BG_REASON)));
+                    }
+                }
+            }
+        }
     }
     reqs
 }
@@ -962,6 +1196,8 @@ impl Req {
             client_ip: self.client_ip,
             now: self.now,
             counters: self.counters,
+            search: self.search.clone(),
+            release: self.release.clone(),
         }
     }
 }
