@@ -65,13 +65,15 @@ impl Canned {
     }
 }
 
+/// The request heads a fake received: lowercase header name → values, per request.
+type Seen = Arc<Mutex<Vec<HashMap<String, Vec<String>>>>>;
+
 /// A registry (or an FSC Outway in front of one) on 127.0.0.1:0 that answers every request
 /// with the current canned answer and keeps the request heads it received.
 struct Fake {
     url: String,
     answer: Arc<Mutex<Canned>>,
-    /// Lowercase header name → values, per request received.
-    seen: Arc<Mutex<Vec<HashMap<String, Vec<String>>>>>,
+    seen: Seen,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -121,11 +123,7 @@ impl Fake {
     }
 }
 
-async fn serve(
-    mut s: TcpStream,
-    answer: Arc<Mutex<Canned>>,
-    seen: Arc<Mutex<Vec<HashMap<String, Vec<String>>>>>,
-) {
+async fn serve(mut s: TcpStream, answer: Arc<Mutex<Canned>>, seen: Seen) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let end = loop {
