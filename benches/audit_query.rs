@@ -77,6 +77,9 @@ fn request(i: u64) -> Vec<RecordBody> {
                 kind: "Person".into(),
                 id: subject,
             }],
+            code: None,
+            upstream_status: None,
+            fsc_transaction_id: None,
         }),
     ]
 }

@@ -216,6 +216,10 @@ pub struct FilterArgs {
     /// The `[audit] subject_key` file, for a log with pseudonymised subjects.
     #[arg(long, value_name = "FILE")]
     pub subject_key: Option<PathBuf>,
+    /// The request with this FSC TransactionID (`Fsc-Transaction-Id`, from an FSC
+    /// TransactionLog record).
+    #[arg(long, value_name = "ID")]
+    pub fsc_transaction_id: Option<String>,
 }
 
 /// A time window.
@@ -757,6 +761,10 @@ fn build_filter(args: &FilterArgs) -> Result<crate::audit::query::Filter, ExitCo
         break_glass: args.break_glass.then_some(true),
         since: time(&args.since)?,
         until: time(&args.until)?,
+        fsc_transaction_id: args
+            .fsc_transaction_id
+            .as_deref()
+            .map(|id| id.trim().to_string()),
     })
 }
 

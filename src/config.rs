@@ -771,6 +771,8 @@ pub const NEVER_FORWARDED: &[&str] = &[
     "x-user",
     "host",
     "content-length",
+    "accept-encoding",
+    "fsc-transaction-id",
 ];
 
 fn default_case_header() -> String {
@@ -829,7 +831,21 @@ pub struct UpstreamConfig {
     /// Largest upstream response body passed on (502 above).
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
+    /// The upstream is reached through an FSC Outway: each forwarded request carries a new
+    /// `Fsc-Transaction-Id`, and the id of the transaction is recorded in its outcome record
+    /// (see `forward`).
+    #[serde(default)]
+    pub fsc: bool,
 }
+
+/// Request headers the gate sets itself on every forwarded request; an upstream's `headers`
+/// and `header_files` cannot name them.
+pub const GATE_SET_UPSTREAM_HEADERS: &[&str] = &[
+    "accept-encoding",
+    "fsc-transaction-id",
+    "x-request-id",
+    "traceparent",
+];
 
 fn default_upstream_timeout() -> Dur {
     Dur(Duration::from_secs(10))
@@ -1069,6 +1085,20 @@ impl Config {
             }
         }
         self.cases.check()?;
+        for (name, up) in &self.upstreams {
+            for (key, h) in up
+                .headers
+                .keys()
+                .map(|h| ("headers", h))
+                .chain(up.header_files.keys().map(|h| ("header_files", h)))
+            {
+                if GATE_SET_UPSTREAM_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+                    return Err(format!(
+                        "`upstreams.{name}.{key}`: `{h}` is set by the gate on every forwarded request and cannot be configured"
+                    ));
+                }
+            }
+        }
         for h in &self.headers.forward {
             let lower = h.to_ascii_lowercase();
             let credential = self
@@ -1429,6 +1459,8 @@ zgw_secret_file = "zgw.secret"
             "Cookie",
             "x-api-key",
             "x-case-id",
+            "Fsc-Transaction-Id",
+            "Accept-Encoding",
         ] {
             let text = format!(
                 "{MINIMAL}headers = {{ \"X-Api-Key\" = \"s\" }}\n[headers]\nforward = [\"{h}\"]\n"
@@ -1438,6 +1470,29 @@ zgw_secret_file = "zgw.secret"
         }
         let ok = format!("{MINIMAL}[headers]\nforward = [\"X-Correlation-Id\"]\n");
         assert!(Config::parse(&ok, Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn fsc_is_off_by_default_and_an_unknown_upstream_key_is_an_error() {
+        let cfg = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert!(cfg.upstreams.values().all(|u| !u.fsc));
+        let cfg = Config::parse(&format!("{MINIMAL}fsc = true\n"), Path::new(".")).unwrap();
+        assert!(cfg.upstreams.values().any(|u| u.fsc));
+        let err =
+            Config::parse(&format!("{MINIMAL}fsc_outway = true\n"), Path::new(".")).unwrap_err();
+        assert!(err.contains("fsc_outway"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}fsc = \"yes\"\n"), Path::new(".")).unwrap_err();
+        assert!(err.contains("expected a boolean"), "{err}");
+    }
+
+    #[test]
+    fn gate_set_headers_cannot_be_configured_on_an_upstream() {
+        for h in ["Fsc-Transaction-Id", "accept-encoding"] {
+            let text = format!("{MINIMAL}headers = {{ \"{h}\" = \"x\" }}\n");
+            let err = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(err.contains("set by the gate"), "{h}: {err}");
+            assert!(err.contains(h), "{h}: {err}");
+        }
     }
 
     #[test]

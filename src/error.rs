@@ -59,6 +59,16 @@ pub enum GateError {
     /// The response from upstream is too large (502).
     #[error("the registry's answer is too large")]
     UpstreamTooLarge,
+    /// The upstream answered in a content or transfer coding the gate does not decode (502):
+    /// the gate asks for `identity` and passes on only what it could inspect.
+    #[error("the registry answered in an encoding the gate does not read")]
+    UpstreamEncoding,
+    /// The upstream's answer is not the JSON the route expects (502).
+    #[error("the registry's answer could not be inspected")]
+    UpstreamAnswerInvalid,
+    /// The upstream's error answer names a person (a BSN) and was withheld (502).
+    #[error("the registry's error answer names a person and was withheld")]
+    UpstreamErrorWithheld,
     /// `server.max_concurrent` requests are in flight.
     #[error("the gate is handling too many requests; retry later")]
     Overloaded,
@@ -82,7 +92,11 @@ impl GateError {
             GateError::CaseRegistryUnavailable
             | GateError::AuditUnavailable
             | GateError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            GateError::UpstreamUnavailable | GateError::UpstreamTooLarge => StatusCode::BAD_GATEWAY,
+            GateError::UpstreamUnavailable
+            | GateError::UpstreamTooLarge
+            | GateError::UpstreamEncoding
+            | GateError::UpstreamAnswerInvalid
+            | GateError::UpstreamErrorWithheld => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -107,6 +121,9 @@ impl GateError {
             GateError::UpstreamUnavailable => "upstreamUnavailable",
             GateError::UpstreamTimeout => "upstreamTimeout",
             GateError::UpstreamTooLarge => "upstreamTooLarge",
+            GateError::UpstreamEncoding => "upstreamEncoding",
+            GateError::UpstreamAnswerInvalid => "upstreamAnswerInvalid",
+            GateError::UpstreamErrorWithheld => "upstreamErrorWithheld",
             GateError::Overloaded => "overloaded",
         }
     }

@@ -7,6 +7,33 @@
 //! exactly the body that was decided on. Connect failures give 502, timeouts 504.
 //! `https://` upstreams are reached over rustls (the CAs of `ca_file` or the webpki roots, and
 //! the optional client certificate); a failed handshake or refused client certificate is 502.
+//!
+//! Encodings: every forwarded request says `Accept-Encoding: identity` (the client's is never
+//! passed on), and [`screen`] refuses an answer the gate could not read: one with a
+//! `Content-Encoding` other than `identity`, or a `Transfer-Encoding` other than `chunked`
+//! (502 `upstreamEncoding`). The gate decodes no compression: an answer it cannot read is an
+//! answer whose disclosed persons it cannot know. An error answer (not 2xx) is passed on only
+//! when it is empty, or JSON (`application/json`, `application/problem+json`) that names no
+//! person (no `burgerservicenummer` member and no nine-digit number passing the 11-proef
+//! anywhere in it); any other error answer becomes the gate's own 502
+//! (`upstreamAnswerInvalid`, `upstreamErrorWithheld`).
+//!
+//! FSC: an upstream with `fsc = true` is reached through an FSC Outway. FSC Logging 1.0
+//! (Logius, `fsc-logging`, section Outway, "Writing to the TransactionLog") says:
+//!
+//! > The Outway **MUST** create a TransactionID which **MUST** be unique for the transaction,
+//! > the format is determined in a FSC Profile.
+//! >
+//! > The Outway **MUST** add the TransactionID to the response sent to the Client using the
+//! > HTTP header `Fsc-Transaction-Id`.
+//!
+//! and its architecture section: "It is RECOMMENDED to also add the TransactionID to logs
+//! created by other applications involved with the Transaction. E.g. the client making the
+//! request". So the id the Outway returns is the one its TransactionLog holds, and that is the
+//! one recorded. The gate also sends a fresh UUID v7 of its own in `Fsc-Transaction-Id` (a
+//! Profile may restrict the format "for example UUIDv7", and Outways that take the client's
+//! id require one); when the Outway's answer carries no usable id (or no answer came), the id
+//! the gate sent is recorded. A client's `Fsc-Transaction-Id` is never forwarded.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -56,6 +83,8 @@ struct Upstream {
     timeout: Duration,
     headers: Vec<(HeaderName, HeaderValue)>,
     max_response_bytes: usize,
+    /// Reached through an FSC Outway (`fsc = true`).
+    fsc: bool,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
@@ -66,6 +95,13 @@ pub struct UpstreamResponse {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub elapsed: Duration,
+    /// The content or transfer coding of the answer when it is one the gate does not read
+    /// (anything but absent/`identity`, or `chunked` framing).
+    pub foreign_encoding: Option<String>,
+    /// For an FSC upstream: the TransactionID of this request — the Outway's
+    /// `Fsc-Transaction-Id` answer header, or the id the gate sent when the answer carried
+    /// none it could use. `None` for other upstreams.
+    pub fsc_transaction_id: Option<String>,
 }
 
 /// A request that was decided on, ready to forward.
@@ -78,7 +114,12 @@ pub struct Outbound<'a> {
     pub body: Bytes,
     pub request_id: &'a str,
     pub traceparent: &'a str,
+    /// The `Fsc-Transaction-Id` to send (from [`Upstreams::fsc_transaction_id`]).
+    pub fsc_transaction_id: Option<&'a str>,
 }
+
+/// `Fsc-Transaction-Id` (FSC Logging 1.0).
+pub const FSC_TRANSACTION_ID: &str = "fsc-transaction-id";
 
 /// All upstreams with their pooled clients.
 pub struct Upstreams {
@@ -108,6 +149,15 @@ impl Upstreams {
         Ok(Upstreams { map, forwarded })
     }
 
+    /// A new `Fsc-Transaction-Id` (UUID v7) for a request to `upstream`, when that upstream is
+    /// reached through an FSC Outway; `None` otherwise.
+    pub fn fsc_transaction_id(&self, upstream: &str) -> Option<String> {
+        self.map
+            .get(upstream)
+            .filter(|u| u.fsc)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+    }
+
     /// Sends the request and reads the whole answer (bounded).
     pub async fn send(&self, out: Outbound<'_>) -> Result<UpstreamResponse, GateError> {
         let up = self
@@ -130,6 +180,21 @@ impl Upstreams {
         }
         for (n, v) in &up.headers {
             h.insert(n.clone(), v.clone());
+        }
+        // The gate reads every answer before it leaves: it asks for no compression at all.
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        // INVARIANT: no client `Fsc-Transaction-Id` is in `h` (never in the allowlist, refused
+        // in `headers.forward` and in the upstream's headers); only the gate's own is sent.
+        h.remove(FSC_TRANSACTION_ID);
+        if let Some(v) = out
+            .fsc_transaction_id
+            .filter(|_| up.fsc)
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            h.insert(FSC_TRANSACTION_ID, v);
         }
         if let Ok(v) = HeaderValue::from_str(out.request_id) {
             h.insert("x-request-id", v);
@@ -165,13 +230,40 @@ impl Upstreams {
             .await
             .map_err(|_| GateError::UpstreamTimeout)??;
         let mut headers = parts.headers;
+        let foreign_encoding = foreign_encoding(&headers);
+        let echoed = headers
+            .get(FSC_TRANSACTION_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| valid_transaction_id(id))
+            .map(str::to_string);
         strip_hop_by_hop(&mut headers);
         headers.remove(header::CONTENT_LENGTH);
+        // Only the id that is recorded reaches the client, and only from an FSC upstream.
+        headers.remove(FSC_TRANSACTION_ID);
+        let fsc_transaction_id = if up.fsc {
+            if echoed.is_none() {
+                tracing::warn!(
+                    upstream = out.upstream,
+                    "the fsc outway answered without a usable fsc-transaction-id; the id sent is recorded"
+                );
+            }
+            echoed.or_else(|| out.fsc_transaction_id.map(str::to_string))
+        } else {
+            None
+        };
+        if let Some(v) = fsc_transaction_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            headers.insert(FSC_TRANSACTION_ID, v);
+        }
         Ok(UpstreamResponse {
             status: parts.status,
             headers,
             body,
             elapsed: started.elapsed(),
+            foreign_encoding,
+            fsc_transaction_id,
         })
     }
 }
@@ -222,6 +314,7 @@ fn build_upstream(name: &str, up: &UpstreamConfig) -> Result<Upstream, String> {
         timeout: up.timeout.0,
         headers,
         max_response_bytes: up.max_response_bytes,
+        fsc: up.fsc,
         client,
     })
 }
@@ -233,6 +326,90 @@ fn header_pair(up: &str, k: &str, v: &str) -> Result<(HeaderName, HeaderValue), 
         .map_err(|_| format!("`upstreams.{up}.headers.{k}`: not a valid header value"))?;
     v.set_sensitive(true);
     Ok((n, v))
+}
+
+/// A TransactionID the gate records and passes on: 1 to 128 characters of letters, digits and
+/// `-._:`. FSC leaves the format to a Profile (a UUID fits); this keeps a recorded id one
+/// plain JSON string that an auditor can search for as it is.
+pub fn valid_transaction_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
+}
+
+/// The coding of an answer the gate cannot read, if any: a `Content-Encoding` other than
+/// `identity`, or a `Transfer-Encoding` other than `chunked` (which the HTTP client removes).
+fn foreign_encoding(headers: &HeaderMap) -> Option<String> {
+    let tokens = |name: header::HeaderName, fine: &'static str| {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|t| String::from_utf8_lossy(t).trim().to_ascii_lowercase())
+            .filter(move |t| !t.is_empty() && t != fine)
+            .collect::<Vec<_>>()
+    };
+    let mut foreign = tokens(header::CONTENT_ENCODING, "identity");
+    foreign.extend(tokens(header::TRANSFER_ENCODING, "chunked"));
+    (!foreign.is_empty()).then(|| foreign.join(", "))
+}
+
+/// Whether the gate may pass this answer on as the upstream gave it (before the response
+/// stage reads a 2xx answer for its data subjects). Refuses what it cannot read:
+/// - any answer in a coding other than identity: `upstreamEncoding`;
+/// - an error answer (not 2xx) with a body that is not JSON (`application/json` or
+///   `application/*+json`, and parsing as such): `upstreamAnswerInvalid`;
+/// - an error answer whose JSON names a person: `upstreamErrorWithheld`.
+///
+/// An empty error answer is passed on (it discloses nothing).
+pub fn screen(up: &UpstreamResponse) -> Result<(), GateError> {
+    if up.foreign_encoding.is_some() {
+        return Err(GateError::UpstreamEncoding);
+    }
+    if up.status.is_success() || up.body.is_empty() {
+        return Ok(());
+    }
+    let json_type = up
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        });
+    if !json_type {
+        return Err(GateError::UpstreamAnswerInvalid);
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(&up.body).map_err(|_| GateError::UpstreamAnswerInvalid)?;
+    if names_person(&doc) {
+        return Err(GateError::UpstreamErrorWithheld);
+    }
+    Ok(())
+}
+
+/// Whether a JSON document names a person: a member called `burgerservicenummer` (any
+/// value), or a BSN — nine digits passing the 11-proef, not part of a longer run of digits —
+/// in any string or number, key or value.
+fn names_person(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => holds_bsn(s),
+        Value::Number(n) => holds_bsn(&n.to_string()),
+        Value::Array(items) => items.iter().any(names_person),
+        Value::Object(members) => members.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("burgerservicenummer") || holds_bsn(k) || names_person(v)
+        }),
+        Value::Bool(_) | Value::Null => false,
+    }
+}
+
+/// Whether `text` holds a run of exactly nine digits that is a valid BSN.
+fn holds_bsn(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|run| run.len() == 9 && crate::model::Bsn::parse(run).is_ok())
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
@@ -368,6 +545,130 @@ mod tests {
         assert_ne!(t.trace_id, "00000000000000000000000000000000");
         assert_eq!(t.trace_id.len(), 32);
         assert_eq!(t.traceparent.len(), 55);
+    }
+
+    fn answer(
+        status: u16,
+        headers: &[(&'static str, &'static str)],
+        body: &str,
+    ) -> UpstreamResponse {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        UpstreamResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            foreign_encoding: foreign_encoding(&h),
+            headers: h,
+            body: Bytes::from(body.to_string()),
+            elapsed: Duration::ZERO,
+            fsc_transaction_id: None,
+        }
+    }
+
+    #[test]
+    fn only_identity_answers_are_read() {
+        for (k, v) in [
+            ("content-encoding", "gzip"),
+            ("content-encoding", "br"),
+            ("content-encoding", "deflate"),
+            ("content-encoding", "identity, gzip"),
+            ("content-encoding", "x-custom"),
+            ("transfer-encoding", "gzip, chunked"),
+        ] {
+            let a = answer(200, &[(k, v)], r#"{"personen":[]}"#);
+            assert!(a.foreign_encoding.is_some(), "{k}: {v}");
+            assert!(
+                matches!(screen(&a), Err(GateError::UpstreamEncoding)),
+                "{k}: {v}"
+            );
+            // Also on an error answer.
+            let a = answer(404, &[(k, v), ("content-type", "application/json")], "{}");
+            assert!(
+                matches!(screen(&a), Err(GateError::UpstreamEncoding)),
+                "{k}: {v}"
+            );
+        }
+        for ok in [
+            &[][..],
+            &[("content-encoding", "identity")][..],
+            &[("content-encoding", "IDENTITY")][..],
+            &[("transfer-encoding", "chunked")][..],
+        ] {
+            let a = answer(200, ok, r#"{"personen":[]}"#);
+            assert_eq!(a.foreign_encoding, None, "{ok:?}");
+            assert!(screen(&a).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn error_answers_pass_only_as_json_that_names_no_person() {
+        let problem = ("content-type", "application/problem+json; charset=utf-8");
+        let pass = [
+            answer(
+                404,
+                &[problem],
+                r#"{"status":404,"title":"Opgevraagde resource bestaat niet.","code":"notFound"}"#,
+            ),
+            answer(
+                400,
+                &[("content-type", "application/json")],
+                r#"{"invalidParams":[{"name":"fields","reason":"123456789 is te lang"}]}"#,
+            ),
+            answer(503, &[], ""),
+            // Ten digits, or nine failing the 11-proef, are not a BSN.
+            answer(
+                500,
+                &[problem],
+                r#"{"detail":"ref 9999936531 and 123456789"}"#,
+            ),
+        ];
+        for a in &pass {
+            assert!(screen(a).is_ok(), "{:?}", a.body);
+        }
+        let withheld = [
+            r#"{"detail":"persoon 999993653 niet gevonden"}"#,
+            r#"{"invalidParams":[{"name":"burgerservicenummer[0]","reason":"x"}],"burgerservicenummer":"000000000"}"#,
+            r#"{"personen":[{"burgerservicenummer":"x"}]}"#,
+            r#"{"detail":{"bsn":999990639}}"#,
+            r#"{"999991802":"key"}"#,
+            r#"["a",["b",{"c":"BSN:999993872."}]]"#,
+        ];
+        for body in withheld {
+            let mut a = answer(404, &[problem], "");
+            a.body = Bytes::from(body);
+            assert!(
+                matches!(screen(&a), Err(GateError::UpstreamErrorWithheld)),
+                "{body}"
+            );
+        }
+        let invalid = [
+            answer(
+                502,
+                &[("content-type", "text/html")],
+                "<html>bad gateway</html>",
+            ),
+            answer(500, &[], r#"{"detail":"no type"}"#),
+            answer(400, &[problem], "{not json"),
+        ];
+        for a in &invalid {
+            assert!(
+                matches!(screen(a), Err(GateError::UpstreamAnswerInvalid)),
+                "{:?}",
+                a.body
+            );
+        }
+        // A 2xx answer is the response stage's to read, not screened for persons here.
+        assert!(screen(&answer(200, &[], r#"{"burgerservicenummer":"999993653"}"#)).is_ok());
+    }
+
+    #[test]
+    fn transaction_ids_are_plain_and_bounded() {
+        assert!(valid_transaction_id("0190a5b2-7c3d-7def-8123-456789abcdef"));
+        assert!(valid_transaction_id("tx.1:a_b"));
+        for bad in ["", "a b", "a\"b", "é", "x\\y", &"a".repeat(129)] {
+            assert!(!valid_transaction_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

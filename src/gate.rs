@@ -474,6 +474,8 @@ impl Gate {
 
         // Stage: forward. INVARIANT: the decision records above are durable.
         let upstream_path = fill_template(&route.upstream_path, &subjects.upstream_params);
+        // The gate's own `Fsc-Transaction-Id` when the upstream is an FSC Outway.
+        let fsc_sent = self.upstreams.fsc_transaction_id(&route.upstream);
         let started = std::time::Instant::now();
         let sent = self
             .upstreams
@@ -489,12 +491,15 @@ impl Gate {
                 },
                 request_id: &ctx.request_id,
                 traceparent: &ctx.trace.traceparent,
+                fsc_transaction_id: fsc_sent.as_deref(),
             })
             .await;
 
-        // Stage: response — every person in the answer decided (release), the released ones
-        // minimised, the outcome record.
+        // Stage: response — an answer the gate could not read is never passed on; every person
+        // in the answer decided (release), the released ones minimised; the outcome record.
         let mut release: Vec<ReleaseRecord> = Vec::new();
+        let mut upstream_status = None;
+        let mut fsc_transaction_id = fsc_sent;
         let (status, upstream_ms, disclosed, answer) = match sent {
             Err(e) => {
                 let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -502,7 +507,19 @@ impl Gate {
             }
             Ok(up) => {
                 let ms = u64::try_from(up.elapsed.as_millis()).unwrap_or(u64::MAX);
-                if up.status.is_success() {
+                upstream_status = Some(up.status.as_u16());
+                fsc_transaction_id = up.fsc_transaction_id.clone();
+                if let Err(e) = crate::forward::screen(&up) {
+                    // Not the body: an error answer withheld for naming a person holds a BSN.
+                    tracing::warn!(
+                        upstream = %route.upstream,
+                        upstream_status = up.status.as_u16(),
+                        encoding = up.foreign_encoding.as_deref().map(crate::model::truncate_for_message),
+                        code = e.code(),
+                        "upstream answer not passed on"
+                    );
+                    (e.status().as_u16(), ms, vec![], Err(e))
+                } else if up.status.is_success() {
                     match crate::response::read(subjects.action, &up.body) {
                         Ok(read) => {
                             let released = self.release(
@@ -554,14 +571,14 @@ impl Gate {
                                 }
                                 (None, Err(_)) => {
                                     tracing::warn!(upstream = %route.upstream, "upstream answer could not be minimised");
-                                    (502, ms, vec![], Err(GateError::UpstreamUnavailable))
+                                    (502, ms, vec![], Err(GateError::UpstreamAnswerInvalid))
                                 }
                             }
                         }
                         Err(_) => {
                             // Not the error text: a parse error can quote the answer (BSNs).
                             tracing::warn!(upstream = %route.upstream, "upstream answer unreadable");
-                            (502, ms, vec![], Err(GateError::UpstreamUnavailable))
+                            (502, ms, vec![], Err(GateError::UpstreamAnswerInvalid))
                         }
                     }
                 } else {
@@ -603,6 +620,9 @@ impl Gate {
                     r
                 })
                 .collect(),
+            code: answer.as_ref().err().map(|e| e.code().to_string()),
+            upstream_status,
+            fsc_transaction_id,
         });
         self.metrics.upstream(
             &route.upstream,

@@ -64,6 +64,9 @@ fn outcome(request_id: &str, bsn: &str) -> RecordBody {
             kind: "Person".into(),
             id: bsn.into(),
         }],
+        code: None,
+        upstream_status: None,
+        fsc_transaction_id: None,
     })
 }
 

@@ -228,6 +228,8 @@ fn expected(mode: Mode) -> (u16, &'static str) {
     match mode {
         Mode::Slow | Mode::Trickle | Mode::Hang => (504, "upstreamTimeout"),
         Mode::HugeLength | Mode::HugeChunked => (502, "upstreamTooLarge"),
+        // Read, but not the JSON the route expects.
+        Mode::BadJson => (502, "upstreamAnswerInvalid"),
         _ => (502, "upstreamUnavailable"),
     }
 }
@@ -278,6 +280,7 @@ async fn every_upstream_fault_is_a_recorded_502_or_504_and_nothing_leaks() {
         assert_eq!(recs[1]["kind"], "outcome", "{mode:?}");
         assert_eq!(recs[1]["status"], status, "{mode:?}");
         assert_eq!(recs[1]["disclosed"], serde_json::json!([]), "{mode:?}");
+        assert_eq!(recs[1]["code"], code, "{mode:?}");
     }
 
     // 200 more faults, 25 at a time, cycling through every mode.

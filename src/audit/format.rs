@@ -302,6 +302,9 @@ mod tests {
                 kind: "Person".into(),
                 id: "999993653".into(),
             }],
+            code: None,
+            upstream_status: None,
+            fsc_transaction_id: None,
         })
     }
 

@@ -38,6 +38,8 @@ pub struct Filter {
     pub break_glass: Option<bool>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The FSC TransactionID of a forwarded request (outcome `fsc_transaction_id`).
+    pub fsc_transaction_id: Option<String>,
 }
 
 /// Normalises a kenteken: uppercase, without hyphens and spaces.
@@ -85,6 +87,9 @@ pub struct Row {
     pub outcome_seq: Option<u64>,
     pub status: Option<u16>,
     pub disclosed: Vec<ResourceRef>,
+    /// The FSC TransactionID of the forwarded request, when its upstream is reached through an
+    /// FSC Outway (absent in records before format 1.1).
+    pub fsc_transaction_id: Option<String>,
     pub review: Option<ReviewState>,
 }
 
@@ -116,6 +121,7 @@ impl Row {
             outcome_seq: outcome.map(|o| o.seq),
             status: outcome.map(|o| o.status),
             disclosed: outcome.map(|o| o.disclosed.clone()).unwrap_or_default(),
+            fsc_transaction_id: outcome.and_then(|o| o.fsc_transaction_id.clone()),
             review: None,
         }
     }
@@ -190,6 +196,9 @@ impl Row {
             && eq(&f.case, &self.case_id)
             && eq(&f.action, &self.action))
         {
+            return false;
+        }
+        if !eq(&f.fsc_transaction_id, &self.fsc_transaction_id) {
             return false;
         }
         if f.decision.is_some_and(|d| d != self.decision) {
@@ -286,13 +295,17 @@ fn parse_at(file: &str, number: u64, line: &[u8]) -> Result<Record, AuditError> 
 pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
     // The most selective text that every matching decision (or its outcome) contains.
     let needle: Option<&str> = filter
-        .subject
+        .fsc_transaction_id
         .as_deref()
+        .or(filter.subject.as_deref())
         .or(filter.kenteken.as_deref())
         .or(filter.employee.as_deref())
         .or(filter.case.as_deref());
-    // Outcomes carry the subject/kenteken; employee and case only appear in decisions.
-    let needle_in_outcomes = filter.subject.is_some() || filter.kenteken.is_some();
+    // Outcomes carry the subject/kenteken and the FSC TransactionID; employee and case only
+    // appear in decisions.
+    let needle_in_outcomes = filter.fsc_transaction_id.is_some()
+        || filter.subject.is_some()
+        || filter.kenteken.is_some();
 
     let mut decisions: BTreeMap<u64, ReadDecision> = BTreeMap::new();
     let mut outcomes: HashMap<String, ReadOutcome> = HashMap::new();
@@ -404,7 +417,7 @@ pub fn covering_checkpoint(checkpoints: &[ReadCheckpoint], seq: u64) -> Option<&
 }
 
 /// Column names of table and csv output.
-pub const COLUMNS: [&str; 13] = [
+pub const COLUMNS: [&str; 14] = [
     "seq",
     "time",
     "employee",
@@ -418,6 +431,7 @@ pub const COLUMNS: [&str; 13] = [
     "status",
     "disclosed",
     "review",
+    "fsc_transaction_id",
 ];
 
 fn resource_text(r: &Option<ResourceRef>) -> String {
@@ -453,6 +467,7 @@ pub fn cells(row: &Row) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(" "),
         review_text(row),
+        row.fsc_transaction_id.clone().unwrap_or_default(),
     ]
 }
 
@@ -565,6 +580,10 @@ mod tests {
     }
 
     fn outcome(req: &str, disclosed: &[&str]) -> RecordBody {
+        fsc_outcome(req, disclosed, None)
+    }
+
+    fn fsc_outcome(req: &str, disclosed: &[&str], fsc: Option<&str>) -> RecordBody {
         RecordBody::Outcome(OutcomeRecord {
             release: Vec::new(),
             time: "2026-03-02T10:00:01.000Z".into(),
@@ -579,6 +598,9 @@ mod tests {
                     id: (*id).into(),
                 })
                 .collect(),
+            code: None,
+            upstream_status: fsc.map(|_| 200),
+            fsc_transaction_id: fsc.map(str::to_string),
         })
     }
 
@@ -671,6 +693,62 @@ mod tests {
         .unwrap();
         assert!(none.rows.is_empty());
         assert_eq!(none.records, 7);
+    }
+
+    #[tokio::test]
+    async fn fsc_transaction_id_finds_the_request_and_is_in_every_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        let fsc = "0190a5b2-7c3d-7def-8123-456789abcdef";
+        for body in [
+            decision("r1", "emp-1", "brp:lookup", "Person", "999993653", false),
+            fsc_outcome("r1", &["999993653"], Some(fsc)),
+            decision("r2", "emp-1", "brp:lookup", "Person", "999993653", false),
+            fsc_outcome(
+                "r2",
+                &["999993653"],
+                Some("0190a5b2-0000-7000-8000-000000000000"),
+            ),
+            decision("r3", "emp-1", "brp:lookup", "Person", "999993653", false),
+            outcome("r3", &["999993653"]),
+        ] {
+            log.append(vec![body]).await.unwrap();
+        }
+        log.close().await;
+        let rows = query(
+            dir.path(),
+            &Filter {
+                fsc_transaction_id: Some(fsc.into()),
+                ..Filter::default()
+            },
+        )
+        .unwrap()
+        .rows;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].request_id, "r1");
+        assert_eq!(rows[0].seq, 1);
+        assert_eq!(rows[0].fsc_transaction_id.as_deref(), Some(fsc));
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["fsc_transaction_id"], fsc);
+        let cells = cells(&rows[0]);
+        assert_eq!(cells.len(), COLUMNS.len());
+        assert_eq!(cells.last().map(String::as_str), Some(fsc));
+        assert!(csv(&COLUMNS, &[cells]).contains(fsc));
+        // With another filter beside it, both must hold.
+        let none = query(
+            dir.path(),
+            &Filter {
+                fsc_transaction_id: Some(fsc.into()),
+                employee: Some("emp-2".into()),
+                ..Filter::default()
+            },
+        )
+        .unwrap();
+        assert!(none.rows.is_empty());
+        // A record without the member (before format 1.1, or no FSC) reads as absent.
+        let all = query(dir.path(), &Filter::default()).unwrap().rows;
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2].fsc_transaction_id, None);
     }
 
     #[test]

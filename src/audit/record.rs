@@ -1,12 +1,18 @@
-//! The audit record format (see `docs/audit-log.md`, format version 1).
+//! The audit record format (see `docs/audit-log.md`, format version 1.1).
 //!
 //! A line is `{"seq":N,<body fields>,"prev":"<hex>"}`: the writer puts `seq` first and `prev` last
 //! around the fields of the record body, which is serialised by the types below.
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the record format documented in `docs/audit-log.md`.
+/// Version of the record format documented in `docs/audit-log.md`: the major version (the
+/// chain and the fields every record has).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Minor version of the record format: optional members added in a way readers of the same
+/// major version can ignore (1.1: the outcome's `code`, `upstream_status`,
+/// `fsc_transaction_id`).
+pub const FORMAT_MINOR_VERSION: u32 = 1;
 
 /// The employee a decision was made for; absent when the token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +107,18 @@ pub struct OutcomeRecord {
     /// person, and in records written before release decisions existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub release: Vec<ReleaseRecord>,
+    /// The gate's code when the client got the gate's own refusal instead of the upstream's
+    /// answer (`upstreamEncoding`, `upstreamTimeout`, …); absent when the answer was passed on
+    /// (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The HTTP status the upstream answered, when an answer arrived (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// The FSC TransactionID of the forwarded request, for an upstream reached through an FSC
+    /// Outway: joins this record to the FSC TransactionLog (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsc_transaction_id: Option<String>,
 }
 
 /// The release decision for one person in a registry's answer.
@@ -320,6 +338,15 @@ pub struct ReadOutcome {
     pub status: u16,
     pub upstream_ms: u64,
     pub disclosed: Vec<ResourceRef>,
+    /// Absent in records before format 1.1.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Absent in records before format 1.1.
+    #[serde(default)]
+    pub upstream_status: Option<u16>,
+    /// Absent in records before format 1.1, and for upstreams not reached through FSC.
+    #[serde(default)]
+    pub fsc_transaction_id: Option<String>,
 }
 
 impl Record {

@@ -55,6 +55,9 @@ pub(crate) fn outcome(request_id: &str) -> RecordBody {
             kind: "Person".into(),
             id: "999993653".into(),
         }],
+        code: None,
+        upstream_status: None,
+        fsc_transaction_id: None,
     })
 }
 
