@@ -132,6 +132,27 @@ pub fn parse_case_file(text: &str) -> Result<HashMap<String, Arc<Case>>, String>
         for s in &case.subjects {
             crate::model::Bsn::parse(s).map_err(|e| format!("case `{}`: {e}", case.id))?;
         }
+        for (i, a) in case.addresses.iter().enumerate() {
+            if a.keys().is_empty() {
+                return Err(format!(
+                    "case `{}`: `addresses[{i}]` names no address: give a BAG id (16 digits), \
+                     `postcode` and `huisnummer`, or `straat`, `huisnummer` and `gemeente`",
+                    case.id
+                ));
+            }
+        }
+        for (i, p) in case.persons.iter().enumerate() {
+            if p.key().is_none() {
+                return Err(format!(
+                    "case `{}`: `persons[{i}]` needs a `geslachtsnaam` with letters and a \
+                     `geboortedatum` `yyyy-mm-dd`",
+                    case.id
+                ));
+            }
+            if let Some(b) = &p.bsn {
+                crate::model::Bsn::parse(b).map_err(|e| format!("case `{}`: {e}", case.id))?;
+            }
+        }
         if let Some(closes) = case.closes
             && closes < case.opened
         {
@@ -310,6 +331,41 @@ mod tests {
         assert!(parse_case_file(&bad_bsn).unwrap_err().contains("Z-1"));
         let unknown_key = ok.replace("\"handlers\"", "\"handler\"");
         assert!(parse_case_file(&unknown_key).is_err());
+    }
+
+    #[test]
+    fn case_addresses_and_persons_are_checked_on_load() {
+        let case = |extra: &str| {
+            format!(
+                r#"{{"cases":[{{"id":"Z-1","type":"t","status":"open","opened":"2026-01-01T00:00:00Z",
+                "organization":"0363","handlers":[],"subjects":[],"vehicles":[]{extra}}}]}}"#
+            )
+        };
+        let ok = parse_case_file(&case(
+            r#","addresses":[{"postcode":"1017 cb","huisnummer":502},{"nummeraanduidingIdentificatie":"0363200000502001"}],
+               "persons":[{"geslachtsnaam":"van Dijk","geboortedatum":"1980-01-01"}]"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            ok["Z-1"].addresses[0].keys(),
+            vec!["postcode:1017CB:502::".to_string()]
+        );
+        assert_eq!(
+            ok["Z-1"].persons[0].key().as_deref(),
+            Some("dijk:1980-01-01")
+        );
+        let err = parse_case_file(&case(r#","addresses":[{"huisnummer":502}]"#)).unwrap_err();
+        assert!(err.contains("`addresses[0]` names no address"), "{err}");
+        let err = parse_case_file(&case(
+            r#","persons":[{"geslachtsnaam":"Dijk","geboortedatum":"1980-13-01"}]"#,
+        ))
+        .unwrap_err();
+        assert!(err.contains("`persons[0]`"), "{err}");
+        let err = parse_case_file(&case(
+            r#","addresses":[{"postcode":"1017CB","huisnummer":1,"x":1}]"#,
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[tokio::test]

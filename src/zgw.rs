@@ -869,6 +869,60 @@ mod tests {
     }
 
     #[test]
+    fn adres_zaakobjecten_and_named_natural_persons_map_onto_addresses_and_persons() {
+        let rollen: Vec<Rol> = serde_json::from_value(json!([
+            {"zaak": ZAAK_URL, "betrokkeneType": "natuurlijk_persoon", "omschrijvingGeneriek": "betrokkene",
+             "betrokkeneIdentificatie": {"inpBsn": "999993653", "geslachtsnaam": "Dijk",
+               "voorvoegselGeslachtsnaam": "van", "voornamen": "Suzanne", "geboortedatum": "1980-01-01"}},
+            {"zaak": ZAAK_URL, "betrokkeneType": "natuurlijk_persoon", "omschrijvingGeneriek": "betrokkene",
+             "betrokkeneIdentificatie": {"inpBsn": "", "geslachtsnaam": "Jansen", "geboortedatum": "19520719"}},
+            {"zaak": ZAAK_URL, "betrokkeneType": "natuurlijk_persoon", "omschrijvingGeneriek": "betrokkene",
+             "betrokkeneIdentificatie": {"geslachtsnaam": "Zonder", "geboortedatum": "onbekend"}}
+        ]))
+        .unwrap();
+        let objecten: Vec<ZaakObject> = serde_json::from_value(json!([
+            {"zaak": ZAAK_URL, "objectType": "adres", "objectIdentificatie": {
+                "identificatie": "0363200000502001", "wplWoonplaatsNaam": "Amsterdam",
+                "gorOpenbareRuimteNaam": "Herengracht", "huisnummer": 502, "postcode": "1017CB"}},
+            {"zaak": ZAAK_URL, "objectType": "adres", "objectIdentificatie": {
+                "identificatie": "0363010000088001", "wplWoonplaatsNaam": "Amsterdam",
+                "gorOpenbareRuimteNaam": "Javastraat", "huisnummer": 88}},
+            {"zaak": ZAAK_URL, "objectType": "adres", "objectIdentificatie": {
+                "identificatie": "x", "wplWoonplaatsNaam": "Amsterdam",
+                "gorOpenbareRuimteNaam": "Nergens", "huisnummer": 0}},
+            {"zaak": "https://zaken.example/zaken/api/v1/zaken/other", "objectType": "adres",
+             "objectIdentificatie": {"identificatie": "0363200000999001", "huisnummer": 9, "postcode": "1000AA"}}
+        ]))
+        .unwrap();
+        let case = to_case(&opts(), zaak(open_zaak()), &rollen, &objecten);
+        assert_eq!(case.subjects, vec!["999993653"]);
+        let persons: Vec<Option<String>> = case.persons.iter().map(CasePerson::key).collect();
+        assert_eq!(
+            persons,
+            vec![
+                Some("dijk:1980-01-01".to_string()),
+                Some("jansen:1952-07-19".to_string())
+            ]
+        );
+        assert_eq!(case.persons[0].bsn.as_deref(), Some("999993653"));
+        let keys: Vec<Vec<String>> = case.addresses.iter().map(CaseAddress::keys).collect();
+        assert_eq!(
+            keys,
+            vec![
+                vec![
+                    "naid:0363200000502001".to_string(),
+                    "postcode:1017CB:502::".into(),
+                    "straat:herengracht:502:::0363".into()
+                ],
+                vec![
+                    "aoid:0363010000088001".to_string(),
+                    "straat:javastraat:88:::0363".into()
+                ],
+            ]
+        );
+    }
+
+    #[test]
     fn zaak_with_einddatum_is_closed_and_without_planned_end_is_open_ended() {
         let mut v = open_zaak();
         v["einddatum"] = json!("2026-11-20");

@@ -153,6 +153,7 @@ fn print_guide(
 ) -> Result<(), String> {
     let emp042 = token(key, "emp-042", "0363", &["vergunningverlener"])?;
     let emp900 = token(key, "emp-900", "0363", &["noodtoegang"])?;
+    let emp107 = token(key, "emp-107", "0363", &["handhaver"])?;
     let brp = format!("{gate}/haalcentraal/api/brp/personen");
     let body = |bsn: &str| {
         format!(
@@ -166,7 +167,8 @@ fn print_guide(
     println!("  config:            {}", work.join("gate.toml").display());
     println!("  tokens are valid for 8 hours; Ctrl-C stops the demo\n");
     println!("export T042={emp042}");
-    println!("export T900={emp900}\n");
+    println!("export T900={emp900}");
+    println!("export T107={emp107}\n");
     println!("# 1. allowed: emp-042 looks up the subject of their open parking-permit case");
     println!(
         "curl -s -i {brp} -H \"Authorization: Bearer $T042\" -H 'X-Case-Id: Z-2026-000123' -H 'Content-Type: application/json' -d {}\n",
@@ -190,6 +192,31 @@ fn print_guide(
     println!("# 5. holder lookup: emp-042 asks who holds the vehicle named in their case");
     println!(
         "curl -s -i {gate}/rdw/voertuigen/XX-999-X/tenaamstelling -H \"Authorization: Bearer $T042\" -H 'X-Case-Id: Z-2026-000123'\n"
+    );
+    let search = |pc: &str, nr: u32| {
+        format!(
+            r#"'{{"type":"ZoekMetPostcodeEnHuisnummer","postcode":"{pc}","huisnummer":{nr},"fields":["naam"]}}'"#
+        )
+    };
+    println!(
+        "# 6. address search: emp-107 searches the address their enforcement case names; the residents are released"
+    );
+    println!(
+        "curl -s -i {brp} -H \"Authorization: Bearer $T107\" -H 'X-Case-Id: Z-2026-000201' -H 'Content-Type: application/json' -d {}\n",
+        search("1094HH", 88)
+    );
+    println!(
+        "# 7. denied (addressNotInCase): an address the case does not name; nothing is forwarded"
+    );
+    println!(
+        "curl -s {brp} -H \"Authorization: Bearer $T107\" -H 'X-Case-Id: Z-2026-000201' -H 'Content-Type: application/json' -d {}\n",
+        search("1017CB", 502)
+    );
+    println!(
+        "# 8. denied (protectedPerson): the holder of GZ-123-K is protected; the release decision refuses the answer"
+    );
+    println!(
+        "curl -s {gate}/rdw/voertuigen/GZ-123-K/tenaamstelling -H \"Authorization: Bearer $T107\" -H 'X-Case-Id: Z-2026-000201'\n"
     );
     println!("# then: is the audit log intact?");
     println!(
