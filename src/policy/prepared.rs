@@ -12,7 +12,10 @@
 //!   that action differ from the schema's (the per-action split would be wrong): the policies
 //!   are evaluated with their action constraints kept ([`Compiled::with_action_scope`]);
 //! - templates themselves are never evaluated (Cedar evaluates only static and linked
-//!   policies, and so does this); linked policies are evaluated with their slot values;
+//!   policies, and so does this); a set with template-linked policies is not split per
+//!   action (the split is a `PolicySet` per action, which holds static policies only): all of
+//!   its requests are evaluated with the action constraints kept, links with their slot
+//!   values. (The gate's own loader refuses templates.)
 //! - partial requests (unknowns) are not supported: Cedar's partial evaluator is not used, so
 //!   a residual is reported as an evaluation error of that policy.
 
@@ -64,7 +67,11 @@ impl PreparedPolicySet {
             .action_entities()
             .map_err(|e| PolicyLoadError(format!("cannot read the schema's actions: {e}")))?;
         let mut by_action = HashMap::new();
-        for action in actions.iter() {
+        // The per-action split is made as the gate's loader makes it, with a `PolicySet` per
+        // action, which cannot hold template-linked policies; a set with links is decided by
+        // the policies with their action constraints kept.
+        let linked = policies.policies().any(|p| p.template_id().is_some());
+        for action in actions.iter().filter(|_| !linked) {
             let uid = action.uid();
             let groups: HashSet<EntityUid> = actions
                 .ancestors(&uid)
