@@ -16,6 +16,8 @@
 //! every request of this corpus, and that is asserted, so that a new corpus that turns it off
 //! is noticed). The corpus has no templates (asserted too).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;

@@ -35,6 +35,9 @@ async fn evaluator_metric(h: &Harness) -> String {
         .to_string()
 }
 
+/// A token, a case, a body and extra headers.
+type Req<'a> = (String, Option<&'a str>, Value, Vec<(&'a str, &'a str)>);
+
 /// What a request's answer and its decision records say, without ids and times.
 async fn answers(h: &Harness) -> Vec<Value> {
     let emp042 = h.emp042();
@@ -42,7 +45,7 @@ async fn answers(h: &Harness) -> Vec<Value> {
     let emp900 = h.token("emp-900", "0363", &["noodtoegang"]);
     let lookup = |bsn: &str, fields: &[&str]| raadpleeg(&[bsn], fields);
     let mut out = Vec::new();
-    let requests: Vec<(String, Option<&str>, Value, Vec<(&str, &str)>)> = vec![
+    let requests: Vec<Req> = vec![
         (
             emp042.clone(),
             Some("Z-OPEN"),

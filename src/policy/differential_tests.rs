@@ -95,10 +95,10 @@ impl Input {
         let now = base + Duration::minutes(rng.gen_range(-600..600));
         let action = *pick(rng, &ACTIONS);
         let resource = match action {
-            Action::BrpLookup => Resource::Person(Bsn::parse(*pick(rng, &BSNS)).unwrap()),
+            Action::BrpLookup => Resource::Person(Bsn::parse(pick::<&str>(rng, &BSNS)).unwrap()),
             Action::BrpSearch => Resource::PersonSearch(pick(rng, &SEARCHES).to_string()),
             Action::RdwVehicle | Action::RdwHolder => {
-                Resource::Vehicle(Kenteken::parse(*pick(rng, &KENTEKENS)).unwrap())
+                Resource::Vehicle(Kenteken::parse(pick::<&str>(rng, &KENTEKENS)).unwrap())
             }
         };
         let case = rng.gen_bool(0.75).then(|| Case {
@@ -453,7 +453,7 @@ fn linked_templates_are_decided_like_cedar_decides_them() {
     for _ in 0..400 {
         let mut input = Input::random(&mut rng, &roles, &case_types);
         input.action = Action::BrpLookup;
-        input.resource = Resource::Person(Bsn::parse(*pick(&mut rng, &BSNS)).unwrap());
+        input.resource = Resource::Person(Bsn::parse(pick::<&str>(&mut rng, &BSNS)).unwrap());
         let built = engine.build(&input.decision_input(), None).unwrap();
         let cedar = engine
             .authorizer
