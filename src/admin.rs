@@ -78,8 +78,10 @@ fn answer<B>(gate: &Gate, req: &Request<B>) -> Response<Full<Bytes>> {
             }
         }
         "/metrics" => {
+            let policy = gate.policy().load();
             let info = ScrapeInfo {
-                policy_version: gate.policy().load().version().to_string(),
+                policy_version: policy.version().to_string(),
+                policy_evaluator: policy.evaluator().as_str(),
                 ready: gate.ready(),
                 token_cache: gate.auth().token_cache_counts(),
             };

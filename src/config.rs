@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::model::Action;
+use crate::policy::Evaluator;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +434,10 @@ pub struct PoliciesConfig {
     /// How often the directory is checked for changed files (`0s`: only on SIGHUP).
     #[serde(default = "default_policies_poll")]
     pub poll_interval: Dur,
+    /// Which evaluator decides: `prepared` (default, the policies prepared at load) or
+    /// `cedar` (Cedar's own `Authorizer`); both give the same answers (`policy test` checks it).
+    #[serde(default)]
+    pub evaluator: Evaluator,
 }
 
 fn default_policies_poll() -> Dur {
@@ -448,6 +453,7 @@ impl Default for PoliciesConfig {
         PoliciesConfig {
             dir: default_policies_dir(),
             poll_interval: default_policies_poll(),
+            evaluator: Evaluator::default(),
         }
     }
 }
@@ -1280,6 +1286,21 @@ url = "http://127.0.0.1:9001"
         )
         .unwrap_err();
         assert!(err.contains("server.max_concurrent"), "{err}");
+    }
+
+    #[test]
+    fn policies_evaluator_defaults_to_prepared_and_accepts_cedar() {
+        let cfg = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(cfg.policies.evaluator, Evaluator::Prepared);
+        let text = format!("{MINIMAL}\n[policies]\nevaluator = \"cedar\"\n");
+        let cfg = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(cfg.policies.evaluator, Evaluator::Cedar);
+        let text = format!("{MINIMAL}\n[policies]\nevaluator = \"fast\"\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(
+            err.contains("fast") && err.contains("prepared") && err.contains("cedar"),
+            "{err}"
+        );
     }
 
     #[test]

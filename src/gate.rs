@@ -105,7 +105,8 @@ impl Gate {
     pub async fn build(cfg: &Config) -> Result<Gate, StartError> {
         let routes = RouteTable::new(cfg.effective_routes()).map_err(StartError)?;
         let policy = PolicyEngine::load(&cfg.policies.dir)
-            .map_err(|e| StartError(format!("policies: {e}")))?;
+            .map_err(|e| StartError(format!("policies: {e}")))?
+            .with_evaluator(cfg.policies.evaluator);
         let auth = Authenticator::new(&cfg.auth)
             .await
             .map_err(|e| StartError(format!("auth: {e}")))?;

@@ -191,6 +191,8 @@ impl SpanResult {
 pub struct ScrapeInfo {
     /// `policy_version` of the loaded policy set.
     pub policy_version: String,
+    /// The evaluator that decides (`[policies] evaluator`: `prepared` or `cedar`).
+    pub policy_evaluator: &'static str,
     /// Whether the gate is ready for traffic.
     pub ready: bool,
     /// Answers of the verified-token cache, counted by the authentication stage.
@@ -422,12 +424,13 @@ impl Metrics {
             &mut out,
             "purpose_gate_policy_info",
             "gauge",
-            "The loaded policy set; the version is the policy_version of decision records.",
+            "The loaded policy set (the version is the policy_version of decision records) and the evaluator that decides.",
         );
         let _ = writeln!(
             out,
-            "purpose_gate_policy_info{{version=\"{}\"}} 1",
-            escape(&info.policy_version)
+            "purpose_gate_policy_info{{version=\"{}\",evaluator=\"{}\"}} 1",
+            escape(&info.policy_version),
+            escape(info.policy_evaluator)
         );
         header(
             &mut out,

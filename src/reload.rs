@@ -158,16 +158,20 @@ impl Reloader {
 
     async fn swap_policies(&self) -> Result<Reloaded, ReloadError> {
         let dir = self.dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || PolicyEngine::load(&dir))
-            .await
-            .map_err(|e| ReloadError::Invalid {
-                dir: self.dir.display().to_string(),
-                message: format!("the loader stopped: {e}"),
-            })?
-            .map_err(|e| ReloadError::Invalid {
-                dir: self.dir.display().to_string(),
-                message: e.to_string(),
-            })?;
+        // The evaluator is configuration, not part of the policy files: the new set keeps it.
+        let evaluator = self.gate.policy().load().evaluator();
+        let loaded = tokio::task::spawn_blocking(move || {
+            PolicyEngine::load(&dir).map(|e| e.with_evaluator(evaluator))
+        })
+        .await
+        .map_err(|e| ReloadError::Invalid {
+            dir: self.dir.display().to_string(),
+            message: format!("the loader stopped: {e}"),
+        })?
+        .map_err(|e| ReloadError::Invalid {
+            dir: self.dir.display().to_string(),
+            message: e.to_string(),
+        })?;
         let old = self.gate.policy().load_full();
         if old.version() == loaded.version() {
             return Ok(Reloaded::Unchanged);

@@ -8,12 +8,14 @@
 //! when no forbid and at least one permit is, deny otherwise; a policy that fails to evaluate
 //! is skipped and reported, as Cedar does.
 //!
-//! INVARIANT: a [`Compiled`] is only used for requests whose action is the one it was built
-//! for, and only holds policies whose action scope is satisfied by that action
-//! (`policies_for`); the action constraint is therefore true for every request it sees and is
-//! left out of the condition. Principal and resource constraints are kept. A unit test
-//! compares decisions, determining policies and error texts with Cedar's `Authorizer` over
-//! the whole policy set.
+//! INVARIANT: a [`Compiled`] made by [`Compiled::new`] is only used for requests whose action
+//! is the one it was built for, and only holds policies whose action scope is satisfied by that
+//! action (`policies_for`); the action constraint is therefore true for every request it sees
+//! and is left out of the condition. Principal and resource constraints are kept.
+//! [`Compiled::with_action_scope`] keeps the action constraint too, for requests whose action
+//! the schema does not declare. Unit tests, a seeded property test (`differential`), every
+//! `policy test` case and Cedar's own integration corpus (`tests/cedar_corpus.rs`) compare
+//! decisions, determining policies and errors with Cedar's `Authorizer`.
 
 use std::collections::HashMap;
 
@@ -47,6 +49,8 @@ pub(super) struct Outcome {
     pub determining: Vec<usize>,
     /// One line per policy that failed to evaluate, worded as Cedar's `AuthorizationError`.
     pub errors: Vec<String>,
+    /// Indices (load order, ascending) of the policies that failed to evaluate.
+    pub erroring: Vec<usize>,
 }
 
 impl Compiled {
@@ -54,6 +58,22 @@ impl Compiled {
     pub(super) fn new<'a>(
         policies: impl Iterator<Item = &'a Policy>,
         order: &HashMap<PolicyId, usize>,
+    ) -> Result<Compiled, String> {
+        Compiled::prepare(policies, order, false)
+    }
+
+    /// Prepares `policies` with their action constraints kept: usable for any action.
+    pub(super) fn with_action_scope<'a>(
+        policies: impl Iterator<Item = &'a Policy>,
+        order: &HashMap<PolicyId, usize>,
+    ) -> Result<Compiled, String> {
+        Compiled::prepare(policies, order, true)
+    }
+
+    fn prepare<'a>(
+        policies: impl Iterator<Item = &'a Policy>,
+        order: &HashMap<PolicyId, usize>,
+        keep_action: bool,
     ) -> Result<Compiled, String> {
         let mut prepared = Vec::new();
         for policy in policies {
@@ -65,10 +85,13 @@ impl Compiled {
                 .non_scope_constraints()
                 .cloned()
                 .unwrap_or_else(|| Expr::val(true));
-            let condition = Expr::and(
-                ast.principal_constraint().as_expr(),
-                Expr::and(ast.resource_constraint().as_expr(), body),
-            );
+            let rest = Expr::and(ast.resource_constraint().as_expr(), body);
+            let rest = if keep_action {
+                Expr::and(ast.action_constraint().as_expr(), rest)
+            } else {
+                rest
+            };
+            let condition = Expr::and(ast.principal_constraint().as_expr(), rest);
             prepared.push(Prepared {
                 index,
                 id: ast.id().clone(),
@@ -98,6 +121,7 @@ impl Compiled {
         let mut permits = Vec::new();
         let mut forbids = Vec::new();
         let mut errors = Vec::new();
+        let mut erroring = Vec::new();
         for p in &self.policies {
             match eval.interpret(&p.condition, &p.env) {
                 Ok(v) => match v.value {
@@ -110,12 +134,18 @@ impl Compiled {
                     }
                     ValueKind::Lit(Literal::Bool(false)) => {}
                     // Unreachable: `&&` yields a boolean or an error.
-                    _ => errors.push(format!(
-                        "error while evaluating policy `{}`: the condition is not a boolean",
-                        p.id
-                    )),
+                    _ => {
+                        erroring.push(p.index);
+                        errors.push(format!(
+                            "error while evaluating policy `{}`: the condition is not a boolean",
+                            p.id
+                        ));
+                    }
                 },
-                Err(e) => errors.push(format!("error while evaluating policy `{}`: {e}", p.id)),
+                Err(e) => {
+                    erroring.push(p.index);
+                    errors.push(format!("error while evaluating policy `{}`: {e}", p.id));
+                }
             }
         }
         if forbids.is_empty() && !permits.is_empty() {
@@ -123,12 +153,14 @@ impl Compiled {
                 allow: true,
                 determining: permits,
                 errors,
+                erroring,
             }
         } else {
             Outcome {
                 allow: false,
                 determining: forbids,
                 errors,
+                erroring,
             }
         }
     }

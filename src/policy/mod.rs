@@ -15,7 +15,9 @@
 //! `entities.json`; policy templates; duplicate ids. This module knows nothing of HTTP.
 
 mod compiled;
+mod differential;
 mod load;
+mod prepared;
 mod suite;
 
 use std::cell::RefCell;
@@ -38,7 +40,9 @@ use smol_str::SmolStr;
 
 use crate::model::{Action, Case, Counters, Employee, Release, Resource, Search};
 
+pub use differential::Evaluator;
 pub use load::{ENTITIES_FILE, PolicyInfo};
+pub use prepared::{PreparedAnswer, PreparedPolicySet};
 pub use suite::{TestCaseReport, TestReport};
 
 /// Policies could not be loaded; the message names the file and `line:column` when known.
@@ -260,6 +264,8 @@ pub struct PolicyEngine {
     datetime_ctor: &'static core_ast::ExtensionFunction,
     ip_ctor: &'static core_ast::ExtensionFunction,
     authorizer: Authorizer,
+    /// Which evaluator decides (see [`differential`]).
+    evaluator: Evaluator,
     infos: Vec<PolicyInfo>,
     /// Policy id → index into `infos` (load order).
     order: HashMap<PolicyId, usize>,
@@ -361,6 +367,7 @@ impl PolicyEngine {
             datetime_ctor,
             ip_ctor,
             authorizer: Authorizer::new(),
+            evaluator: Evaluator::default(),
             infos: loaded.infos,
             order,
             types,
@@ -404,8 +411,12 @@ impl PolicyEngine {
             Ok(b) => b,
             Err(e) => return policy_error(vec![], vec![e]),
         };
-        let outcome =
-            self.compiled[action_index(input.action)].evaluate(&built.request, &built.entities);
+        let outcome = match self.evaluator {
+            Evaluator::Prepared => {
+                self.compiled[action_index(input.action)].evaluate(&built.request, &built.entities)
+            }
+            Evaluator::Cedar => self.cedar_outcome(&built.request, &built.entities),
+        };
         let determining: Vec<&PolicyInfo> = outcome
             .determining
             .iter()
@@ -745,11 +756,6 @@ impl PolicyEngine {
 
     fn action_uid(&self, action: Action) -> &EntityUid {
         &self.actions[action_index(action)]
-    }
-
-    /// The policy info for a Cedar policy id.
-    fn info(&self, id: &PolicyId) -> Option<&PolicyInfo> {
-        self.order.get(id).and_then(|i| self.infos.get(*i))
     }
 }
 

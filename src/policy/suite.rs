@@ -5,7 +5,9 @@
 //! reason, num_errors}`; `entities` is an entity array or a path relative to the test file that
 //! must stay inside the test file's directory. A case passes when the decision matches, every
 //! listed `reason` policy id is among the determining policies, and the number of evaluation
-//! errors is exactly `num_errors`. Requests, contexts and entities are validated against the
+//! errors is exactly `num_errors`; and, beyond the CLI, only when the gate's prepared evaluator
+//! (the one that decides in production) and Cedar's `Authorizer` agree on the decision, the
+//! determining policies and the errors. Requests, contexts and entities are validated against the
 //! schema, as the CLI does when given `--schema`.
 
 use std::collections::HashMap;
@@ -13,11 +15,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{Context, Entities, EntityUid, PolicyId, Request};
+use cedar_policy::{Context, Entities, EntityUid, Request};
 use serde::Deserialize;
 
 use super::load::{at, json_msg, one_line, read_file};
-use super::{PolicyEngine, PolicyLoadError};
+use super::{PolicyEngine, PolicyInfo, PolicyLoadError};
 
 /// The outcome of one test case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +187,7 @@ fn run_case(
     let schema = &engine.schema;
     let context = Context::from_json_value(case.request.context, Some((schema, &action)))
         .map_err(|e| format!("invalid context: {}", one_line(&e.to_string())))?;
-    let request = Request::new(principal, action, resource, context, Some(schema))
+    let request = Request::new(principal, action.clone(), resource, context, Some(schema))
         .map_err(|e| format!("invalid request: {}", one_line(&e.to_string())))?;
 
     let inline;
@@ -208,19 +210,22 @@ fn run_case(
         }
     };
 
-    let response = engine
-        .authorizer
-        .is_authorized(&request, &engine.policies, entities);
-    let mut got: Vec<&PolicyId> = response.diagnostics().reason().collect();
-    got.sort_by_key(|id| engine.order.get(*id).copied());
-    let errors: Vec<String> = response
-        .diagnostics()
-        .errors()
-        .map(|e| one_line(&e.to_string()))
+    // Every case runs through the evaluator that decides in production and through Cedar's
+    // `Authorizer`; any difference between the two fails the case, whatever it expected.
+    let outcome = match engine.compare(&action, &request, entities) {
+        Ok(outcome) => outcome,
+        Err(diff) => return Ok(Some(diff)),
+    };
+    let got: Vec<&PolicyInfo> = outcome
+        .determining
+        .iter()
+        .filter_map(|i| engine.infos.get(*i))
         .collect();
-    let decision = match response.decision() {
-        cedar_policy::Decision::Allow => Expected::Allow,
-        cedar_policy::Decision::Deny => Expected::Deny,
+    let errors: Vec<String> = outcome.errors.iter().map(|e| one_line(e)).collect();
+    let decision = if outcome.allow {
+        Expected::Allow
+    } else {
+        Expected::Deny
     };
 
     let describe = || {
@@ -231,12 +236,10 @@ fn run_case(
             }
         } else {
             got.iter()
-                .map(
-                    |id| match engine.info(id).and_then(|p| p.reason.as_deref()) {
-                        Some(reason) => format!("`{id}` ({reason})"),
-                        None => format!("`{id}`"),
-                    },
-                )
+                .map(|p| match p.reason.as_deref() {
+                    Some(reason) => format!("`{}` ({reason})", p.id),
+                    None => format!("`{}`", p.id),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         }
@@ -254,7 +257,7 @@ fn run_case(
         let missing: Vec<String> = case
             .reason
             .iter()
-            .filter(|r| !got.iter().any(|g| AsRef::<str>::as_ref(*g) == r.as_str()))
+            .filter(|r| !got.iter().any(|g| g.id == **r))
             .map(|r| format!("`{r}`"))
             .collect();
         if !missing.is_empty() {

@@ -1243,22 +1243,9 @@ fn request_entities_carry_the_closure_cedar_computes() {
 
 /// What Cedar's `Authorizer` says over the engine's whole policy set, as an [`compiled::Outcome`].
 fn cedar_outcome(engine: &PolicyEngine, built: &Built) -> compiled::Outcome {
-    let r = engine
-        .authorizer
-        .is_authorized(&built.request, &engine.policies, &built.entities);
-    let mut determining: Vec<usize> = r
-        .diagnostics()
-        .reason()
-        .map(|id| engine.order[id])
-        .collect();
-    determining.sort_unstable();
-    let mut errors: Vec<String> = r.diagnostics().errors().map(|e| e.to_string()).collect();
-    errors.sort();
-    compiled::Outcome {
-        allow: r.decision() == cedar_policy::Decision::Allow,
-        determining,
-        errors,
-    }
+    let mut o = engine.cedar_outcome(&built.request, &built.entities);
+    o.errors.sort();
+    o
 }
 
 /// The engine's own evaluation of `req` (errors sorted, as [`cedar_outcome`]).
