@@ -23,7 +23,10 @@ use rand::{Rng, SeedableRng};
 use super::super::suite;
 use super::super::{DecisionInput, PolicyEngine, PreparedPolicySet, action_index};
 use super::{Evaluator, Outcome};
-use crate::model::{Action, Bsn, Case, CaseStatus, Counters, Employee, Kenteken, Resource};
+use crate::model::{
+    Action, AnswerPerson, Bsn, Case, CaseAddress, CasePerson, CaseStatus, Counters, Employee,
+    Kenteken, Release, Resource, Search, SearchKind,
+};
 
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Random policy sets, and random requests per set.
@@ -47,12 +50,21 @@ const SEARCHES: [&str; 2] = [
     "ZoekMetGeslachtsnaamEnGeboortedatum",
     "ZoekMetPostcodeEnHuisnummer",
 ];
-const ACTIONS: [Action; 4] = [
+const ACTIONS: [Action; 5] = [
     Action::BrpLookup,
     Action::BrpSearch,
     Action::RdwVehicle,
     Action::RdwHolder,
+    Action::Release,
 ];
+/// Address keys, of cases, searches and answers (one that no case names).
+const ADDRESS_KEYS: [&str; 3] = [
+    "postcode:1017CB:502::",
+    "aoid:0363010000502001",
+    "postcode:9999ZZ:1::",
+];
+/// Name keys as answers give them.
+const NAME_KEYS: [&str; 2] = ["dijk:1980-01-01", "jansen:1952-07-19"];
 const COUNTS: [i64; 8] = [0, 3, 199, 200, 201, 10_000, i64::MAX - 1, i64::MAX];
 
 fn shipped() -> PolicyEngine {
@@ -87,6 +99,9 @@ struct Input {
     client_ip: Option<IpAddr>,
     now: DateTime<Utc>,
     counters: Counters,
+    search: Option<Search>,
+    /// For `release`: request action, named, the person, persons in the answer.
+    release: Option<(Action, bool, AnswerPerson, usize)>,
 }
 
 impl Input {
@@ -95,7 +110,9 @@ impl Input {
         let now = base + Duration::minutes(rng.gen_range(-600..600));
         let action = *pick(rng, &ACTIONS);
         let resource = match action {
-            Action::BrpLookup => Resource::Person(Bsn::parse(pick::<&str>(rng, &BSNS)).unwrap()),
+            Action::BrpLookup | Action::Release => {
+                Resource::Person(Bsn::parse(pick::<&str>(rng, &BSNS)).unwrap())
+            }
             Action::BrpSearch => Resource::PersonSearch(pick(rng, &SEARCHES).to_string()),
             Action::RdwVehicle | Action::RdwHolder => {
                 Resource::Vehicle(Kenteken::parse(pick::<&str>(rng, &KENTEKENS)).unwrap())
@@ -117,7 +134,59 @@ impl Input {
             handlers: subset(rng, &EMPLOYEES),
             subjects: subset(rng, &BSNS),
             vehicles: subset(rng, &KENTEKENS),
+            addresses: [
+                CaseAddress {
+                    postcode: Some("1017 CB".into()),
+                    huisnummer: Some(502),
+                    ..CaseAddress::default()
+                },
+                CaseAddress {
+                    adresseerbaar_object_identificatie: Some("0363010000502001".into()),
+                    ..CaseAddress::default()
+                },
+            ]
+            .into_iter()
+            .filter(|_| rng.gen_bool(0.5))
+            .collect(),
+            persons: rng
+                .gen_bool(0.5)
+                .then(|| CasePerson {
+                    geslachtsnaam: "van Dijk".into(),
+                    geboortedatum: "1980-01-01".into(),
+                    ..CasePerson::default()
+                })
+                .into_iter()
+                .collect(),
             url: None,
+        });
+        let search = (action == Action::BrpSearch
+            || (action == Action::Release && rng.gen_bool(0.6)))
+        .then(|| Search {
+            kind: if rng.gen_bool(0.5) {
+                SearchKind::Address
+            } else {
+                SearchKind::Name
+            },
+            addresses: subset(rng, &ADDRESS_KEYS),
+        });
+        let release = (action == Action::Release).then(|| {
+            let Resource::Person(bsn) = &resource else {
+                unreachable!("a release is about a person")
+            };
+            (
+                *pick(
+                    rng,
+                    &[Action::BrpLookup, Action::BrpSearch, Action::RdwHolder],
+                ),
+                rng.gen_bool(0.5),
+                AnswerPerson {
+                    bsn: Some(bsn.clone()),
+                    secret: rng.gen_bool(0.2),
+                    addresses: subset(rng, &ADDRESS_KEYS),
+                    name: rng.gen_bool(0.5).then(|| pick(rng, &NAME_KEYS).to_string()),
+                },
+                rng.gen_range(0..8),
+            )
         });
         let break_glass = rng.gen_bool(0.25);
         Input {
@@ -143,6 +212,8 @@ impl Input {
                 lookups_last_hour: *pick(rng, &COUNTS),
                 lookups_last_day: *pick(rng, &COUNTS),
             },
+            search,
+            release,
         }
     }
 
@@ -158,6 +229,16 @@ impl Input {
             client_ip: self.client_ip,
             now: self.now,
             counters: self.counters,
+            search: self.search.as_ref(),
+            release: self
+                .release
+                .as_ref()
+                .map(|(action, named, person, n)| Release {
+                    request_action: *action,
+                    named: *named,
+                    person,
+                    persons_in_answer: *n,
+                }),
         }
     }
 }
@@ -235,7 +316,7 @@ impl PolicyGen<'_> {
         let n = *pick(rng, &COUNTS);
         let field = pick(rng, &FIELDS);
         let role = pick(rng, self.roles);
-        match rng.gen_range(0..27) {
+        match rng.gen_range(0..34) {
             0 => "context has case".into(),
             1 => "context has reason".into(),
             2 => "context has client_ip".into(),
@@ -264,6 +345,19 @@ impl PolicyGen<'_> {
                 rng.gen_range(0..24)
             ),
             24 => "principal.nickname == \"x\"".into(),
+            27 => "context.named && !context.secret".into(),
+            28 => format!(
+                "context.request_action == \"{}\"",
+                pick(rng, &ACTIONS).as_str()
+            ),
+            29 => "context.case.addresses.containsAny(context.addresses)".into(),
+            30 => "context has search && context.search.kind == \"address\"".into(),
+            31 => "context.case.addresses.containsAny(context.search.addresses)".into(),
+            32 => "context has name && context.case.persons.contains(context.name)".into(),
+            33 => format!(
+                "context.persons_in_answer <= context.case.case_type.search_release_limit + {}",
+                rng.gen_range(0..3)
+            ),
             25 => format!("principal in Gate::Role::\"{role}\""),
             _ => "resource has protected && resource.protected".into(),
         }
