@@ -376,6 +376,26 @@ pub struct AuthConfig {
     pub claims: ClaimNames,
 }
 
+impl AuthConfig {
+    /// Tokens of `issuer` for `audience`, verified with the keys of a JWKS file; every other
+    /// setting at its default (for an embedded gate).
+    pub fn with_jwks_file(issuer: &str, audience: &str, jwks_file: PathBuf) -> AuthConfig {
+        AuthConfig {
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            jwks_file: Some(jwks_file),
+            jwks_url: None,
+            hs256_secret_file: None,
+            leeway: default_leeway(),
+            max_token_lifetime: default_max_token_lifetime(),
+            jwks_min_refresh: default_jwks_refresh(),
+            max_token_bytes: default_max_token(),
+            token_cache_size: default_token_cache(),
+            claims: ClaimNames::default(),
+        }
+    }
+}
+
 fn default_leeway() -> Dur {
     Dur(Duration::from_secs(30))
 }

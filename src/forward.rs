@@ -36,11 +36,12 @@
 //! the gate sent is recorded. A client's `Fsc-Transaction-Id` is never forwarded.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -104,36 +105,31 @@ pub struct UpstreamResponse {
     pub fsc_transaction_id: Option<String>,
 }
 
-/// A request that was decided on, ready to forward.
-pub struct Outbound<'a> {
-    pub upstream: &'a str,
-    pub method: Method,
-    /// Path at the upstream (template filled with normalised values).
-    pub path: &'a str,
-    pub client_headers: &'a HeaderMap,
-    pub body: Bytes,
-    pub request_id: &'a str,
-    pub traceparent: &'a str,
-    /// The `Fsc-Transaction-Id` to send (from [`Upstreams::fsc_transaction_id`]).
-    pub fsc_transaction_id: Option<&'a str>,
-}
+/// Extension of an outbound request: the name of the `[upstreams.NAME]` it goes to (set by
+/// the gate layer, read by the upstream client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamName(pub String);
+
+/// Extension of an outbound request (the gate's `Fsc-Transaction-Id` to send) and of an
+/// upstream client's response (the TransactionID to record: the Outway's, or the one sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FscTransactionId(pub String);
 
 /// `Fsc-Transaction-Id` (FSC Logging 1.0).
 pub const FSC_TRANSACTION_ID: &str = "fsc-transaction-id";
 
-/// All upstreams with their pooled clients.
-pub struct Upstreams {
-    map: HashMap<String, Upstream>,
+/// The client headers passed on (the allowlist) and which upstreams are FSC Outways: what the
+/// gate layer needs to build the outbound request, whatever inner service sends it.
+#[derive(Debug, Clone)]
+pub struct OutboundPolicy {
     forwarded: Vec<HeaderName>,
+    fsc: Vec<String>,
 }
 
-impl Upstreams {
-    /// Builds a pooled client per upstream; secret header files are read here.
-    pub fn new(cfg: &Config) -> Result<Upstreams, String> {
-        let mut map = HashMap::new();
-        for (name, up) in &cfg.upstreams {
-            map.insert(name.clone(), build_upstream(name, up)?);
-        }
+impl OutboundPolicy {
+    /// From the config: the allowlist plus `[headers]` purpose headers and `forward`, and the
+    /// upstreams with `fsc = true`.
+    pub fn new(cfg: &Config) -> Result<OutboundPolicy, String> {
         let mut forwarded: Vec<HeaderName> = FORWARDED_CLIENT_HEADERS
             .iter()
             .map(|h| HeaderName::from_static(h))
@@ -146,40 +142,60 @@ impl Upstreams {
                 .map_err(|_| format!("`{h}` is not a valid header name"))?;
             forwarded.push(name);
         }
-        Ok(Upstreams { map, forwarded })
+        let fsc = cfg
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.fsc)
+            .map(|(n, _)| n.clone())
+            .collect();
+        Ok(OutboundPolicy { forwarded, fsc })
+    }
+
+    /// Only the built-in allowlist and no FSC upstream (for an embedded gate).
+    pub fn allowlist_only() -> OutboundPolicy {
+        OutboundPolicy {
+            forwarded: FORWARDED_CLIENT_HEADERS
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect(),
+            fsc: Vec::new(),
+        }
     }
 
     /// A new `Fsc-Transaction-Id` (UUID v7) for a request to `upstream`, when that upstream is
     /// reached through an FSC Outway; `None` otherwise.
     pub fn fsc_transaction_id(&self, upstream: &str) -> Option<String> {
-        self.map
-            .get(upstream)
-            .filter(|u| u.fsc)
-            .map(|_| uuid::Uuid::now_v7().to_string())
+        self.fsc
+            .iter()
+            .any(|u| u == upstream)
+            .then(|| uuid::Uuid::now_v7().to_string())
     }
 
-    /// Sends the request and reads the whole answer (bounded).
-    pub async fn send(&self, out: Outbound<'_>) -> Result<UpstreamResponse, GateError> {
-        let up = self
-            .map
-            .get(out.upstream)
-            .ok_or(GateError::UpstreamUnavailable)?;
-        let uri: Uri = format!("{}{}{}", up.origin, up.prefix, out.path)
-            .parse()
-            .map_err(|_| GateError::UpstreamUnavailable)?;
+    /// The request to hand to the inner service: `method` to `path` (the filled upstream
+    /// template) with `body`, the allowlisted client headers, `X-Request-Id`, `traceparent`,
+    /// `Accept-Encoding: identity`, and the upstream's name (and FSC id) as extensions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &self,
+        upstream: &str,
+        method: Method,
+        path: &str,
+        client_headers: &HeaderMap,
+        body: Bytes,
+        request_id: &str,
+        traceparent: &str,
+        fsc_transaction_id: Option<&str>,
+    ) -> Result<Request<Full<Bytes>>, GateError> {
         let mut req = Request::builder()
-            .method(out.method)
-            .uri(uri)
-            .body(Full::new(out.body))
+            .method(method)
+            .uri(path)
+            .body(Full::new(body))
             .map_err(|_| GateError::UpstreamUnavailable)?;
         let h = req.headers_mut();
         for name in &self.forwarded {
-            for v in out.client_headers.get_all(name) {
+            for v in client_headers.get_all(name) {
                 h.append(name.clone(), v.clone());
             }
-        }
-        for (n, v) in &up.headers {
-            h.insert(n.clone(), v.clone());
         }
         // The gate reads every answer before it leaves: it asks for no compression at all.
         h.insert(
@@ -187,84 +203,157 @@ impl Upstreams {
             HeaderValue::from_static("identity"),
         );
         // INVARIANT: no client `Fsc-Transaction-Id` is in `h` (never in the allowlist, refused
-        // in `headers.forward` and in the upstream's headers); only the gate's own is sent.
+        // in `headers.forward`); only the gate's own is sent.
         h.remove(FSC_TRANSACTION_ID);
-        if let Some(v) = out
-            .fsc_transaction_id
-            .filter(|_| up.fsc)
-            .and_then(|id| HeaderValue::from_str(id).ok())
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(traceparent) {
+            h.insert("traceparent", v);
+        }
+        req.extensions_mut()
+            .insert(UpstreamName(upstream.to_string()));
+        if let Some(id) = fsc_transaction_id {
+            req.extensions_mut()
+                .insert(FscTransactionId(id.to_string()));
+        }
+        Ok(req)
+    }
+}
+
+/// The registries' pooled HTTP clients as one tower service: the innermost service of the
+/// binary's stack. It sends a request the gate layer built to the upstream its
+/// [`UpstreamName`] names (origin and path prefix of the configured URL), with the upstream's
+/// credentials and, for an FSC Outway, the gate's `Fsc-Transaction-Id`; it reads the whole
+/// answer (at most `max_response_bytes`, within `timeout`) and returns it with the
+/// TransactionID to record as a [`FscTransactionId`] extension. Errors are [`GateError`]s
+/// (502 `upstreamUnavailable`/`upstreamTooLarge`, 504 `upstreamTimeout`).
+#[derive(Clone)]
+pub struct Upstreams {
+    map: Arc<HashMap<String, Upstream>>,
+}
+
+impl Upstreams {
+    /// Builds a pooled client per upstream; secret header files are read here.
+    pub fn new(cfg: &Config) -> Result<Upstreams, String> {
+        let mut map = HashMap::new();
+        for (name, up) in &cfg.upstreams {
+            map.insert(name.clone(), build_upstream(name, up)?);
+        }
+        Ok(Upstreams { map: Arc::new(map) })
+    }
+
+    /// The longest `timeout` of any upstream.
+    pub fn max_timeout(&self) -> Duration {
+        self.map
+            .values()
+            .map(|u| u.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// The largest `max_response_bytes` of any upstream.
+    pub fn max_response_bytes(&self) -> usize {
+        self.map
+            .values()
+            .map(|u| u.max_response_bytes)
+            .max()
+            .unwrap_or(8 << 20)
+    }
+
+    async fn send(
+        map: Arc<HashMap<String, Upstream>>,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<Full<Bytes>>, GateError> {
+        let Some(UpstreamName(name)) = req.extensions_mut().remove::<UpstreamName>() else {
+            return Err(GateError::UpstreamUnavailable);
+        };
+        let sent_fsc = req.extensions_mut().remove::<FscTransactionId>();
+        let up = map.get(&name).ok_or(GateError::UpstreamUnavailable)?;
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        *req.uri_mut() = format!("{}{}{}", up.origin, up.prefix, path)
+            .parse()
+            .map_err(|_| GateError::UpstreamUnavailable)?;
+        let h = req.headers_mut();
+        for (n, v) in &up.headers {
+            h.insert(n.clone(), v.clone());
+        }
+        h.remove(FSC_TRANSACTION_ID);
+        let sent_fsc = sent_fsc.filter(|_| up.fsc);
+        if let Some(v) = sent_fsc
+            .as_ref()
+            .and_then(|id| HeaderValue::from_str(&id.0).ok())
         {
             h.insert(FSC_TRANSACTION_ID, v);
         }
-        if let Ok(v) = HeaderValue::from_str(out.request_id) {
-            h.insert("x-request-id", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(out.traceparent) {
-            h.insert("traceparent", v);
-        }
-
-        let started = Instant::now();
         let max = up.max_response_bytes;
-        let exchange =
-            async {
-                let resp = up.client.request(req).await.map_err(|e| {
-                    tracing::warn!(upstream = out.upstream, error = %e, "upstream request failed");
-                    GateError::UpstreamUnavailable
-                })?;
-                let (parts, body) = resp.into_parts();
-                let body = Limited::new(body, max)
+        let exchange = async {
+            let resp = up.client.request(req).await.map_err(|e| {
+                tracing::warn!(upstream = %name, error = %e, "upstream request failed");
+                GateError::UpstreamUnavailable
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, max)
                 .collect()
                 .await
                 .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         GateError::UpstreamTooLarge
                     } else {
-                        tracing::warn!(upstream = out.upstream, error = %e, "upstream body failed");
+                        tracing::warn!(upstream = %name, error = %e, "upstream body failed");
                         GateError::UpstreamUnavailable
                     }
                 })?
                 .to_bytes();
-                Ok::<_, GateError>((parts, body))
-            };
-        let (parts, body) = tokio::time::timeout(up.timeout, exchange)
+            Ok::<_, GateError>((parts, body))
+        };
+        let (mut parts, body) = tokio::time::timeout(up.timeout, exchange)
             .await
             .map_err(|_| GateError::UpstreamTimeout)??;
-        let mut headers = parts.headers;
-        let foreign_encoding = foreign_encoding(&headers);
-        let echoed = headers
+        let echoed = parts
+            .headers
             .get(FSC_TRANSACTION_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|id| valid_transaction_id(id))
             .map(str::to_string);
-        strip_hop_by_hop(&mut headers);
-        headers.remove(header::CONTENT_LENGTH);
-        // Only the id that is recorded reaches the client, and only from an FSC upstream.
-        headers.remove(FSC_TRANSACTION_ID);
-        let fsc_transaction_id = if up.fsc {
+        parts.headers.remove(FSC_TRANSACTION_ID);
+        if up.fsc {
             if echoed.is_none() {
                 tracing::warn!(
-                    upstream = out.upstream,
+                    upstream = %name,
                     "the fsc outway answered without a usable fsc-transaction-id; the id sent is recorded"
                 );
             }
-            echoed.or_else(|| out.fsc_transaction_id.map(str::to_string))
-        } else {
-            None
-        };
-        if let Some(v) = fsc_transaction_id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-        {
-            headers.insert(FSC_TRANSACTION_ID, v);
+            if let Some(id) = echoed.or_else(|| sent_fsc.map(|s| s.0)) {
+                parts.extensions.insert(FscTransactionId(id));
+            }
         }
-        Ok(UpstreamResponse {
-            status: parts.status,
-            headers,
-            body,
-            elapsed: started.elapsed(),
-            foreign_encoding,
-            fsc_transaction_id,
-        })
+        Ok(Response::from_parts(parts, Full::new(body)))
+    }
+}
+
+impl tower::Service<Request<Full<Bytes>>> for Upstreams {
+    type Response = Response<Full<Bytes>>;
+    type Error = GateError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, GateError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), GateError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        Box::pin(Upstreams::send(Arc::clone(&self.map), req))
     }
 }
 
@@ -340,7 +429,7 @@ pub fn valid_transaction_id(id: &str) -> bool {
 
 /// The coding of an answer the gate cannot read, if any: a `Content-Encoding` other than
 /// `identity`, or a `Transfer-Encoding` other than `chunked` (which the HTTP client removes).
-fn foreign_encoding(headers: &HeaderMap) -> Option<String> {
+pub fn foreign_encoding(headers: &HeaderMap) -> Option<String> {
     let tokens = |name: header::HeaderName, fine: &'static str| {
         headers
             .get_all(name)

@@ -26,7 +26,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
 use crate::counters::LookupCounters;
 use crate::error::{GateError, problem_response};
-use crate::forward::{Outbound, TraceContext, Upstreams, trace_context};
+use crate::forward::{FscTransactionId, OutboundPolicy, TraceContext, trace_context};
 use crate::logboek::{Logboek, Processing, SpanStatus, Subject};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::model::{Action, Employee, Purpose, Release, Resource};
@@ -35,6 +35,7 @@ use crate::purpose::{CaseRegistry, JsonFileCases, parse_purpose};
 use crate::resource::{Subjects, parse_brp_body, subjects_for_path};
 use crate::routes::{RouteError, RouteTable, fill_template};
 use crate::zgw::ZgwCases;
+use tower::{Service, ServiceExt};
 
 /// The gate could not start; the message names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,12 @@ pub struct Gate {
     audit: AuditLog,
     /// `[audit] subject_key`: BSNs in records are pseudonymised with it.
     subject_key: Option<crate::audit::pseudonym::SubjectKey>,
-    upstreams: Upstreams,
+    /// Which client headers go on, and which upstreams are FSC Outways.
+    outbound: OutboundPolicy,
+    /// Longest an inner service may take to answer (an inner that hangs is cut off: 504).
+    inner_timeout: std::time::Duration,
+    /// Largest answer read from the inner service (502 `upstreamTooLarge` above).
+    max_response_bytes: usize,
     counters: LookupCounters,
     headers: HeadersConfig,
     max_body: usize,
@@ -63,8 +69,6 @@ pub struct Gate {
     logboek: Option<Logboek>,
     /// `server.body_timeout`: time a client gets to send the request body.
     body_timeout: std::time::Duration,
-    /// Permits for `server.max_concurrent` requests in flight.
-    permits: Arc<tokio::sync::Semaphore>,
     /// Background tasks (file watchers) stopped when the gate is dropped.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -75,6 +79,22 @@ impl Drop for Gate {
             t.abort();
         }
     }
+}
+
+/// The parts of a gate built without a config ([`crate::layer::GateBuilder`]).
+pub struct Parts {
+    pub gate_id: String,
+    pub routes: Vec<RouteConfig>,
+    pub policy: PolicyEngine,
+    pub auth: Authenticator,
+    pub cases: Arc<dyn CaseRegistry>,
+    pub audit: AuditLog,
+    pub headers: HeadersConfig,
+    pub outbound: OutboundPolicy,
+    pub max_body: usize,
+    pub body_timeout: std::time::Duration,
+    pub inner_timeout: std::time::Duration,
+    pub max_response_bytes: usize,
 }
 
 /// Facts about the request that every audit record repeats.
@@ -145,7 +165,22 @@ impl Gate {
             .map(crate::audit::pseudonym::SubjectKey::load)
             .transpose()
             .map_err(StartError)?;
-        let upstreams = Upstreams::new(cfg).map_err(StartError)?;
+        let outbound = OutboundPolicy::new(cfg).map_err(StartError)?;
+        // The upstream client cuts each exchange off at its upstream's `timeout`; the layer's
+        // own bound is a second above the longest, for whatever inner service it wraps.
+        let inner_timeout = cfg
+            .upstreams
+            .values()
+            .map(|u| u.timeout.0)
+            .max()
+            .unwrap_or(std::time::Duration::from_secs(10))
+            + std::time::Duration::from_secs(1);
+        let max_response_bytes = cfg
+            .upstreams
+            .values()
+            .map(|u| u.max_response_bytes)
+            .max()
+            .unwrap_or(8 << 20);
         let metrics = Arc::new(Metrics::default());
         let logboek = cfg
             .logboek
@@ -161,7 +196,9 @@ impl Gate {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             audit,
             subject_key,
-            upstreams,
+            outbound,
+            inner_timeout,
+            max_response_bytes,
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
@@ -169,8 +206,32 @@ impl Gate {
             logboek,
             body_timeout: cfg.server.body_timeout.0,
             case_file,
-            permits: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_concurrent)),
             tasks,
+        })
+    }
+
+    /// A gate from parts (the layer's builder): no case-file watcher, Logboek exporter or
+    /// pseudonymisation key; routes are checked as the config's are.
+    pub fn from_parts(p: Parts) -> Result<Gate, StartError> {
+        Ok(Gate {
+            gate_id: p.gate_id,
+            routes: RouteTable::new(p.routes).map_err(StartError)?,
+            auth: p.auth,
+            cases: p.cases,
+            policy: Arc::new(ArcSwap::from_pointee(p.policy)),
+            audit: p.audit,
+            subject_key: None,
+            outbound: p.outbound,
+            inner_timeout: p.inner_timeout,
+            max_response_bytes: p.max_response_bytes,
+            counters: LookupCounters::default(),
+            headers: p.headers,
+            max_body: p.max_body,
+            metrics: Arc::new(Metrics::default()),
+            logboek: None,
+            body_timeout: p.body_timeout,
+            case_file: None,
+            tasks: Vec::new(),
         })
     }
 
@@ -222,16 +283,19 @@ impl Gate {
         result
     }
 
-    /// Answers one request. Never panics; every refusal is problem+json.
-    pub async fn handle<B>(
-        &self,
-        req: Request<B>,
-        peer: Option<SocketAddr>,
-    ) -> Response<Full<Bytes>>
+    /// Answers one request, forwarding it (when allowed) to `inner`. Never panics; every
+    /// refusal is problem+json. The client's address is the request's [`ClientAddr`]
+    /// extension, when the server put one there.
+    pub async fn handle<B, S, RB>(&self, req: Request<B>, inner: S) -> Response<Full<Bytes>>
     where
         B: hyper::body::Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<BoxError>,
+        S: Service<Request<Full<Bytes>>, Response = Response<RB>>,
+        S::Error: Into<BoxError>,
+        RB: hyper::body::Body<Data = Bytes>,
+        RB::Error: Into<BoxError>,
     {
+        let peer = req.extensions().get::<ClientAddr>().map(|a| a.0);
         let ctx = RequestCtx {
             request_id: uuid::Uuid::now_v7().to_string(),
             trace: trace_context(req.headers()),
@@ -249,14 +313,9 @@ impl Gate {
             ..RequestLabels::default()
         };
         let mut resp = async {
-            // Limit: `server.max_concurrent` requests in flight; the permit is held to the end.
-            let Ok(_permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-                self.metrics.overloaded();
-                tracing::warn!("refused: too many requests in flight");
-                return problem_response(&GateError::Overloaded, &ctx.request_id);
-            };
             self.metrics.in_flight(1);
-            let resp = match self.process(req, &ctx, &mut labels).await {
+            // The one rescue: every refusal, from any stage, becomes its problem+json here.
+            let resp = match self.process(req, inner, &ctx, &mut labels).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     tracing::info!(code = e.code(), status = e.status().as_u16(), "refused");
@@ -275,15 +334,20 @@ impl Gate {
         resp
     }
 
-    async fn process<B>(
+    async fn process<B, S, RB>(
         &self,
         req: Request<B>,
+        inner: S,
         ctx: &RequestCtx,
         labels: &mut RequestLabels,
     ) -> Result<Response<Full<Bytes>>, GateError>
     where
         B: hyper::body::Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<BoxError>,
+        S: Service<Request<Full<Bytes>>, Response = Response<RB>>,
+        S::Error: Into<BoxError>,
+        RB: hyper::body::Body<Data = Bytes>,
+        RB::Error: Into<BoxError>,
     {
         // Stage: route. Paths that match no registry route are refused without a record.
         let m = match self.routes.resolve_request(&req) {
@@ -476,25 +540,25 @@ impl Gate {
         // Stage: forward. INVARIANT: the decision records above are durable.
         let upstream_path = fill_template(&route.upstream_path, &subjects.upstream_params);
         // The gate's own `Fsc-Transaction-Id` when the upstream is an FSC Outway.
-        let fsc_sent = self.upstreams.fsc_transaction_id(&route.upstream);
+        let fsc_sent = self.outbound.fsc_transaction_id(&route.upstream);
         let started = std::time::Instant::now();
-        let sent = self
-            .upstreams
-            .send(Outbound {
-                upstream: &route.upstream,
-                method: parts.method.clone(),
-                path: &upstream_path,
-                client_headers: &parts.headers,
-                // The query decided on, with the fields the release decision needs added.
-                body: match subjects.upstream_body.take() {
-                    Some(b) => Bytes::from(b),
-                    None => body,
-                },
-                request_id: &ctx.request_id,
-                traceparent: &ctx.trace.traceparent,
-                fsc_transaction_id: fsc_sent.as_deref(),
-            })
-            .await;
+        let sent = match self.outbound.request(
+            &route.upstream,
+            parts.method.clone(),
+            &upstream_path,
+            &parts.headers,
+            // The query decided on, with the fields the release decision needs added.
+            match subjects.upstream_body.take() {
+                Some(b) => Bytes::from(b),
+                None => body,
+            },
+            &ctx.request_id,
+            &ctx.trace.traceparent,
+            fsc_sent.as_deref(),
+        ) {
+            Ok(out) => self.call_inner(inner, out, &route.upstream).await,
+            Err(e) => Err(e),
+        };
 
         // Stage: response — an answer the gate could not read is never passed on; every person
         // in the answer decided (release), the released ones minimised; the outcome record.
@@ -653,6 +717,73 @@ impl Gate {
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         Ok(resp)
+    }
+
+    /// Stage: forward. Calls the inner service (the upstream client, or any service a Rust
+    /// team wraps) and reads its whole answer. Whatever the inner does, this returns: an error
+    /// becomes 502 (or the [`GateError`] it carried), a hang 504 after `inner_timeout`, a panic
+    /// 502, an answer over `max_response_bytes` 502 `upstreamTooLarge`.
+    async fn call_inner<S, RB>(
+        &self,
+        inner: S,
+        req: Request<Full<Bytes>>,
+        upstream: &str,
+    ) -> Result<crate::forward::UpstreamResponse, GateError>
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<RB>>,
+        S::Error: Into<BoxError>,
+        RB: hyper::body::Body<Data = Bytes>,
+        RB::Error: Into<BoxError>,
+    {
+        use futures_util::FutureExt;
+        let started = Instant::now();
+        let max = self.max_response_bytes;
+        let exchange = async {
+            let resp = inner
+                .oneshot(req)
+                .await
+                .map_err(|e| inner_error(e.into(), upstream))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, max).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    GateError::UpstreamTooLarge
+                } else {
+                    inner_error(e, upstream)
+                }
+            })?;
+            Ok::<_, GateError>((parts, body.to_bytes()))
+        };
+        let guarded = std::panic::AssertUnwindSafe(exchange).catch_unwind();
+        let (mut parts, body) = match tokio::time::timeout(self.inner_timeout, guarded).await {
+            Err(_) => return Err(GateError::UpstreamTimeout),
+            Ok(Err(_)) => {
+                tracing::error!(upstream = %upstream, "the inner service panicked");
+                return Err(GateError::UpstreamUnavailable);
+            }
+            Ok(Ok(r)) => r?,
+        };
+        let foreign_encoding = crate::forward::foreign_encoding(&parts.headers);
+        let fsc_transaction_id = parts.extensions.remove::<FscTransactionId>().map(|id| id.0);
+        crate::forward::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        // Only the id that is recorded reaches the client, and only from an FSC upstream.
+        parts.headers.remove(crate::forward::FSC_TRANSACTION_ID);
+        if let Some(v) = fsc_transaction_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            parts.headers.insert(crate::forward::FSC_TRANSACTION_ID, v);
+        }
+        Ok(crate::forward::UpstreamResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            elapsed: started.elapsed(),
+            foreign_encoding,
+            fsc_transaction_id,
+        })
     }
 
     /// Stage: release. One decision per person in the answer (`release` in Cedar), with the
@@ -822,6 +953,26 @@ impl Gate {
         }
     }
 }
+
+/// An inner service's error as the gate's: the [`GateError`] it carried (the upstream client's
+/// 502/504), a tower timeout as 504, anything else as 502.
+fn inner_error(e: BoxError, upstream: &str) -> GateError {
+    if let Some(g) = e.downcast_ref::<GateError>() {
+        return g.clone();
+    }
+    if e.is::<tower::timeout::error::Elapsed>() {
+        return GateError::UpstreamTimeout;
+    }
+    tracing::warn!(upstream = %upstream, error = %e, "the inner service failed");
+    GateError::UpstreamUnavailable
+}
+
+/// A boxed error, as tower and hyper pass them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request extension: the client's address (the listener sets it; an embedding server may).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
 
 /// `id` of a person the answer gives no valid BSN for.
 const UNIDENTIFIED: &str = "unidentified";

@@ -1,7 +1,9 @@
 //! purpose-gate: a purpose-bound, audited reverse proxy for Dutch registry APIs.
 //!
 //! The modules follow the request path: `listener` → `routes` → `auth` → `purpose` →
-//! `resource` → `policy` → `audit` → `forward` → `response`; `gate` composes them.
+//! `resource` → `policy` → `audit` → `forward` → `response`; `gate` composes them, `layer`
+//! makes them tower middleware ([`layer::PurposeGateLayer`]) and `listener` composes the
+//! binary's stack.
 
 pub mod admin;
 pub mod audit;
@@ -12,6 +14,7 @@ pub mod counters;
 pub mod error;
 pub mod forward;
 pub mod gate;
+pub mod layer;
 pub mod listener;
 pub mod logboek;
 pub mod logging;

@@ -14,14 +14,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+
 use crate::config::Config;
-use crate::gate::{Gate, StartError};
+use crate::error::{GateError, problem_response};
+use crate::forward::Upstreams;
+use crate::gate::{BoxError, ClientAddr, Gate, StartError};
+use crate::layer::PurposeGateLayer;
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::tls::ServerTls;
 
@@ -104,7 +117,9 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let done = tokio::spawn(serve(listener, gate, settings, tls, stop_rx));
+    let upstreams = Upstreams::new(cfg).map_err(StartError)?;
+    let stack = stack(Arc::clone(&gate), upstreams, cfg.server.max_concurrent);
+    let done = tokio::spawn(serve(listener, gate, stack, settings, tls, stop_rx));
     Ok(Running {
         addr,
         admin_addr,
@@ -113,6 +128,44 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         done,
         tasks,
     })
+}
+
+/// The service every connection runs: the binary's whole request path, composed here and
+/// nowhere else. Outermost first; [`overload`] turns load shedding's refusal into an answer.
+pub fn stack(gate: Arc<Gate>, upstreams: Upstreams, max_concurrent: usize) -> GateStack {
+    let stack = ServiceBuilder::new()
+        // Refuse at once when the limit is reached: a queue would only hold clients longer.
+        .load_shed()
+        // `server.max_concurrent` requests in flight, each holding its permit to the end.
+        .concurrency_limit(max_concurrent)
+        // The gate: route → … → decision record → inner → release → outcome record.
+        .layer(PurposeGateLayer::new(gate))
+        // Innermost: the pooled upstream HTTP clients.
+        .service(upstreams);
+    BoxCloneService::new(stack)
+}
+
+/// The type of [`stack`]: its only error is load shedding's refusal.
+pub type GateStack = BoxCloneService<Request<Incoming>, Response<Full<Bytes>>, BoxError>;
+
+/// The stack's result as an answer: load shedding's refusal is the gate's 503 `overloaded`
+/// (no stage ran, so nothing is recorded).
+pub fn overload(
+    r: Result<Response<Full<Bytes>>, BoxError>,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
+    match r {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.is::<tower::load_shed::error::Overloaded>() {
+                metrics.overloaded();
+                tracing::warn!("refused: too many requests in flight");
+            } else {
+                tracing::error!(error = %e, "the request path failed");
+            }
+            problem_response(&GateError::Overloaded, &uuid::Uuid::now_v7().to_string())
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -125,6 +178,7 @@ struct ConnSettings {
 async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
+    stack: GateStack,
     settings: ConnSettings,
     tls: Option<Arc<ServerTls>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -152,10 +206,13 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gate = Arc::clone(&gate);
-                let svc = service_fn(move |req| {
-                    let gate = Arc::clone(&gate);
-                    async move { Ok::<_, std::convert::Infallible>(gate.handle(req, Some(peer)).await) }
+                let stack = stack.clone();
+                let metrics = Arc::clone(gate.metrics());
+                let svc = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    let call = stack.clone().oneshot(req);
+                    let metrics = Arc::clone(&metrics);
+                    async move { Ok::<_, Infallible>(overload(call.await, &metrics)) }
                 });
                 let Some(tls) = &tls else {
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
