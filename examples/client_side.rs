@@ -13,10 +13,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a clear message
 
 #[path = "common/registry.rs"]
-#[allow(dead_code)]
 mod registry;
 #[path = "common/tokens.rs"]
-#[allow(dead_code)]
 mod tokens;
 
 use std::path::{Path, PathBuf};

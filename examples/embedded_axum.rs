@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a clear message
 
 #[path = "common/tokens.rs"]
-#[allow(dead_code)]
 mod tokens;
 
 use std::net::SocketAddr;

@@ -2,7 +2,11 @@
 //! (`examples/embedded_axum.rs`) over real HTTP, and an application's outbound BRP client
 //! wrapped by the gate (`examples/client_side.rs`). Each decides, refuses and audits.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// test code: a failed unwrap is a failed test
+// The examples are compiled here as they are, each with its own copy of the shared example
+// modules (registry, tokens) that `tests/common` also loads.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "../examples/client_side.rs"]
 #[allow(dead_code)]
