@@ -101,7 +101,7 @@ pub async fn run(work: &Path) -> Result<Vec<(u16, Value)>, String> {
             path: "/haalcentraal/api/brp/personen".into(),
             upstream: "brp".into(),
             upstream_path: "/personen".into(),
-            kind: RouteKind::BrpPersonen,
+            kind: RouteKind::BRP_PERSONEN,
             action: None,
             enforce: true,
         })

@@ -87,7 +87,7 @@ pub async fn start(listen: SocketAddr, work: &Path) -> Result<SocketAddr, String
             path: "/haalcentraal/api/brp/personen".into(),
             upstream: "app".into(),
             upstream_path: "/personen".into(),
-            kind: RouteKind::BrpPersonen,
+            kind: RouteKind::BRP_PERSONEN,
             action: None,
             enforce: true,
         })

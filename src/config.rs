@@ -883,16 +883,26 @@ fn default_max_response() -> usize {
     16 * 1024 * 1024
 }
 
-/// How a route finds its data subjects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RouteKind {
-    /// Haal Centraal BRP Personen query in the JSON body.
-    BrpPersonen,
-    /// A kenteken in the path parameter `{kenteken}`.
-    Kenteken,
+/// Which registry plug-in serves a route (`kind = "…"`): how the request names its data
+/// subjects and how the answer is read (`crate::registry`, the table of kinds).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(transparent)]
+pub struct RouteKind(pub std::borrow::Cow<'static, str>);
+
+impl RouteKind {
+    /// Haal Centraal BRP Personen: a query in the JSON body.
+    pub const BRP_PERSONEN: RouteKind = RouteKind(std::borrow::Cow::Borrowed("brp-personen"));
+    /// Haal Centraal BRP Bewoning: an address and a date or period in the JSON body.
+    pub const BRP_BEWONING: RouteKind = RouteKind(std::borrow::Cow::Borrowed("brp-bewoning"));
+    /// A kenteken in the path parameter `{kenteken}` (RDW).
+    pub const KENTEKEN: RouteKind = RouteKind(std::borrow::Cow::Borrowed("kenteken"));
     /// A BSN in the path parameter `{bsn}`.
-    Bsn,
+    pub const BSN: RouteKind = RouteKind(std::borrow::Cow::Borrowed("bsn"));
+
+    /// The kind's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// `[[routes]]`: one route.
@@ -918,11 +928,15 @@ pub struct RouteConfig {
 
 fn de_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Action>, D::Error> {
     let s = String::deserialize(d)?;
-    Action::parse(&s).filter(|a| *a != Action::Release).map(Some).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "unknown action `{s}`: expected `brp:lookup`, `brp:search`, `rdw:vehicle` or `rdw:holder`"
-        ))
-    })
+    crate::registry::Registries::standard()
+        .route_action(&s)
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown action `{s}`: expected one of {}",
+                crate::registry::Registries::standard().route_actions_listed()
+            ))
+        })
 }
 
 impl Config {
@@ -1086,10 +1100,20 @@ impl Config {
                     r.upstream, r.upstream
                 ));
             }
-            if r.kind != RouteKind::BrpPersonen && r.action.is_none() {
-                return Err(format!(
-                    "missing key `routes[{i}].action`: path routes need a Cedar action"
-                ));
+            match crate::registry::Registries::standard().get(r.kind.as_str()) {
+                None => {
+                    return Err(format!(
+                        "`routes[{i}].kind` = `{}`: not a registry kind; expected one of {}",
+                        r.kind.as_str(),
+                        crate::registry::Registries::standard().kinds_listed()
+                    ));
+                }
+                Some(reg) if reg.route_takes_action() && r.action.is_none() => {
+                    return Err(format!(
+                        "missing key `routes[{i}].action`: path routes need a Cedar action"
+                    ));
+                }
+                Some(_) => {}
             }
             if http::Method::from_bytes(r.method.as_bytes()).is_err() {
                 return Err(format!(
@@ -1187,8 +1211,8 @@ impl Config {
         Ok(())
     }
 
-    /// The routes in effect: the configured ones, then the default BRP and RDW routes for
-    /// upstreams named `brp` and `rdw`.
+    /// The routes in effect: the configured ones, then the default BRP Personen and BRP
+    /// Bewoning routes for an upstream named `brp` and the RDW routes for one named `rdw`.
     pub fn effective_routes(&self) -> Vec<RouteConfig> {
         let mut routes = self.routes.clone();
         if self.upstreams.contains_key("brp") {
@@ -1197,7 +1221,16 @@ impl Config {
                 path: "/haalcentraal/api/brp/personen".into(),
                 upstream: "brp".into(),
                 upstream_path: "/personen".into(),
-                kind: RouteKind::BrpPersonen,
+                kind: RouteKind::BRP_PERSONEN,
+                action: None,
+                enforce: self.route_defaults.enforce,
+            });
+            routes.push(RouteConfig {
+                method: "POST".into(),
+                path: "/haalcentraal/api/bewoning/bewoningen".into(),
+                upstream: "brp".into(),
+                upstream_path: "/bewoningen".into(),
+                kind: RouteKind::BRP_BEWONING,
                 action: None,
                 enforce: self.route_defaults.enforce,
             });
@@ -1208,8 +1241,8 @@ impl Config {
                 path: "/rdw/voertuigen/{kenteken}".into(),
                 upstream: "rdw".into(),
                 upstream_path: "/voertuigen/{kenteken}".into(),
-                kind: RouteKind::Kenteken,
-                action: Some(Action::RdwVehicle),
+                kind: RouteKind::KENTEKEN,
+                action: Some(Action::RDW_VEHICLE),
                 enforce: self.route_defaults.enforce,
             });
             routes.push(RouteConfig {
@@ -1217,8 +1250,8 @@ impl Config {
                 path: "/rdw/voertuigen/{kenteken}/tenaamstelling".into(),
                 upstream: "rdw".into(),
                 upstream_path: "/voertuigen/{kenteken}/tenaamstelling".into(),
-                kind: RouteKind::Kenteken,
-                action: Some(Action::RdwHolder),
+                kind: RouteKind::KENTEKEN,
+                action: Some(Action::RDW_HOLDER),
                 enforce: self.route_defaults.enforce,
             });
         }
@@ -1335,8 +1368,10 @@ url = "http://127.0.0.1:9001"
             Some(PathBuf::from("/etc/gate/keys/jwks.json"))
         );
         let routes = cfg.effective_routes();
-        assert_eq!(routes.len(), 1);
+        assert_eq!(routes.len(), 2);
         assert_eq!(routes[0].path, "/haalcentraal/api/brp/personen");
+        assert_eq!(routes[1].path, "/haalcentraal/api/bewoning/bewoningen");
+        assert_eq!(routes[1].kind, RouteKind::BRP_BEWONING);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::audit::{
     RecordBody, ReleaseRecord, RequestRecord, ResourceRef, Verdict,
 };
 use crate::auth::Authenticator;
-use crate::config::{Config, HeadersConfig, RouteConfig, RouteKind};
+use crate::config::{Config, HeadersConfig, RouteConfig};
 use crate::counters::LookupCounters;
 use crate::error::{GateError, problem_response};
 use crate::forward::{FscTransactionId, OutboundPolicy, TraceContext, trace_context};
@@ -32,7 +32,8 @@ use crate::metrics::{Metrics, RequestLabels};
 use crate::model::{Action, Employee, Purpose, Release, Resource};
 use crate::policy::{DecisionInput, PolicyEngine};
 use crate::purpose::{CaseRegistry, JsonFileCases, parse_purpose};
-use crate::resource::{Subjects, parse_brp_body, subjects_for_path};
+use crate::registry::Registries;
+use crate::resource::Subjects;
 use crate::routes::{RouteError, RouteTable, fill_template};
 use crate::zgw::ZgwCases;
 use tower::{Service, ServiceExt};
@@ -46,6 +47,8 @@ pub struct StartError(pub String);
 pub struct Gate {
     gate_id: String,
     routes: RouteTable,
+    /// The registry plug-ins, by route kind.
+    registries: &'static Registries,
     auth: Authenticator,
     cases: Arc<dyn CaseRegistry>,
     policy: Arc<ArcSwap<PolicyEngine>>,
@@ -191,6 +194,7 @@ impl Gate {
         Ok(Gate {
             gate_id: cfg.gate_id.clone(),
             routes,
+            registries: Registries::standard(),
             auth,
             cases,
             policy: Arc::new(ArcSwap::from_pointee(policy)),
@@ -216,6 +220,7 @@ impl Gate {
         Ok(Gate {
             gate_id: p.gate_id,
             routes: RouteTable::new(p.routes).map_err(StartError)?,
+            registries: Registries::standard(),
             auth: p.auth,
             cases: p.cases,
             policy: Arc::new(ArcSwap::from_pointee(p.policy)),
@@ -405,7 +410,17 @@ impl Gate {
                 return Err(self.refuse(ctx, &draft, e).await);
             }
         };
-        let mut subjects = match subjects_of(route, &m, &body) {
+        // INVARIANT: `RouteTable::new` accepted the route, so its kind names a registry.
+        let Some(registry) = self.registries.get(route.kind.as_str()) else {
+            return Err(self
+                .refuse(
+                    ctx,
+                    &draft,
+                    GateError::BadRequest("this route serves no registry".into()),
+                )
+                .await);
+        };
+        let mut subjects = match registry.subjects(route, &m, &body) {
             Ok(s) => s,
             Err(e) => return Err(self.refuse(ctx, &draft, e).await),
         };
@@ -585,13 +600,13 @@ impl Gate {
                     );
                     (e.status().as_u16(), ms, vec![], Err(e))
                 } else if up.status.is_success() {
-                    match crate::response::read(subjects.action, &up.body) {
+                    match registry.read(&subjects, &up.body) {
                         Ok(read) => {
                             let released = self.release(
                                 &policy,
                                 &DecisionInput {
                                     employee: &employee,
-                                    action: Action::Release,
+                                    action: Action::RELEASE,
                                     resource: &subjects.resources[0],
                                     case: case.as_deref(),
                                     break_glass: purpose.break_glass_reason.is_some(),
@@ -605,7 +620,7 @@ impl Gate {
                                 },
                                 &subjects,
                                 &decisions,
-                                &read,
+                                &*read,
                                 route.enforce,
                             );
                             let mut disclosed: Vec<ResourceRef> = subjects
@@ -798,12 +813,12 @@ impl Gate {
         base: &DecisionInput<'_>,
         subjects: &Subjects,
         decisions: &[crate::policy::Decision],
-        read: &crate::response::Answer<'_>,
+        read: &dyn crate::registry::ReadAnswer,
         enforce: bool,
     ) -> Released {
         let mut out = Released::default();
-        let opaque = !matches!(subjects.action, Action::BrpLookup | Action::BrpSearch);
-        for person in &read.persons {
+        let opaque = !read.can_cut();
+        for person in read.persons() {
             let (record, allow) = match &person.bsn {
                 None => (
                     ReleaseRecord {
@@ -830,7 +845,7 @@ impl Gate {
                             request_action: subjects.action,
                             named,
                             person,
-                            persons_in_answer: read.persons.len(),
+                            persons_in_answer: read.persons().len(),
                         }),
                         ..base.clone()
                     });
@@ -1066,24 +1081,6 @@ fn span_status(
             message: format!("the registry answered {}", s.as_u16()),
         },
         Ok(_) => SpanStatus::Unset,
-    }
-}
-
-fn subjects_of(
-    route: &RouteConfig,
-    m: &crate::routes::RouteMatch<'_>,
-    body: &Bytes,
-) -> Result<Subjects, GateError> {
-    match route.kind {
-        RouteKind::BrpPersonen => Ok(parse_brp_body(body)?),
-        RouteKind::Kenteken | RouteKind::Bsn => {
-            if !body.is_empty() {
-                return Err(GateError::BadRequest(
-                    "this route takes no request body".to_string(),
-                ));
-            }
-            Ok(subjects_for_path(route, m)?)
-        }
     }
 }
 

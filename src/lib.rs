@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod purpose;
+pub mod registry;
 pub mod reload;
 pub mod resource;
 pub mod response;

@@ -384,45 +384,38 @@ pub fn truncate_for_message(s: &str) -> String {
     }
 }
 
-/// The Cedar actions the gate asks about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Action {
-    #[serde(rename = "brp:lookup")]
-    BrpLookup,
-    #[serde(rename = "brp:search")]
-    BrpSearch,
-    #[serde(rename = "rdw:vehicle")]
-    RdwVehicle,
-    #[serde(rename = "rdw:holder")]
-    RdwHolder,
-    /// The release of one person found in a registry's answer, decided before the answer
-    /// leaves the gate (never a route's action).
-    #[serde(rename = "release")]
-    Release,
-}
+/// A Cedar action the gate asks about, e.g. `brp:lookup`: named by the registry plug-in that
+/// serves the request (`crate::registry`), and `release` for each person in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Action(&'static str);
 
 impl Action {
-    /// The action id as written in policies and the audit log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::BrpLookup => "brp:lookup",
-            Action::BrpSearch => "brp:search",
-            Action::RdwVehicle => "rdw:vehicle",
-            Action::RdwHolder => "rdw:holder",
-            Action::Release => "release",
-        }
+    /// BRP Personen `RaadpleegMetBurgerservicenummer`, one decision per BSN.
+    pub const BRP_LOOKUP: Action = Action("brp:lookup");
+    /// BRP Personen `ZoekMet…` searches.
+    pub const BRP_SEARCH: Action = Action("brp:search");
+    /// RDW vehicle facts.
+    pub const RDW_VEHICLE: Action = Action("rdw:vehicle");
+    /// RDW holder (tenaamstelling).
+    pub const RDW_HOLDER: Action = Action("rdw:holder");
+    /// The release of one person found in a registry's answer, decided before the answer
+    /// leaves the gate (never a route's action).
+    pub const RELEASE: Action = Action("release");
+
+    /// An action with this id (a registry plug-in's own).
+    pub const fn new(id: &'static str) -> Action {
+        Action(id)
     }
 
-    /// Parses an action id.
-    pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "brp:lookup" => Some(Action::BrpLookup),
-            "brp:search" => Some(Action::BrpSearch),
-            "rdw:vehicle" => Some(Action::RdwVehicle),
-            "rdw:holder" => Some(Action::RdwHolder),
-            "release" => Some(Action::Release),
-            _ => None,
-        }
+    /// The action id as written in policies and the audit log.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
     }
 }
 

@@ -24,7 +24,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::config::{RouteConfig, RouteKind};
+use crate::config::RouteConfig;
 use crate::model::{Action, Bsn, BsnError, Kenteken, Resource, Search, SearchKind, keys};
 use crate::routes::{RouteMatch, fill_template, shown};
 
@@ -242,7 +242,7 @@ fn is_postcode(s: &str) -> bool {
 }
 
 /// An RFC 3339 `full-date` (`yyyy-mm-dd`) that exists in the calendar.
-fn is_date(s: &str) -> bool {
+pub(crate) fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 10
         && b[4] == b'-'
@@ -410,7 +410,7 @@ pub fn parse_brp_body(body: &[u8]) -> Result<Subjects, ResourceError> {
         let bsns = parse_bsns(obj.get("burgerservicenummer"))?;
         let upstream_body = with_release_fields(obj, &fields, release_fields(None))?;
         Ok(Subjects {
-            action: Action::BrpLookup,
+            action: Action::BRP_LOOKUP,
             resources: bsns.into_iter().map(Resource::Person).collect(),
             fields,
             upstream_params: Vec::new(),
@@ -421,7 +421,7 @@ pub fn parse_brp_body(body: &[u8]) -> Result<Subjects, ResourceError> {
         let search = search_of(query_type, &obj);
         let upstream_body = with_release_fields(obj, &fields, release_fields(Some(search.kind)))?;
         Ok(Subjects {
-            action: Action::BrpSearch,
+            action: Action::BRP_SEARCH,
             resources: vec![Resource::PersonSearch((*query_type).to_string())],
             fields,
             upstream_params: Vec::new(),
@@ -623,8 +623,8 @@ pub fn subjects_for_path(
     let Some(action) = route.action else {
         return Err(invalid("this route has no cedar action configured"));
     };
-    match route.kind {
-        RouteKind::Kenteken => {
+    match route.kind.as_str() {
+        "kenteken" => {
             let raw = m.param("kenteken").ok_or_else(|| {
                 ResourceError::InvalidKenteken("the path names no kenteken".into())
             })?;
@@ -643,7 +643,7 @@ pub fn subjects_for_path(
                 upstream_body: None,
             })
         }
-        RouteKind::Bsn => {
+        "bsn" => {
             let raw = m
                 .param("bsn")
                 .ok_or_else(|| ResourceError::InvalidBsn("the path names no BSN".into()))?;
@@ -663,7 +663,7 @@ pub fn subjects_for_path(
                 upstream_body: None,
             })
         }
-        RouteKind::BrpPersonen => Err(invalid(
+        _ => Err(invalid(
             "this route takes its subjects from the body, not the path",
         )),
     }
@@ -671,7 +671,7 @@ pub fn subjects_for_path(
 
 /// Parses `body` as exactly one JSON object, refusing invalid UTF-8, duplicate keys at any
 /// level, nesting deeper than [`MAX_DEPTH`], oversized arrays and objects, and trailing data.
-fn parse_strict_object(body: &[u8]) -> Result<Map<String, Value>, ResourceError> {
+pub(crate) fn parse_strict_object(body: &[u8]) -> Result<Map<String, Value>, ResourceError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         invalid(format!(
             "the body is not valid utf-8 (at byte {})",
@@ -822,6 +822,8 @@ mod tests {
     use http::{Method, Uri};
 
     use super::*;
+    use crate::config::RouteKind;
+    use crate::model::Action;
     use crate::routes::RouteTable;
 
     const GOOD: &str = r#"{"type":"RaadpleegMetBurgerservicenummer","fields":["naam","verblijfplaats.verblijfadres.regel1"],"burgerservicenummer":["999993653","999990639"]}"#;
@@ -851,7 +853,7 @@ mod tests {
     #[test]
     fn good_raadpleeg_body_gives_one_person_per_bsn() {
         let s = parse_brp_body(GOOD.as_bytes()).unwrap();
-        assert_eq!(s.action, Action::BrpLookup);
+        assert_eq!(s.action, Action::BRP_LOOKUP);
         assert_eq!(
             s.resources,
             vec![
@@ -1212,7 +1214,7 @@ mod tests {
     }
 
     fn assert_search(s: &Subjects, query_type: &str) {
-        assert_eq!(s.action, Action::BrpSearch);
+        assert_eq!(s.action, Action::BRP_SEARCH);
         assert_eq!(s.resources, vec![Resource::PersonSearch(query_type.into())]);
         assert_eq!(s.fields, vec!["naam"]);
     }
@@ -1389,8 +1391,8 @@ mod tests {
                 path: "/rdw/voertuigen/{kenteken}/tenaamstelling".into(),
                 upstream: "rdw".into(),
                 upstream_path: "/voertuigen/{kenteken}/tenaamstelling".into(),
-                kind: RouteKind::Kenteken,
-                action: Some(Action::RdwHolder),
+                kind: RouteKind::KENTEKEN,
+                action: Some(Action::RDW_HOLDER),
                 enforce: true,
             },
             RouteConfig {
@@ -1398,8 +1400,8 @@ mod tests {
                 path: "/brp/personen/{bsn}".into(),
                 upstream: "brp".into(),
                 upstream_path: "/personen/{bsn}".into(),
-                kind: RouteKind::Bsn,
-                action: Some(Action::BrpLookup),
+                kind: RouteKind::BSN,
+                action: Some(Action::BRP_LOOKUP),
                 enforce: true,
             },
         ])
@@ -1415,7 +1417,7 @@ mod tests {
     fn kenteken_in_the_path_is_normalised_for_decision_and_upstream() {
         let t = rdw_table();
         let s = path_subjects(&t, "/rdw/voertuigen/xx-999-x/tenaamstelling").unwrap();
-        assert_eq!(s.action, Action::RdwHolder);
+        assert_eq!(s.action, Action::RDW_HOLDER);
         assert_eq!(
             s.resources,
             vec![Resource::Vehicle(Kenteken::parse("XX999X").unwrap())]
@@ -1451,7 +1453,7 @@ mod tests {
     fn bsn_in_the_path_is_checked() {
         let t = rdw_table();
         let s = path_subjects(&t, "/brp/personen/999993653").unwrap();
-        assert_eq!(s.action, Action::BrpLookup);
+        assert_eq!(s.action, Action::BRP_LOOKUP);
         assert_eq!(
             s.resources,
             vec![Resource::Person(Bsn::parse("999993653").unwrap())]
@@ -1472,8 +1474,8 @@ mod tests {
             path: "/haalcentraal/api/brp/personen".into(),
             upstream: "brp".into(),
             upstream_path: "/personen".into(),
-            kind: RouteKind::BrpPersonen,
-            action: Some(Action::BrpLookup),
+            kind: RouteKind::BRP_PERSONEN,
+            action: Some(Action::BRP_LOOKUP),
             enforce: true,
         };
         let m = RouteMatch {
@@ -1483,7 +1485,7 @@ mod tests {
         assert!(subjects_for_path(&brp, &m).is_err());
         let no_action = RouteConfig {
             action: None,
-            kind: RouteKind::Kenteken,
+            kind: RouteKind::KENTEKEN,
             ..brp.clone()
         };
         let m = RouteMatch {

@@ -64,7 +64,7 @@ enum AnswerKind<'a> {
 /// action's registry answers with is an error: it is never passed on.
 pub fn read(action: Action, body: &[u8]) -> Result<Answer<'_>, ResponseError> {
     match action {
-        Action::BrpLookup | Action::BrpSearch => {
+        Action::BRP_LOOKUP | Action::BRP_SEARCH => {
             // Not an object (or no `personen` array in it) is an error like a missing member.
             let doc: RawObject<'_> = serde_json::from_slice::<MaybeObject<'_>>(body)
                 .map_err(invalid)?
@@ -92,7 +92,7 @@ pub fn read(action: Action, body: &[u8]) -> Result<Answer<'_>, ResponseError> {
                 persons,
             })
         }
-        Action::RdwVehicle | Action::RdwHolder | Action::Release => {
+        _ => {
             // An answer that is not JSON is refused, not passed on: for a holder it could name
             // a person that the release would then miss.
             let mut found = Vec::new();
@@ -100,7 +100,7 @@ pub fn read(action: Action, body: &[u8]) -> Result<Answer<'_>, ResponseError> {
             BsnScan {
                 out: &mut found,
                 depth: 0,
-                search: action == Action::RdwHolder,
+                search: action == Action::RDW_HOLDER,
             }
             .deserialize(&mut de)
             .and_then(|()| de.end())
@@ -125,6 +125,12 @@ pub fn read(action: Action, body: &[u8]) -> Result<Answer<'_>, ResponseError> {
 }
 
 impl Answer<'_> {
+    /// A BRP `personen` answer (withheld persons can be cut out); otherwise an answer that is
+    /// passed on whole or refused.
+    pub fn is_brp(&self) -> bool {
+        matches!(self.kind, AnswerKind::Brp { .. })
+    }
+
     /// The body to pass on when only the persons with `keep[i]` are released, each minimised
     /// to `fields` (and the fields the API always returns); `None`: pass the answer on as it
     /// came (an opaque answer, which the caller passes on only when every person in it is
@@ -730,11 +736,11 @@ mod tests {
         ];
         for fields in cases {
             let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-            let got = released(body, Action::BrpSearch, &fields, &[true; 5]);
+            let got = released(body, Action::BRP_SEARCH, &fields, &[true; 5]);
             assert_eq!(got, reference(body, &fields), "fields {fields:?}");
         }
         // Five entries, three of them not persons: nobody identifies those.
-        let a = read(Action::BrpSearch, body).unwrap();
+        let a = read(Action::BRP_SEARCH, body).unwrap();
         assert_eq!(
             bsns(&a),
             vec![
@@ -754,7 +760,7 @@ mod tests {
             {"burgerservicenummer":"999990639","naam":{"voornamen":"B"}},
             {"burgerservicenummer":"999991802","naam":{"voornamen":"C"}}]}"#;
         let fields = vec!["naam".to_string()];
-        let v = released(body, Action::BrpSearch, &fields, &[false, true, true]);
+        let v = released(body, Action::BRP_SEARCH, &fields, &[false, true, true]);
         let names: Vec<&str> = v["personen"]
             .as_array()
             .unwrap()
@@ -763,11 +769,11 @@ mod tests {
             .collect();
         assert_eq!(names, ["B", "C"]);
         assert!(!v.to_string().contains("999993653"));
-        let v = released(body, Action::BrpSearch, &fields, &[false, false, false]);
+        let v = released(body, Action::BRP_SEARCH, &fields, &[false, false, false]);
         assert_eq!(v["personen"], serde_json::json!([]));
         assert_eq!(v["type"], "ZoekMetPostcodeEnHuisnummer");
         // A missing keep entry withholds.
-        let v = released(body, Action::BrpSearch, &fields, &[true]);
+        let v = released(body, Action::BRP_SEARCH, &fields, &[true]);
         assert_eq!(v["personen"].as_array().unwrap().len(), 1);
     }
 
@@ -775,7 +781,7 @@ mod tests {
     fn minimised_values_are_passed_on_exactly_as_the_registry_wrote_them() {
         let body = br#"{"personen":[{"burgerservicenummer":"999993653","naam":{"voornamen":"Ren\u00e9",
             "nummer":12345678901234567890123,"factor":1.50}},{"burgerservicenummer":"999990639"}],"type":"x"}"#;
-        let a = read(Action::BrpLookup, body).unwrap();
+        let a = read(Action::BRP_LOOKUP, body).unwrap();
         let out = a
             .release_body(&["naam".to_string()], &[true, true])
             .unwrap()
@@ -793,9 +799,9 @@ mod tests {
     fn repeated_member_counts_with_its_last_value() {
         let body = br#"{"personen":[{"burgerservicenummer":"999993653","naam":{"voornamen":"A"},
             "burgerservicenummer":"999990639","naam":{"voornamen":"B"}}]}"#;
-        let a = read(Action::BrpSearch, body).unwrap();
+        let a = read(Action::BRP_SEARCH, body).unwrap();
         assert_eq!(bsns(&a), vec![Some("999990639".into())]);
-        let v = released(body, Action::BrpSearch, &["naam".to_string()], &[true]);
+        let v = released(body, Action::BRP_SEARCH, &["naam".to_string()], &[true]);
         assert_eq!(v["personen"][0]["naam"]["voornamen"], "B");
     }
 
@@ -810,11 +816,11 @@ mod tests {
         };
         // Level 16 (an object inside 8 object+array pairs) is searched; deeper is not.
         let body = nest(8, "999991802");
-        let a = read(Action::RdwHolder, body.as_bytes()).unwrap();
+        let a = read(Action::RDW_HOLDER, body.as_bytes()).unwrap();
         assert_eq!(bsns(&a), vec![Some("999991802".into())]);
         let body = nest(9, "999991802");
         assert!(
-            read(Action::RdwHolder, body.as_bytes())
+            read(Action::RDW_HOLDER, body.as_bytes())
                 .unwrap()
                 .persons
                 .is_empty()
@@ -822,17 +828,17 @@ mod tests {
         // A vehicle answer names no holder to decide on.
         let body = nest(1, "999991802");
         assert!(
-            read(Action::RdwVehicle, body.as_bytes())
+            read(Action::RDW_VEHICLE, body.as_bytes())
                 .unwrap()
                 .persons
                 .is_empty()
         );
         // Invalid JSON deep inside, or after the value, is refused.
-        assert!(read(Action::RdwHolder, br#"{"a":[{"b":[1,]}]}"#).is_err());
-        assert!(read(Action::RdwHolder, br#"{"a":1} x"#).is_err());
+        assert!(read(Action::RDW_HOLDER, br#"{"a":[{"b":[1,]}]}"#).is_err());
+        assert!(read(Action::RDW_HOLDER, br#"{"a":1} x"#).is_err());
         // An invalid BSN is no person.
         let a = read(
-            Action::RdwHolder,
+            Action::RDW_HOLDER,
             br#"{"houder":{"burgerservicenummer":"123456789"}}"#,
         )
         .unwrap();
@@ -847,10 +853,10 @@ mod tests {
             {"burgerservicenummer":"999993653","naam":{"voornamen":"Jan","geslachtsnaam":"Jansen"},
              "geboorte":{"datum":"1980"},"geheimhoudingPersoonsgegevens":true}]}"#;
         let fields = vec!["naam.voornamen".to_string()];
-        let a = read(Action::BrpLookup, body).unwrap();
+        let a = read(Action::BRP_LOOKUP, body).unwrap();
         assert_eq!(bsns(&a), vec![Some("999993653".into())]);
         assert!(a.persons[0].secret);
-        let v = released(body, Action::BrpLookup, &fields, &[true]);
+        let v = released(body, Action::BRP_LOOKUP, &fields, &[true]);
         let p = &v["personen"][0];
         assert_eq!(p["naam"]["voornamen"], "Jan");
         assert!(p["naam"].get("geslachtsnaam").is_none());
@@ -863,7 +869,7 @@ mod tests {
     fn secrecy_marker_counts_unless_false_zero_or_absent() {
         let secret = |marker: &str| {
             let body = format!(r#"{{"personen":[{{"burgerservicenummer":"999993653"{marker}}}]}}"#);
-            read(Action::BrpLookup, body.as_bytes()).unwrap().persons[0].secret
+            read(Action::BRP_LOOKUP, body.as_bytes()).unwrap().persons[0].secret
         };
         assert!(!secret(""));
         assert!(!secret(r#","geheimhoudingPersoonsgegevens":false"#));
@@ -885,7 +891,7 @@ mod tests {
             {"burgerservicenummer":"999990639","geboorte":{"datum":{"type":"JaarDatum","jaar":1980}},
              "naam":{"geslachtsnaam":"Dijk"},
              "adressering":{"adresregel1":"Herengracht 502","adresregel2":"1017 CB  AMSTERDAM"}}]}"#;
-        let a = read(Action::BrpSearch, body).unwrap();
+        let a = read(Action::BRP_SEARCH, body).unwrap();
         assert_eq!(
             a.persons[0].addresses,
             vec![
@@ -949,16 +955,16 @@ mod tests {
 
     #[test]
     fn garbage_brp_answer_is_an_error() {
-        assert!(read(Action::BrpSearch, b"<html>").is_err());
-        assert!(read(Action::BrpSearch, b"{}").is_err());
-        assert!(read(Action::BrpSearch, br#"{"personen":{}}"#).is_err());
+        assert!(read(Action::BRP_SEARCH, b"<html>").is_err());
+        assert!(read(Action::BRP_SEARCH, b"{}").is_err());
+        assert!(read(Action::BRP_SEARCH, br#"{"personen":{}}"#).is_err());
     }
 
     #[test]
     fn holder_answer_names_the_holder() {
         let body =
             br#"{"kenteken":"XX999X","houder":{"burgerservicenummer":"999991802","naam":"P"}}"#;
-        let a = read(Action::RdwHolder, body).unwrap();
+        let a = read(Action::RDW_HOLDER, body).unwrap();
         assert_eq!(bsns(&a), vec![Some("999991802".into())]);
     }
 
@@ -967,8 +973,8 @@ mod tests {
         // Truncated JSON that a lenient client could still read a holder from.
         let body =
             br#"{"kenteken":"XX999X","houder":{"burgerservicenummer":"999991802","naam":"P""#;
-        assert!(read(Action::RdwHolder, body).is_err());
-        assert!(read(Action::RdwVehicle, b"{\"type\":[").is_err());
-        assert!(read(Action::RdwVehicle, b"<html>").is_err());
+        assert!(read(Action::RDW_HOLDER, body).is_err());
+        assert!(read(Action::RDW_VEHICLE, b"{\"type\":[").is_err());
+        assert!(read(Action::RDW_VEHICLE, b"<html>").is_err());
     }
 }

@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 
 use http::{Method, Request, Uri, Version};
 
-use crate::config::{RouteConfig, RouteKind};
-use crate::model::{Action, truncate_for_message};
+use crate::config::RouteConfig;
+use crate::model::truncate_for_message;
 
 /// Longest request path considered; longer paths are refused before matching.
 const MAX_PATH_LEN: usize = 2048;
@@ -385,41 +385,9 @@ fn compile_route(route: &RouteConfig) -> Result<Compiled, String> {
             shown(missing)
         ));
     }
-    let expected: &[&str] = match route.kind {
-        RouteKind::BrpPersonen => &[],
-        RouteKind::Kenteken => &["kenteken"],
-        RouteKind::Bsn => &["bsn"],
-    };
-    if have.iter().copied().ne(expected.iter().copied()) {
-        let want = match route.kind {
-            RouteKind::BrpPersonen => "no path parameters",
-            RouteKind::Kenteken => "exactly the parameter `{kenteken}`",
-            RouteKind::Bsn => "exactly the parameter `{bsn}`",
-        };
-        return Err(format!("a route of this kind takes {want}"));
-    }
-    match (route.kind, route.action) {
-        (RouteKind::BrpPersonen, None) => {
-            if method != Method::POST {
-                return Err(
-                    "a brp-personen route takes a JSON body: its method must be `POST`".into(),
-                );
-            }
-        }
-        (RouteKind::BrpPersonen, Some(_)) => {
-            return Err(
-                "a brp-personen route takes no action: it follows from the query `type`".into(),
-            );
-        }
-        (RouteKind::Kenteken, Some(Action::RdwVehicle | Action::RdwHolder))
-        | (RouteKind::Bsn, Some(Action::BrpLookup)) => {}
-        (RouteKind::Kenteken, _) => {
-            return Err("a kenteken route needs action `rdw:vehicle` or `rdw:holder`".into());
-        }
-        (RouteKind::Bsn, _) => {
-            return Err("a bsn route needs action `brp:lookup`".into());
-        }
-    }
+    // The route's kind names its registry, which says what the route must look like.
+    let params: Vec<&str> = have.iter().copied().collect();
+    crate::registry::Registries::standard().check_route(route, &method, &params)?;
     Ok(Compiled { method, segments })
 }
 
@@ -443,6 +411,8 @@ pub(crate) fn shown(s: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::config::RouteKind;
+    use crate::model::Action;
 
     fn route(
         method: &str,
@@ -474,29 +444,29 @@ mod tests {
                 "POST",
                 "/haalcentraal/api/brp/personen",
                 "/personen",
-                RouteKind::BrpPersonen,
+                RouteKind::BRP_PERSONEN,
                 None,
             ),
             route(
                 "GET",
                 "/rdw/voertuigen/{kenteken}",
                 "/voertuigen/{kenteken}",
-                RouteKind::Kenteken,
-                Some(Action::RdwVehicle),
+                RouteKind::KENTEKEN,
+                Some(Action::RDW_VEHICLE),
             ),
             route(
                 "GET",
                 "/rdw/voertuigen/{kenteken}/tenaamstelling",
                 "/voertuigen/{kenteken}/tenaamstelling",
-                RouteKind::Kenteken,
-                Some(Action::RdwHolder),
+                RouteKind::KENTEKEN,
+                Some(Action::RDW_HOLDER),
             ),
             route(
                 "GET",
                 "/brp/personen/{bsn}",
                 "/personen/{bsn}",
-                RouteKind::Bsn,
-                Some(Action::BrpLookup),
+                RouteKind::BSN,
+                Some(Action::BRP_LOOKUP),
             ),
         ])
         .unwrap()
@@ -566,7 +536,7 @@ mod tests {
         let t = table();
         let uri = Uri::from_static("/rdw/voertuigen/XX999X/tenaamstelling");
         let m = t.resolve(&Method::GET, &uri).unwrap();
-        assert_eq!(m.route.action, Some(Action::RdwHolder));
+        assert_eq!(m.route.action, Some(Action::RDW_HOLDER));
         assert_eq!(
             m.route.upstream_path,
             "/voertuigen/{kenteken}/tenaamstelling"
@@ -842,8 +812,8 @@ mod tests {
             method,
             path,
             upstream,
-            RouteKind::Kenteken,
-            Some(Action::RdwVehicle),
+            RouteKind::KENTEKEN,
+            Some(Action::RDW_VEHICLE),
         )
     }
 
@@ -928,8 +898,8 @@ mod tests {
                     "GET",
                     "/p/{kenteken}",
                     "/p",
-                    RouteKind::Bsn,
-                    Some(Action::BrpLookup),
+                    RouteKind::BSN,
+                    Some(Action::BRP_LOOKUP),
                 ),
                 "exactly the parameter `{bsn}`",
             ),
@@ -938,8 +908,8 @@ mod tests {
                     "GET",
                     "/p/{bsn}",
                     "/p/{bsn}",
-                    RouteKind::Bsn,
-                    Some(Action::RdwHolder),
+                    RouteKind::BSN,
+                    Some(Action::RDW_HOLDER),
                 ),
                 "needs action `brp:lookup`",
             ),
@@ -948,7 +918,7 @@ mod tests {
                     "GET",
                     "/v/{kenteken}",
                     "/v/{kenteken}",
-                    RouteKind::Kenteken,
+                    RouteKind::KENTEKEN,
                     None,
                 ),
                 "needs action `rdw:vehicle` or `rdw:holder`",
@@ -958,7 +928,7 @@ mod tests {
                     "GET",
                     "/personen",
                     "/personen",
-                    RouteKind::BrpPersonen,
+                    RouteKind::BRP_PERSONEN,
                     None,
                 ),
                 "method must be `POST`",
@@ -968,8 +938,8 @@ mod tests {
                     "POST",
                     "/personen",
                     "/personen",
-                    RouteKind::BrpPersonen,
-                    Some(Action::BrpLookup),
+                    RouteKind::BRP_PERSONEN,
+                    Some(Action::BRP_LOOKUP),
                 ),
                 "takes no action",
             ),
@@ -978,7 +948,7 @@ mod tests {
                     "POST",
                     "/personen/{bsn}",
                     "/personen",
-                    RouteKind::BrpPersonen,
+                    RouteKind::BRP_PERSONEN,
                     None,
                 ),
                 "no path parameters",
@@ -1038,14 +1008,14 @@ mod tests {
         )
         .unwrap();
         let t = RouteTable::new(cfg.effective_routes()).unwrap();
-        assert_eq!(t.routes().len(), 3);
+        assert_eq!(t.routes().len(), 4);
         let m = t
             .resolve(
                 &Method::GET,
                 &Uri::from_static("/rdw/voertuigen/XX999X/tenaamstelling"),
             )
             .unwrap();
-        assert_eq!(m.route.action, Some(Action::RdwHolder));
+        assert_eq!(m.route.action, Some(Action::RDW_HOLDER));
     }
 
     #[test]

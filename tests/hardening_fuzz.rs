@@ -158,7 +158,7 @@ fn brp_body_parser_never_panics_and_accepts_only_within_its_limits() {
             assert!(std::str::from_utf8(&input).is_ok(), "accepted non-UTF-8");
             assert!(!s.fields.is_empty() && s.fields.len() <= MAX_FIELDS);
             assert!(!s.resources.is_empty());
-            if s.action == Action::BrpLookup {
+            if s.action == Action::BRP_LOOKUP {
                 assert!(s.resources.len() <= MAX_BSNS);
                 for r in &s.resources {
                     let Resource::Person(b) = r else {

@@ -43,7 +43,7 @@ async fn layer(dir: &Path, inner_timeout: Duration) -> PurposeGateLayer {
             path: BRP.into(),
             upstream: "brp".into(),
             upstream_path: "/personen".into(),
-            kind: RouteKind::BrpPersonen,
+            kind: RouteKind::BRP_PERSONEN,
             action: None,
             enforce: true,
         })

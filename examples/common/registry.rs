@@ -1,5 +1,6 @@
 //! An example registry: a stand-in upstream for the demo and the tests, serving a Haal Centraal
-//! BRP Personen API v2 (`POST /personen`) and an RDW-style vehicle lookup
+//! BRP Personen API v2 (`POST /personen`), BRP Bewoning 2.1 (`POST /bewoningen`) and an
+//! RDW-style vehicle lookup
 //! (`GET /voertuigen/{kenteken}`, `GET /voertuigen/{kenteken}/tenaamstelling`) on one port.
 //!
 //! Guarantees:
@@ -377,6 +378,12 @@ fn route(req: &SeenRequest, data: &RegistryData) -> Response<Full<Bytes>> {
         } else {
             Err(Problem::method_not_allowed("POST"))
         }
+    } else if path == "/bewoningen" {
+        if req.method == Method::POST {
+            bewoningen(req, data)
+        } else {
+            Err(Problem::method_not_allowed("POST"))
+        }
     } else if let Some(rest) = path.strip_prefix("/voertuigen/") {
         let (kenteken, holder) = match rest.split_once('/') {
             None => (rest, false),
@@ -395,6 +402,89 @@ fn route(req: &SeenRequest, data: &RegistryData) -> Response<Full<Bytes>> {
         Ok(body) => json_response(StatusCode::OK, "application/json; charset=utf-8", &body),
         Err(p) => problem_response(&p, path),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// BRP Bewoning: POST /bewoningen
+
+/// Who lived at `adresseerbaarObjectIdentificatie` on `peildatum` (or in `datumVan`–`datumTot`):
+/// the persons whose `verblijfplaats` is that object from its `datumVan` on (and who are not
+/// deceased by then), as one `bewoning` over the asked date or period.
+fn bewoningen(req: &SeenRequest, data: &RegistryData) -> Result<Value, Problem> {
+    let body: Value = serde_json::from_slice(&req.body)
+        .map_err(|e| Problem::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    let date =
+        |k: &str| text(k).and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let mut invalid = Vec::new();
+    let aoid = text("adresseerbaarObjectIdentificatie").filter(|a| {
+        a.len() == 16 && a.bytes().all(|b| b.is_ascii_digit()) && a.bytes().any(|b| b != b'0')
+    });
+    if aoid.is_none() {
+        invalid.push(InvalidParam {
+            name: "adresseerbaarObjectIdentificatie".into(),
+            code: "pattern",
+            reason: REASON_PATTERN,
+        });
+    }
+    let (van, tot) = match text("type") {
+        Some("BewoningMetPeildatum") => (
+            date("peildatum"),
+            date("peildatum").and_then(|d| d.succ_opt()),
+        ),
+        Some("BewoningMetPeriode") => (date("datumVan"), date("datumTot")),
+        _ => {
+            invalid.push(InvalidParam {
+                name: "type".into(),
+                code: "value",
+                reason: REASON_ENUM,
+            });
+            (None, None)
+        }
+    };
+    let (Some(aoid), Some(van), Some(tot)) = (aoid, van, tot) else {
+        if invalid.is_empty() {
+            invalid.push(InvalidParam {
+                name: "peildatum".into(),
+                code: "date",
+                reason: REASON_PATTERN,
+            });
+        }
+        return Err(with_params(invalid));
+    };
+    let lived = |p: &&Value| {
+        let vp = &p["verblijfplaats"];
+        let from = vp["datumVan"]["datum"]
+            .as_str()
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let died = p["overlijden"]["datum"]["datum"]
+            .as_str()
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        vp["adresseerbaarObjectIdentificatie"].as_str() == Some(aoid)
+            && from.is_none_or(|f| f < tot)
+            && died.is_none_or(|d| d >= van)
+    };
+    let bewoners: Vec<Value> = data
+        .data
+        .persons
+        .iter()
+        .filter(lived)
+        .map(|p| {
+            let mut b = json!({"burgerservicenummer": p["burgerservicenummer"],
+                               "naam": {"volledigeNaam": p["naam"]["volledigeNaam"]},
+                               "geboorte": {"datum": p["geboorte"]["datum"]}});
+            if p["geheimhoudingPersoonsgegevens"].as_bool() == Some(true) {
+                b["geheimhoudingPersoonsgegevens"] = Value::Bool(true);
+            }
+            b
+        })
+        .collect();
+    Ok(json!({"bewoningen": [{
+        "adresseerbaarObjectIdentificatie": aoid,
+        "periode": {"datumVan": van.to_string(), "datumTot": tot.to_string()},
+        "bewoners": bewoners,
+        "mogelijkeBewoners": []
+    }]}))
 }
 
 // ---------------------------------------------------------------------------------------------

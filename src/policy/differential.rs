@@ -65,8 +65,8 @@ impl PolicyEngine {
         let compiled = self
             .actions
             .iter()
-            .position(|a| a == action)
-            .and_then(|i| self.compiled.get(i))
+            .find(|(_, a)| *a == action)
+            .and_then(|(id, _)| self.compiled.get(id))
             .ok_or_else(|| format!("the gate has no prepared policies for action `{action}`"))?;
         Ok(compiled.evaluate(request, entities))
     }

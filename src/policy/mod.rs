@@ -65,7 +65,7 @@ pub struct DecisionInput<'a> {
     pub counters: Counters,
     /// A BRP search: what it looks for (`context.search`).
     pub search: Option<&'a Search>,
-    /// For [`Action::Release`]: the person and what the answer says (`ReleaseContext`).
+    /// For [`Action::RELEASE`]: the person and what the answer says (`ReleaseContext`).
     pub release: Option<Release<'a>>,
 }
 
@@ -253,11 +253,11 @@ pub struct PolicyEngine {
     /// Per action (in the order of `actions`), the policies whose action scope can match it:
     /// the others can never be satisfied nor fail for that action, so Cedar need not see them.
     #[cfg(test)]
-    by_action: [PolicySet; ACTIONS],
+    by_action: HashMap<String, PolicySet>,
     /// The same policies, prepared for evaluation (see [`compiled`]).
-    compiled: [compiled::Compiled; ACTIONS],
+    compiled: HashMap<String, compiled::Compiled>,
     /// The schema's entity of each action (in the order of `actions`), with its action groups.
-    action_entities: [Option<core_ast::Entity>; ACTIONS],
+    action_entities: HashMap<String, core_ast::Entity>,
     /// `datetime`, the name of Cedar's constructor, parsed once.
     datetime_fn: core_ast::Name,
     /// Cedar's `datetime` and `ip` constructors, looked up once.
@@ -270,7 +270,7 @@ pub struct PolicyEngine {
     /// Policy id → index into `infos` (load order).
     order: HashMap<PolicyId, usize>,
     types: Types,
-    actions: [EntityUid; ACTIONS],
+    actions: HashMap<String, EntityUid>,
     statics: Statics,
     schema_file: PathBuf,
     policy_files: Vec<PathBuf>,
@@ -294,37 +294,28 @@ impl PolicyEngine {
     pub fn load(dir: &Path) -> Result<PolicyEngine, PolicyLoadError> {
         let loaded = load::load_dir(dir)?;
         let types = Types::new()?;
-        let action = |a: Action| {
-            EntityUid::from_str(&format!("Gate::Action::\"{}\"", a.as_str()))
-                .map_err(|e| PolicyLoadError(format!("bad action `{}`: {e}", a.as_str())))
-        };
-        let actions = [
-            action(Action::BrpLookup)?,
-            action(Action::BrpSearch)?,
-            action(Action::RdwVehicle)?,
-            action(Action::RdwHolder)?,
-            action(Action::Release)?,
-        ];
         let statics = Statics::index(&loaded.entities, &types);
         let schema_actions = loaded
             .schema
             .action_entities()
             .map_err(|e| PolicyLoadError(format!("cannot read the schema's actions: {e}")))?;
-        let by_action = [
-            policies_for(&loaded.policies, &schema_actions, &actions[0])?,
-            policies_for(&loaded.policies, &schema_actions, &actions[1])?,
-            policies_for(&loaded.policies, &schema_actions, &actions[2])?,
-            policies_for(&loaded.policies, &schema_actions, &actions[3])?,
-            policies_for(&loaded.policies, &schema_actions, &actions[4])?,
-        ];
-        let action_entity = |a: &EntityUid| schema_actions.get(a).map(|e| e.as_ref().clone());
-        let action_entities = [
-            action_entity(&actions[0]),
-            action_entity(&actions[1]),
-            action_entity(&actions[2]),
-            action_entity(&actions[3]),
-            action_entity(&actions[4]),
-        ];
+        // Every action the schema declares (whichever registry plug-in asks about it), by id.
+        let mut actions: HashMap<String, EntityUid> = HashMap::new();
+        let mut by_action: HashMap<String, PolicySet> = HashMap::new();
+        let mut action_entities: HashMap<String, core_ast::Entity> = HashMap::new();
+        for entity in schema_actions.iter() {
+            let uid = entity.uid();
+            if uid.type_name().basename() != "Action" {
+                continue;
+            }
+            let id = uid.id().unescaped().to_string();
+            by_action.insert(
+                id.clone(),
+                policies_for(&loaded.policies, &schema_actions, &uid)?,
+            );
+            action_entities.insert(id.clone(), entity.as_ref().clone());
+            actions.insert(id, uid);
+        }
         let datetime_fn = core_ast::Name::from_str("datetime")
             .map_err(|e| PolicyLoadError(format!("bad extension function name: {e}")))?;
         let ctor = |name: &str| {
@@ -349,13 +340,10 @@ impl PolicyEngine {
             compiled::Compiled::new(set.policies(), &order)
                 .map_err(|e| PolicyLoadError(format!("cannot prepare the policies: {e}")))
         };
-        let compiled = [
-            compile(&by_action[0])?,
-            compile(&by_action[1])?,
-            compile(&by_action[2])?,
-            compile(&by_action[3])?,
-            compile(&by_action[4])?,
-        ];
+        let compiled = by_action
+            .iter()
+            .map(|(id, set)| Ok((id.clone(), compile(set)?)))
+            .collect::<Result<HashMap<String, compiled::Compiled>, PolicyLoadError>>()?;
         Ok(PolicyEngine {
             schema: loaded.schema,
             policies: loaded.policies,
@@ -412,9 +400,10 @@ impl PolicyEngine {
             Err(e) => return policy_error(vec![], vec![e]),
         };
         let outcome = match self.evaluator {
-            Evaluator::Prepared => {
-                self.compiled[action_index(input.action)].evaluate(&built.request, &built.entities)
-            }
+            Evaluator::Prepared => match self.compiled.get(input.action.as_str()) {
+                Some(c) => c.evaluate(&built.request, &built.entities),
+                None => return policy_error(vec![], vec![not_in_schema(input.action)]),
+            },
             Evaluator::Cedar => self.cedar_outcome(&built.request, &built.entities),
         };
         let determining: Vec<&PolicyInfo> = outcome
@@ -626,10 +615,13 @@ impl PolicyEngine {
         };
 
         // The action with its groups, so that `action in Group` sees the schema's hierarchy.
-        if let Some(action) = &self.action_entities[action_index(input.action)] {
+        if let Some(action) = self.action_entities.get(input.action.as_str()) {
             entities.push_ref(action);
         }
-        let action = self.action_uid(input.action).clone();
+        let action = self
+            .action_uid(input.action)
+            .ok_or_else(|| not_in_schema(input.action))?
+            .clone();
         let context = core_ast::Context::Value(Arc::new(ctx));
         let request = match schema {
             Some(schema) => Request::new(principal, action, resource, context.into(), Some(schema))
@@ -751,11 +743,12 @@ impl PolicyEngine {
     /// The policies that can apply to `action`.
     #[cfg(test)]
     fn policies_of(&self, action: Action) -> &PolicySet {
-        &self.by_action[action_index(action)]
+        &self.by_action[action.as_str()]
     }
 
-    fn action_uid(&self, action: Action) -> &EntityUid {
-        &self.actions[action_index(action)]
+    /// The schema's uid of `action`; `None` when the schema does not declare it.
+    fn action_uid(&self, action: Action) -> Option<&EntityUid> {
+        self.actions.get(action.as_str())
     }
 }
 
@@ -795,18 +788,12 @@ impl CaseEntities {
     }
 }
 
-/// Number of actions the engine decides (the length of its per-action arrays).
-const ACTIONS: usize = 5;
-
-/// Index of `action` in the engine's per-action arrays.
-fn action_index(action: Action) -> usize {
-    match action {
-        Action::BrpLookup => 0,
-        Action::BrpSearch => 1,
-        Action::RdwVehicle => 2,
-        Action::RdwHolder => 3,
-        Action::Release => 4,
-    }
+/// The error of a decision about an action the schema does not declare (fail closed).
+fn not_in_schema(action: Action) -> String {
+    format!(
+        "action `{}` is not declared in the schema",
+        crate::model::truncate_for_message(action.as_str())
+    )
 }
 
 /// The entities of one request, each at most once.

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test equipment: a failed unwrap is a failed test
 
+pub mod fake;
 #[path = "../../examples/common/registry.rs"]
 pub mod registry;
 #[path = "../../examples/common/tokens.rs"]
