@@ -223,7 +223,7 @@ async fn break_glass_rules() {
     expect_deny(
         &h,
         bg(nood.clone(), BG_REASON, search).await,
-        "breakGlassActionNotAllowed",
+        "breakGlassNotForAction",
     )
     .await;
     let short = bg(nood.clone(), "because", q.clone()).await;
