@@ -130,7 +130,7 @@ impl GateError {
     }
     /// The offending parameters of a 400 (`invalidParams`): one per refusal, since the gate
     /// stops at the first fault. The name is the parameter the message quotes first (a body key;
-    /// `burgerservicenummer` for `burgerservicenummer[2]`), the header of a purpose header, or
+    /// `burgerservicenummer.2` for `burgerservicenummer[2]`), the header of a purpose header, or
     /// `path`, `kenteken`, `bsn`, `body`; `request` for a 400 that names nothing. Empty for other
     /// statuses.
     pub fn invalid_params(&self) -> Vec<InvalidParam> {
@@ -163,7 +163,8 @@ impl GateError {
 /// One entry of `invalidParams` (the spec's `InvalidParam`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InvalidParam {
-    /// The parameter (`^[a-zA-Z0-9\._]{1,30}$`): a body key, or a header name with `_` for `-`.
+    /// The parameter (`^[a-zA-Z0-9\._]{1,30}$`): a body key (an array item as `key.index`), or
+    /// a header name with `_` for `-`.
     pub name: String,
     /// The refusal's code (`^[a-zA-Z0-9]{1,25}$`).
     pub code: String,
@@ -409,18 +410,36 @@ pub mod foutbericht {
         parts.next().map(|_| quoted)
     }
 
-    /// A parameter name within `^[a-zA-Z0-9\._]{1,30}$` from a quoted key or header name:
-    /// an index suffix (`burgerservicenummer[2]`) is dropped and `-` becomes `_`; `None` for
-    /// anything that is not a name (a value the client sent, which is never echoed).
+    /// A parameter name within `^[a-zA-Z0-9\._]{1,30}$` from a quoted key or header name: an
+    /// array index is a dot segment (`burgerservicenummer[2]` is `burgerservicenummer.2`, as in
+    /// the spec's dot-paths) and `-` becomes `_`; `None` for anything that is not a name (a
+    /// value the client sent, which is never echoed).
     pub fn param_name(raw: &str) -> Option<String> {
-        let base = raw.split('[').next().unwrap_or_default();
-        let ok = (1..=NAME_MAX).contains(&base.len())
-            && base.starts_with(|c: char| c.is_ascii_alphabetic())
+        let (base, indexes) = raw.split_at(raw.find('[').unwrap_or(raw.len()));
+        let base_ok = base.starts_with(|c: char| c.is_ascii_alphabetic())
             && base
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             && !has_digit_run(base, 5);
-        ok.then(|| base.replace('-', "_"))
+        if !base_ok {
+            return None;
+        }
+        let mut name = base.replace('-', "_");
+        if !indexes.is_empty() {
+            // `[2]` or `[2][0]`: digits between brackets.
+            for part in indexes.split_terminator(']') {
+                let digits = part.strip_prefix('[')?;
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                name.push('.');
+                name.push_str(digits);
+            }
+            if !indexes.ends_with(']') {
+                return None;
+            }
+        }
+        (name.len() <= NAME_MAX).then_some(name)
     }
 
     /// Quoted text shown as is: a short name (a key, a header, an algorithm), not a value.
@@ -500,7 +519,7 @@ pub mod foutbericht {
     fn mask_digit_runs(word: &str) -> String {
         let mut out = String::with_capacity(word.len());
         let mut run = String::new();
-        let mut flush = |run: &mut String, out: &mut String| {
+        let flush = |run: &mut String, out: &mut String| {
             if run.len() >= DIGITS_MASKED {
                 out.push_str("(number)");
             } else {
@@ -787,7 +806,7 @@ mod tests {
         let cases = [
             (
                 r#"{"type":"RaadpleegMetBurgerservicenummer","burgerservicenummer":["999993654"],"fields":["naam"]}"#,
-                "burgerservicenummer",
+                "burgerservicenummer.0",
                 "invalidBsn",
             ),
             (
@@ -871,6 +890,32 @@ mod tests {
             foutbericht::code_or("caseClosed", StatusCode::FORBIDDEN),
             "caseClosed"
         );
+    }
+
+    #[test]
+    fn param_names_fit_the_pattern() {
+        let name = foutbericht::param_name;
+        assert_eq!(name("fields").as_deref(), Some("fields"));
+        assert_eq!(name("fields[12]").as_deref(), Some("fields.12"));
+        assert_eq!(name("a[1][2]").as_deref(), Some("a.1.2"));
+        assert_eq!(name("x-case-id").as_deref(), Some("x_case_id"));
+        assert_eq!(
+            name("verblijfplaats.huisnummer").as_deref(),
+            Some("verblijfplaats.huisnummer")
+        );
+        for bad in [
+            "",
+            "999993653",
+            "a[",
+            "a[x]",
+            "a[1]b",
+            "a b",
+            "é",
+            "Z12345",
+            &"a".repeat(31),
+        ] {
+            assert_eq!(name(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

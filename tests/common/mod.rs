@@ -122,6 +122,24 @@ impl Answer {
     pub fn code(&self) -> String {
         self.json()["code"].as_str().unwrap_or("").to_string()
     }
+    /// The request id of a problem answer, read from its `instance` (`urn:uuid:<request id>`),
+    /// checked against the `X-Request-Id` header.
+    pub fn request_id(&self) -> String {
+        let instance = self.json()["instance"].as_str().unwrap_or("").to_string();
+        let id = instance
+            .strip_prefix("urn:uuid:")
+            .unwrap_or_else(|| panic!("instance `{instance}` is not urn:uuid:<request id>"))
+            .to_string();
+        assert_eq!(
+            self.headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            Some(id.as_str()),
+            "instance and X-Request-Id name the same request"
+        );
+        id
+    }
+
     pub fn is_problem(&self) -> bool {
         self.headers
             .get("content-type")
