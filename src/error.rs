@@ -468,9 +468,7 @@ pub mod foutbericht {
         // 1. Quoted spans: names unquoted, values masked (odd parts lie between backticks).
         let mut unquoted = String::with_capacity(text.len());
         for (i, part) in text.split('`').enumerate() {
-            if i % 2 == 0 {
-                unquoted.push_str(part);
-            } else if is_shown_name(part) {
+            if i % 2 == 0 || is_shown_name(part) {
                 unquoted.push_str(part);
             } else {
                 unquoted.push_str("(value)");

@@ -95,7 +95,7 @@ pub fn check(status: u16, body: &[u8]) -> Result<(), String> {
             v["status"]
         ));
     }
-    if status == 400 && !v["invalidParams"].as_array().is_some_and(|a| !a.is_empty()) {
+    if status == 400 && v["invalidParams"].as_array().is_none_or(|a| a.is_empty()) {
         return Err("a 400 without `invalidParams`".into());
     }
     if let Some(spec) = spec() {
