@@ -128,6 +128,7 @@ impl GateError {
             GateError::Overloaded => "overloaded",
         }
     }
+
     /// The offending parameters of a 400 (`invalidParams`): one per refusal, since the gate
     /// stops at the first fault. The name is the parameter the message quotes first (a body key;
     /// `burgerservicenummer.2` for `burgerservicenummer[2]`), the header of a purpose header, or
