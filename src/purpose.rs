@@ -41,6 +41,7 @@ pub fn parse_purpose(headers: &HeaderMap, names: &HeadersConfig) -> Result<Purpo
         if !ok {
             return Err(GateError::InvalidPurpose {
                 code: "invalidCaseId",
+                header: names.case_id.to_string(),
                 message: format!(
                     "`{}` is not a case id: expected up to {MAX_CASE_ID} letters, digits or `-_.:/`",
                     crate::model::truncate_for_message(id)
@@ -53,6 +54,7 @@ pub fn parse_purpose(headers: &HeaderMap, names: &HeadersConfig) -> Result<Purpo
     {
         return Err(GateError::InvalidPurpose {
             code: "breakGlassReasonTooShort",
+            header: names.break_glass.to_string(),
             message: format!(
                 "a break-glass reason needs at least {MIN_BREAK_GLASS_REASON} characters"
             ),
@@ -75,17 +77,20 @@ fn single(headers: &HeaderMap, name: &str) -> Result<Option<String>, GateError> 
     if values.next().is_some() {
         return Err(GateError::InvalidPurpose {
             code: "invalidPurposeHeader",
+            header: name.to_string(),
             message: format!("header `{name}` appears more than once"),
         });
     }
     let text = std::str::from_utf8(first.as_bytes()).map_err(|_| GateError::InvalidPurpose {
         code: "invalidPurposeHeader",
+        header: name.to_string(),
         message: format!("header `{name}` is not valid UTF-8"),
     })?;
     let text = text.trim();
     if text.chars().any(char::is_control) || text.chars().count() > MAX_FREE_TEXT {
         return Err(GateError::InvalidPurpose {
             code: "invalidPurposeHeader",
+            header: name.to_string(),
             message: format!(
                 "header `{name}` has control characters or more than {MAX_FREE_TEXT} characters"
             ),

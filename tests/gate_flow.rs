@@ -222,7 +222,7 @@ async fn upstream_down_gives_502_with_an_outcome_record() {
         .await;
     assert_eq!(a.status, 502);
     assert_eq!(a.code(), "upstreamUnavailable");
-    let rid = a.json()["instance"].as_str().unwrap().to_string();
+    let rid = a.request_id();
     let recs = h.records_of(&rid);
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[0]["decision"], "allow");
@@ -256,7 +256,7 @@ async fn hanging_upstream_gives_504_with_an_outcome_record() {
         .await;
     assert_eq!(a.status, 504);
     assert_eq!(a.code(), "upstreamTimeout");
-    let rid = a.json()["instance"].as_str().unwrap().to_string();
+    let rid = a.request_id();
     let o = h.record_of(&rid, "outcome");
     assert_eq!(o["status"], 504);
     hold.abort();

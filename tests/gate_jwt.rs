@@ -40,7 +40,7 @@ async fn expect_401(h: &Harness, authorization: Option<&str>, code: &str, what: 
         let text = String::from_utf8_lossy(&a.body);
         assert!(!text.contains(tok), "{what}: the token was echoed");
     }
-    let rid = a.json()["instance"].as_str().unwrap().to_string();
+    let rid = a.request_id();
     let rec = h
         .records()
         .into_iter()

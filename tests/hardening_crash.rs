@@ -178,7 +178,17 @@ async fn load(addr: SocketAddr, token: String, sent: Arc<AtomicU64>) {
         sent.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
             Ok(Ok(resp)) => {
-                let _ = resp.into_body().collect().await;
+                let status = resp.status().as_u16();
+                let problem = resp
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| common::foutbericht::is_problem_type(v.as_bytes()));
+                // A body cut off by the kill is no answer to check.
+                if let Ok(body) = resp.into_body().collect().await
+                    && problem
+                {
+                    common::foutbericht::assert_valid(status, &body.to_bytes(), "load worker");
+                }
             }
             _ => tokio::time::sleep(Duration::from_millis(5)).await,
         }

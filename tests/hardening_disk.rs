@@ -329,7 +329,14 @@ url = "http://{reg_addr}"
             .await
             .expect("every request gets an answer, also on a full disk");
         let status = resp.status().as_u16();
-        let _ = resp.into_body().collect().await;
+        let problem = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| common::foutbericht::is_problem_type(v.as_bytes()));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if problem {
+            common::foutbericht::assert_valid(status, &body, "lookup on a full disk");
+        }
         status
     };
     assert_eq!(lookup().await, 200);

@@ -53,6 +53,7 @@ async fn send_then_eof(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     s.shutdown().await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    common::foutbericht::assert_valid_raw(&out, "raw HTTP, then end of input");
     String::from_utf8_lossy(&out).into_owned()
 }
 

@@ -269,7 +269,7 @@ async fn every_upstream_fault_is_a_recorded_502_or_504_and_nothing_leaks() {
         assert_eq!(a.status, status, "{mode:?}: {:?}", a.json());
         assert_eq!(a.code(), code, "{mode:?}");
         assert!(a.is_problem(), "{mode:?}");
-        let rid = a.json()["instance"].as_str().unwrap().to_string();
+        let rid = a.request_id();
         let recs: Vec<_> = h
             .records()
             .into_iter()

@@ -85,7 +85,7 @@ async fn request_logs_carry_the_request_id_and_never_a_token_or_bsn() {
 
     let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     // The refusal of the protected person was logged inside its request's span.
-    let request_id = denied.json()["instance"].as_str().unwrap().to_string();
+    let request_id = denied.request_id();
     let line = text
         .lines()
         .find(|l| l.contains(&request_id) && l.contains("refused"))

@@ -53,6 +53,8 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use purpose_gate::error::foutbericht;
+
 /// Largest request body read; larger bodies get a 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Requests kept in the log by default (the oldest are dropped beyond this).
@@ -364,7 +366,7 @@ async fn handle(req: Request<Incoming>, data: &RegistryData) -> Response<Full<By
                 "tooLarge",
                 "the request body is too large or could not be read".into(),
             ),
-            &seen.path,
+            &instance_of(&seen),
         );
     }
     route(&seen, data)
@@ -388,7 +390,7 @@ fn route(req: &SeenRequest, data: &RegistryData) -> Response<Full<Bytes>> {
         let (kenteken, holder) = match rest.split_once('/') {
             None => (rest, false),
             Some((k, "tenaamstelling")) => (k, true),
-            Some(_) => return problem_response(&Problem::not_found(path), path),
+            Some(_) => return problem_response(&Problem::not_found(path), &instance_of(req)),
         };
         if req.method == Method::GET {
             voertuig(kenteken, holder, data)
@@ -400,7 +402,16 @@ fn route(req: &SeenRequest, data: &RegistryData) -> Response<Full<Bytes>> {
     };
     match result {
         Ok(body) => json_response(StatusCode::OK, "application/json; charset=utf-8", &body),
-        Err(p) => problem_response(&p, path),
+        Err(p) => problem_response(&p, &instance_of(req)),
+    }
+}
+
+/// The problem `instance` (a URI): `urn:uuid:` with the request id the gate sent in
+/// `X-Request-Id`, or a fresh one.
+fn instance_of(req: &SeenRequest) -> String {
+    match req.header("x-request-id") {
+        Some(id) => foutbericht::instance(id),
+        None => foutbericht::instance(&uuid::Uuid::new_v4().to_string()),
     }
 }
 
@@ -560,27 +571,39 @@ fn problem_type(status: StatusCode) -> &'static str {
     }
 }
 
+/// The spec's `Foutbericht` (a 400: `BadRequestFoutbericht`), every member fitted to the spec's
+/// patterns by the gate's own [`foutbericht`] functions: the gate passes a registry's 4xx on.
 fn problem_response(p: &Problem, instance: &str) -> Response<Full<Bytes>> {
     let mut body = json!({
         "type": problem_type(p.status),
-        "title": p.title,
+        "title": foutbericht::title(p.title),
         "status": p.status.as_u16(),
-        "detail": p.detail,
+        "detail": foutbericht::detail(&p.detail),
         "instance": instance,
-        "code": p.code,
+        "code": foutbericht::code_or(p.code, p.status),
     });
-    if !p.invalid_params.is_empty()
+    let mut params = p.invalid_params.iter().collect::<Vec<_>>();
+    let whole_body = InvalidParam {
+        name: "body".into(),
+        code: "json",
+        reason: "Waarde is geen geldig JSON object.",
+    };
+    if p.status == StatusCode::BAD_REQUEST && params.is_empty() {
+        params.push(&whole_body);
+    }
+    if !params.is_empty()
         && let Some(obj) = body.as_object_mut()
     {
-        let params: Vec<Value> = p
-            .invalid_params
+        let params: Vec<Value> = params
             .iter()
             .map(|ip| {
+                let code = foutbericht::code_or(ip.code, p.status);
                 json!({
-                    "type": format!("https://www.vng.nl/realisatie/api/validaties/{}", ip.code),
-                    "name": ip.name,
-                    "code": ip.code,
-                    "reason": ip.reason,
+                    "type": format!("https://www.vng.nl/realisatie/api/validaties/{code}"),
+                    // `fields[3]` is `fields`; a key that is no name (`{"12 x": 1}`) is `body`.
+                    "name": foutbericht::param_name(&ip.name).unwrap_or_else(|| "body".into()),
+                    "code": code,
+                    "reason": foutbericht::reason(ip.reason),
                 })
             })
             .collect();

@@ -596,7 +596,7 @@ fn deny_break_glass_for_search() {
         .break_glass(Some(BG_REASON));
     assert_denied(
         &decide(&req),
-        "breakGlassActionNotAllowed",
+        "breakGlassNotForAction",
         "forbid-break-glass-action",
     );
 }

@@ -1,10 +1,12 @@
 //! Shared test equipment: a real gate on 127.0.0.1:0 in front of the example registry, with the
-//! shipped policies, the demo keys, a case file with windows relative to now, and an HTTP client.
+//! shipped policies, the demo keys, a case file with windows relative to now, and an HTTP client
+//! that holds every problem+json answer to the Haal Centraal `Foutbericht` ([`foutbericht`]).
 
 #![allow(dead_code)] // each test crate uses a different part
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test equipment: a failed unwrap is a failed test
 
 pub mod fake;
+pub mod foutbericht;
 #[path = "../../examples/common/registry.rs"]
 pub mod registry;
 #[path = "../../examples/common/tokens.rs"]
@@ -128,6 +130,24 @@ impl Answer {
     pub fn code(&self) -> String {
         self.json()["code"].as_str().unwrap_or("").to_string()
     }
+    /// The request id of a problem answer, read from its `instance` (`urn:uuid:<request id>`),
+    /// checked against the `X-Request-Id` header.
+    pub fn request_id(&self) -> String {
+        let instance = self.json()["instance"].as_str().unwrap_or("").to_string();
+        let id = instance
+            .strip_prefix("urn:uuid:")
+            .unwrap_or_else(|| panic!("instance `{instance}` is not urn:uuid:<request id>"))
+            .to_string();
+        assert_eq!(
+            self.headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            Some(id.as_str()),
+            "instance and X-Request-Id name the same request"
+        );
+        id
+    }
+
     pub fn is_problem(&self) -> bool {
         self.headers
             .get("content-type")
@@ -287,6 +307,14 @@ connect_timeout = "500ms"
             .expect("http");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
+        // Every problem answer any test sees is held to the Haal Centraal Foutbericht.
+        if parts
+            .headers
+            .get("content-type")
+            .is_some_and(|v| foutbericht::is_problem_type(v.as_bytes()))
+        {
+            foutbericht::assert_valid(parts.status.as_u16(), &body, &format!("{method} {uri}"));
+        }
         Answer {
             status: parts.status,
             headers: parts.headers,
@@ -390,6 +418,7 @@ pub async fn raw_http(addr: SocketAddr, bytes: &[u8]) -> String {
     s.write_all(bytes).await.expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    foutbericht::assert_valid_raw(&out, "raw HTTP");
     String::from_utf8_lossy(&out).into_owned()
 }
 
