@@ -39,6 +39,15 @@ pub enum PolicyCommand {
     Check(PolicyArgs),
     /// Run the policy tests in `<dir>/tests/*.json` (cedar run-tests format).
     Test(PolicyArgs),
+    /// Prove the properties in `<dir>/properties/*.toml` for every schema-valid request
+    /// (Cedar's symbolic compiler and cvc5). Exit 0: all hold; 1: one fails; 2: no answer.
+    Prove {
+        #[command(flatten)]
+        args: PolicyArgs,
+        /// The SMT solver executable (cvc5, or scripts/cvc5-smt); default `$CVC5`, else `cvc5`.
+        #[arg(long, value_name = "FILE")]
+        solver: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -334,6 +343,7 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
     let (args, test) = match &cmd {
         PolicyCommand::Check(a) => (a, false),
         PolicyCommand::Test(a) => (a, true),
+        PolicyCommand::Prove { args, solver } => return policy_prove(args, solver.as_deref()),
     };
     let dir = match policy_dir(args) {
         Ok(d) => d,
@@ -368,6 +378,31 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 eprintln!("error: {e}");
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+fn policy_prove(args: &PolicyArgs, solver: Option<&Path>) -> ExitCode {
+    let dir = match policy_dir(args) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if !dir.is_dir() {
+        eprintln!("error: policy directory `{}` does not exist", dir.display());
+        return ExitCode::from(2);
+    }
+    match crate::policy::prove::prove(&dir, solver) {
+        Ok(report) => {
+            println!("{report}");
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

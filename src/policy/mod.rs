@@ -16,6 +16,7 @@
 
 mod compiled;
 mod load;
+pub mod prove;
 mod suite;
 
 use std::cell::RefCell;
