@@ -51,6 +51,8 @@ pub struct Gate {
     audit: AuditLog,
     /// `[audit] subject_key`: BSNs in records are pseudonymised with it.
     subject_key: Option<crate::audit::pseudonym::SubjectKey>,
+    /// Case snapshots beside the log, named by decision records (`inputs.case`).
+    snapshots: Arc<crate::audit::snapshots::CaseSnapshots>,
     upstreams: Upstreams,
     counters: LookupCounters,
     headers: HeadersConfig,
@@ -160,6 +162,7 @@ impl Gate {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             audit,
             subject_key,
+            snapshots: Arc::new(crate::audit::snapshots::CaseSnapshots::new(&cfg.audit.dir)),
             upstreams,
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
@@ -396,6 +399,16 @@ impl Gate {
             .collect();
         let allowed = !decisions.is_empty() && decisions.iter().all(|d| d.allow);
         let first_deny = decisions.iter().find(|d| !d.allow);
+        // What the decisions depended on (audit format 1.2), for `policy replay`; the case
+        // snapshot is durable before the records that name it are written.
+        let inputs = crate::audit::snapshots::decision_inputs(
+            &self.snapshots,
+            case.as_deref(),
+            self.subject_key.as_ref(),
+            counters,
+            subjects.search.as_ref(),
+        )
+        .await;
 
         // Stage: audit, durable before anything is forwarded or denied.
         let records: Vec<RecordBody> = subjects
@@ -415,7 +428,7 @@ impl Gate {
                 } else {
                     (Verdict::Deny, d.code.clone(), d.reasons.clone())
                 };
-                let rec = Box::new(self.record(
+                let mut rec = Box::new(self.record(
                     ctx,
                     &draft,
                     Some(ResourceRef {
@@ -433,6 +446,7 @@ impl Gate {
                     d.errors.clone(),
                     Some(policy.version().to_string()),
                 ));
+                rec.inputs = inputs.clone();
                 if route.enforce {
                     RecordBody::Decision(rec)
                 } else {
@@ -818,6 +832,7 @@ impl Gate {
                 client_ip: ctx.client_ip.clone(),
             },
             policy_version,
+            inputs: None,
         }
     }
 }

@@ -177,3 +177,236 @@ fn prove_exits_2_without_a_solver_or_without_properties() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
 }
+
+/// A real gate writes a log: an allowed lookup, a protected person refused, a refusal before
+/// the policies (no token). Returns the harness's temporary directory and the audit directory.
+async fn recorded_log() -> (common::Harness, PathBuf) {
+    let h = common::Harness::start().await;
+    let t = h.emp042();
+    let ok = h
+        .brp(
+            &t,
+            Some("Z-OPEN"),
+            &common::raadpleeg(&["999993653"], &["naam"]),
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+    let protected = h
+        .brp(
+            &t,
+            Some("Z-PROTECTED"),
+            &common::raadpleeg(&["999990639"], &["naam"]),
+        )
+        .await;
+    assert_eq!(protected.status, 403);
+    assert_eq!(protected.json()["code"], "protectedPerson");
+    let anonymous = h
+        .send(
+            "POST",
+            "/haalcentraal/api/brp/personen",
+            &[("content-type", "application/json")],
+            Some(&common::raadpleeg(&["999993653"], &["naam"]).to_string()),
+        )
+        .await;
+    assert_eq!(anonymous.status, 401);
+    let dir = h.audit_dir.clone();
+    (h, dir)
+}
+
+fn seq_of(audit: &Path, code: &str) -> u64 {
+    common::read_records(audit)
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["code"] == code)
+        .and_then(|r| r["seq"].as_u64())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn decision_records_carry_replay_inputs_with_a_durable_case_snapshot() {
+    let (mut h, audit) = recorded_log().await;
+    h.stop().await;
+    let records = common::read_records(&audit);
+    let allowed = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["decision"] == "allow")
+        .unwrap();
+    let inputs = &allowed["inputs"];
+    assert_eq!(inputs["v"], 1);
+    // The counters as the decision saw them: the second lookup counts the first.
+    let protected = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["code"] == "protectedPerson")
+        .unwrap();
+    assert_eq!(
+        protected["inputs"]["lookups_last_hour"].as_i64().unwrap(),
+        inputs["lookups_last_hour"].as_i64().unwrap() + 1
+    );
+    let hash = inputs["case"].as_str().unwrap();
+    let snapshot = std::fs::read(audit.join("cases").join(format!("{hash}.json"))).unwrap();
+    let case: Value = serde_json::from_slice(&snapshot).unwrap();
+    assert_eq!(case["id"], "Z-OPEN");
+    // Refusals before the policies were asked carry no inputs.
+    let refused = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["principal"].is_null())
+        .unwrap();
+    assert!(refused.get("inputs").is_none(), "{refused}");
+}
+
+#[tokio::test]
+async fn replay_is_quiet_on_the_shipped_policies_and_reports_flips_of_a_weakened_permit() {
+    let (mut h, audit) = recorded_log().await;
+    h.stop().await;
+    let protected_seq = seq_of(&audit, "protectedPerson");
+
+    let o = gate()
+        .args(["policy", "replay", "--dir"])
+        .arg(common::repo().join("policies"))
+        .arg("--audit")
+        .arg(&audit)
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("replayed 2 decision(s): 2 unchanged, 0 changed"),
+        "{text}"
+    );
+    assert!(text.contains("skipped 1 refusal(s)"), "{text}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("policies");
+    copy_policies(&broken);
+    break_protected_person_check(&broken);
+    let o = gate()
+        .args(["policy", "replay", "--dir"])
+        .arg(&broken)
+        .arg("--audit")
+        .arg(&audit)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["replayed"], 2);
+    let flips = report["flips"].as_array().unwrap();
+    assert_eq!(flips.len(), 1, "{report}");
+    assert_eq!(flips[0]["seq"], protected_seq);
+    assert_eq!(flips[0]["direction"], "deny->allow");
+    assert_eq!(flips[0]["code"], "protectedPerson");
+    assert_eq!(flips[0]["policy"], "permit-brp-lookup-for-case");
+    assert_eq!(report["groups"][0]["count"], 1);
+
+    let o = gate()
+        .args(["policy", "replay", "--dir"])
+        .arg(&broken)
+        .arg("--audit")
+        .arg(&audit)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(&format!("{protected_seq},"))
+    );
+
+    // An intended change, listed in an accept file, passes.
+    let accept = tmp.path().join("accept.json");
+    std::fs::write(
+        &accept,
+        r#"[{"direction": "deny->allow", "code": "protectedPerson", "note": "intended"}]"#,
+    )
+    .unwrap();
+    let o = gate()
+        .args(["policy", "replay", "--dir"])
+        .arg(&broken)
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--accept")
+        .arg(&accept)
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("(accepted)"), "{text}");
+
+    // A period that holds no decision replays nothing.
+    let o = gate()
+        .args(["policy", "replay", "--dir"])
+        .arg(&broken)
+        .arg("--audit")
+        .arg(&audit)
+        .args(["--until", "2000-01-01"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("replayed 0 decision(s)"));
+}
+
+#[tokio::test]
+async fn explain_names_the_deciding_forbid_and_the_failed_condition_in_words() {
+    let (mut h, audit) = recorded_log().await;
+    h.stop().await;
+    let seq = seq_of(&audit, "protectedPerson");
+    let o = gate()
+        .args(["policy", "explain", "--audit"])
+        .arg(&audit)
+        .args(["--seq", &seq.to_string(), "--dir"])
+        .arg(common::repo().join("policies"))
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("asked `brp:lookup` of Person 999990639 for case Z-PROTECTED"),
+        "{text}"
+    );
+    assert!(text.contains("recorded: deny `protectedPerson`"), "{text}");
+    assert!(
+        text.contains("these policies decide: deny `protectedPerson`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("permit permit-brp-lookup-for-case: not satisfied"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAILED: the person is not protected"),
+        "{text}"
+    );
+    assert!(
+        text.contains("forbid forbid-protected-person: satisfied, decided"),
+        "{text}"
+    );
+    assert!(text.contains("held:   the person is protected"), "{text}");
+    assert!(!text.contains("forbid-case-closed: satisfied"), "{text}");
+
+    // A refusal before the policies: says so.
+    let refused = common::read_records(&audit)
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["principal"].is_null())
+        .and_then(|r| r["seq"].as_u64())
+        .unwrap();
+    let o = gate()
+        .args(["policy", "explain", "--audit"])
+        .arg(&audit)
+        .args(["--seq", &refused.to_string(), "--dir"])
+        .arg(common::repo().join("policies"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("the policies were not asked"));
+
+    let o = gate()
+        .args(["policy", "explain", "--audit"])
+        .arg(&audit)
+        .args(["--seq", "999999", "--dir"])
+        .arg(common::repo().join("policies"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+}

@@ -15,8 +15,11 @@
 //! `entities.json`; policy templates; duplicate ids. This module knows nothing of HTTP.
 
 mod compiled;
+mod conditions;
+pub mod explain;
 mod load;
 pub mod prove;
+pub mod replay;
 mod suite;
 
 use std::cell::RefCell;
