@@ -38,7 +38,14 @@ pub enum PolicyCommand {
     /// Validate schema, policies and entities strictly.
     Check(PolicyArgs),
     /// Run the policy tests in `<dir>/tests/*.json` (cedar run-tests format).
-    Test(PolicyArgs),
+    Test {
+        #[command(flatten)]
+        args: PolicyArgs,
+        /// Also report, per policy, the tests that made it determining and the conditions no
+        /// test made false.
+        #[arg(long)]
+        coverage: bool,
+    },
     /// Prove the properties in `<dir>/properties/*.toml` for every schema-valid request
     /// (Cedar's symbolic compiler and cvc5). Exit 0: all hold; 1: one fails; 2: no answer.
     Prove {
@@ -373,7 +380,12 @@ fn policy_dir(args: &PolicyArgs) -> Result<PathBuf, ExitCode> {
 fn policy(cmd: PolicyCommand) -> ExitCode {
     let (args, test) = match &cmd {
         PolicyCommand::Check(a) => (a, false),
-        PolicyCommand::Test(a) => (a, true),
+        PolicyCommand::Test { args, coverage } => {
+            if *coverage {
+                return policy_coverage(args);
+            }
+            (args, true)
+        }
         PolicyCommand::Prove { args, solver } => return policy_prove(args, solver.as_deref()),
         PolicyCommand::Replay {
             dir,
@@ -425,6 +437,28 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 eprintln!("error: {e}");
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+fn policy_coverage(args: &PolicyArgs) -> ExitCode {
+    let dir = match policy_dir(args) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match crate::policy::coverage::run(&dir) {
+        Ok((tests, coverage)) => {
+            println!("{tests}");
+            println!("{coverage}");
+            if tests.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -410,3 +410,48 @@ async fn explain_names_the_deciding_forbid_and_the_failed_condition_in_words() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
 }
+
+#[test]
+fn coverage_lists_determining_tests_and_conditions_never_false() {
+    let o = gate()
+        .args(["policy", "test", "--coverage", "--dir"])
+        .arg(common::repo().join("policies"))
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+    assert!(
+        text.contains("permit permit-brp-lookup-for-case: reached by")
+            && text.contains("every condition falsified"),
+        "{text}"
+    );
+    assert!(text.contains("    determining: "), "{text}");
+
+    // Without the test that refuses a protected person, its condition is never false.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_policies(tmp.path());
+    let file = tmp.path().join("tests/brp-lookup.json");
+    let cases: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let kept: Vec<Value> = cases
+        .into_iter()
+        .filter(|c| !c["reason"].to_string().contains("forbid-protected-person"))
+        .collect();
+    std::fs::write(&file, serde_json::to_vec(&kept).unwrap()).unwrap();
+    for other in ["break-glass.json", "release.json"] {
+        let f = tmp.path().join("tests").join(other);
+        let cases: Vec<Value> = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        let kept: Vec<Value> = cases
+            .into_iter()
+            .filter(|c| !c["request"]["resource"].to_string().contains("999990639"))
+            .collect();
+        std::fs::write(&f, serde_json::to_vec(&kept).unwrap()).unwrap();
+    }
+    let o = gate()
+        .args(["policy", "test", "--coverage", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert!(text.contains("never false: !resource.protected"), "{text}");
+}

@@ -16,6 +16,7 @@
 
 mod compiled;
 mod conditions;
+pub mod coverage;
 pub mod explain;
 mod load;
 pub mod prove;
