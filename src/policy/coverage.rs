@@ -129,10 +129,8 @@ pub fn run(dir: &Path) -> Result<(TestReport, CoverageReport), PolicyLoadError> 
                 cov.determining.push(seen.label.clone());
             }
             for (i, o) in outcomes.iter().enumerate() {
-                if *o == Outcome::Failed {
-                    if let Some(c) = cov.conditions.get_mut(i) {
-                        c.1 += 1;
-                    }
+                if let (Outcome::Failed, Some(c)) = (o, cov.conditions.get_mut(i)) {
+                    c.1 += 1;
                 }
             }
         }
