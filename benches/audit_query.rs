@@ -65,6 +65,7 @@ fn request(i: u64) -> Vec<RecordBody> {
                 client_ip: Some("10.0.0.7".into()),
             },
             policy_version: Some("sha256:0f1e2d3c".into()),
+            inputs: None,
         })),
         RecordBody::Outcome(OutcomeRecord {
             release: Vec::new(),

@@ -38,7 +38,54 @@ pub enum PolicyCommand {
     /// Validate schema, policies and entities strictly.
     Check(PolicyArgs),
     /// Run the policy tests in `<dir>/tests/*.json` (cedar run-tests format).
-    Test(PolicyArgs),
+    Test {
+        #[command(flatten)]
+        args: PolicyArgs,
+        /// Also report, per policy, the tests that made it determining and the conditions no
+        /// test made false.
+        #[arg(long)]
+        coverage: bool,
+    },
+    /// Prove the properties in `<dir>/properties/*.toml` for every schema-valid request
+    /// (Cedar's symbolic compiler and cvc5). Exit 0: all hold; 1: one fails; 2: no answer.
+    Prove {
+        #[command(flatten)]
+        args: PolicyArgs,
+        /// The SMT solver executable (cvc5, or scripts/cvc5-smt); default `$CVC5`, else `cvc5`.
+        #[arg(long, value_name = "FILE")]
+        solver: Option<PathBuf>,
+    },
+    /// Decide the recorded decisions of an audit log again under candidate policies and report
+    /// the flips (allow->deny, deny->allow). Exit 1 when a flip is not in the accept file.
+    Replay {
+        /// The candidate policy directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        audit: PathBuf,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+        /// Intended changes: a JSON array of {direction?, policy?, code?, seq?, note?}.
+        #[arg(long, value_name = "FILE")]
+        accept: Option<PathBuf>,
+    },
+    /// Explain one recorded decision: the request, each policy for its action, and which
+    /// condition held or failed.
+    Explain {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        audit: PathBuf,
+        /// The decision record.
+        #[arg(long, value_name = "N")]
+        seq: u64,
+        /// The policy directory to evaluate with (default `policies`).
+        #[arg(long, value_name = "DIR", default_value = "policies")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -333,7 +380,29 @@ fn policy_dir(args: &PolicyArgs) -> Result<PathBuf, ExitCode> {
 fn policy(cmd: PolicyCommand) -> ExitCode {
     let (args, test) = match &cmd {
         PolicyCommand::Check(a) => (a, false),
-        PolicyCommand::Test(a) => (a, true),
+        PolicyCommand::Test { args, coverage } => {
+            if *coverage {
+                return policy_coverage(args);
+            }
+            (args, true)
+        }
+        PolicyCommand::Prove { args, solver } => return policy_prove(args, solver.as_deref()),
+        PolicyCommand::Replay {
+            dir,
+            audit,
+            period,
+            format,
+            accept,
+        } => return policy_replay(dir, audit, period, *format, accept.as_deref()),
+        PolicyCommand::Explain { audit, seq, dir } => {
+            return match crate::policy::explain::explain(dir, audit, *seq) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage_error(&e),
+            };
+        }
     };
     let dir = match policy_dir(args) {
         Ok(d) => d,
@@ -369,6 +438,104 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+fn policy_coverage(args: &PolicyArgs) -> ExitCode {
+    let dir = match policy_dir(args) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match crate::policy::coverage::run(&dir) {
+        Ok((tests, coverage)) => {
+            println!("{tests}");
+            println!("{coverage}");
+            if tests.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn policy_prove(args: &PolicyArgs, solver: Option<&Path>) -> ExitCode {
+    let dir = match policy_dir(args) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if !dir.is_dir() {
+        eprintln!("error: policy directory `{}` does not exist", dir.display());
+        return ExitCode::from(2);
+    }
+    match crate::policy::prove::prove(&dir, solver) {
+        Ok(report) => {
+            println!("{report}");
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn policy_replay(
+    dir: &Path,
+    audit: &Path,
+    period_args: &PeriodArgs,
+    format: TableFormat,
+    accept: Option<&Path>,
+) -> ExitCode {
+    use crate::policy::replay;
+    let (since, until) = match period(period_args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !dir.is_dir() || !audit.is_dir() {
+        eprintln!(
+            "error: directory `{}` does not exist",
+            if dir.is_dir() { audit } else { dir }.display()
+        );
+        return ExitCode::from(2);
+    }
+    let accept = match accept.map(replay::load_accept).transpose() {
+        Ok(a) => a.unwrap_or_default(),
+        Err(e) => return usage_error(&e),
+    };
+    let opts = replay::ReplayOptions {
+        since,
+        until,
+        accept,
+    };
+    let report = match replay::replay(dir, audit, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match format {
+        TableFormat::Table => print!("{}", replay::render_table(&report)),
+        TableFormat::Csv => print!("{}", replay::render_csv(&report)),
+        TableFormat::Json => {
+            if print_json(&report) != ExitCode::SUCCESS {
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if report.unaccepted() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

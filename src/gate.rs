@@ -61,6 +61,8 @@ pub struct Gate {
     inner_timeout: std::time::Duration,
     /// Largest answer read from the inner service (502 `upstreamTooLarge` above).
     max_response_bytes: usize,
+    /// Case snapshots beside the log, named by decision records (`inputs.case`).
+    snapshots: Option<Arc<crate::audit::snapshots::CaseSnapshots>>,
     counters: LookupCounters,
     headers: HeadersConfig,
     max_body: usize,
@@ -92,6 +94,9 @@ pub struct Parts {
     pub auth: Authenticator,
     pub cases: Arc<dyn CaseRegistry>,
     pub audit: AuditLog,
+    /// The audit directory, for the case snapshots decision records name (`policy replay`);
+    /// without it, records carry no `inputs`.
+    pub snapshots_dir: Option<std::path::PathBuf>,
     pub headers: HeadersConfig,
     pub outbound: OutboundPolicy,
     pub max_body: usize,
@@ -203,6 +208,9 @@ impl Gate {
             outbound,
             inner_timeout,
             max_response_bytes,
+            snapshots: Some(Arc::new(crate::audit::snapshots::CaseSnapshots::new(
+                &cfg.audit.dir,
+            ))),
             counters: LookupCounters::default(),
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
@@ -226,6 +234,10 @@ impl Gate {
             policy: Arc::new(ArcSwap::from_pointee(p.policy)),
             audit: p.audit,
             subject_key: None,
+            snapshots: p
+                .snapshots_dir
+                .as_deref()
+                .map(|d| Arc::new(crate::audit::snapshots::CaseSnapshots::new(d))),
             outbound: p.outbound,
             inner_timeout: p.inner_timeout,
             max_response_bytes: p.max_response_bytes,
@@ -476,6 +488,21 @@ impl Gate {
             .collect();
         let allowed = !decisions.is_empty() && decisions.iter().all(|d| d.allow);
         let first_deny = decisions.iter().find(|d| !d.allow);
+        // What the decisions depended on (audit format 1.2), for `policy replay`; the case
+        // snapshot is durable before the records that name it are written.
+        let inputs = match &self.snapshots {
+            Some(snapshots) => {
+                crate::audit::snapshots::decision_inputs(
+                    snapshots,
+                    case.as_deref(),
+                    self.subject_key.as_ref(),
+                    counters,
+                    subjects.search.as_ref(),
+                )
+                .await
+            }
+            None => None,
+        };
 
         // Stage: audit, durable before anything is forwarded or denied.
         let records: Vec<RecordBody> = subjects
@@ -495,7 +522,7 @@ impl Gate {
                 } else {
                     (Verdict::Deny, d.code.clone(), d.reasons.clone())
                 };
-                let rec = Box::new(self.record(
+                let mut rec = Box::new(self.record(
                     ctx,
                     &draft,
                     Some(ResourceRef {
@@ -513,6 +540,7 @@ impl Gate {
                     d.errors.clone(),
                     Some(policy.version().to_string()),
                 ));
+                rec.inputs = inputs.clone();
                 if route.enforce {
                     RecordBody::Decision(rec)
                 } else {
@@ -965,6 +993,7 @@ impl Gate {
                 client_ip: ctx.client_ip.clone(),
             },
             policy_version,
+            inputs: None,
         }
     }
 }

@@ -127,6 +127,7 @@ pub struct GateBuilder {
     auth: Option<Authenticator>,
     cases: Option<Arc<dyn CaseRegistry>>,
     audit: Option<AuditLog>,
+    snapshots_dir: Option<std::path::PathBuf>,
     headers: HeadersConfig,
     outbound: OutboundPolicy,
     max_body: usize,
@@ -145,6 +146,7 @@ impl Default for GateBuilder {
             auth: None,
             cases: None,
             audit: None,
+            snapshots_dir: None,
             headers: HeadersConfig::default(),
             outbound: OutboundPolicy::allowlist_only(),
             max_body: server.max_body_bytes,
@@ -193,6 +195,19 @@ impl GateBuilder {
         self
     }
 
+    /// The durable decision log in `dir` (default `[audit]` settings), with the case
+    /// snapshots its decision records name beside it (`policy replay`).
+    pub fn audit_dir(mut self, dir: &std::path::Path) -> Result<Self, StartError> {
+        let log = AuditLog::open_from_config(&crate::config::AuditConfig {
+            dir: dir.to_path_buf(),
+            ..crate::config::AuditConfig::default()
+        })
+        .map_err(|e| StartError(format!("audit directory `{}`: {e}", dir.display())))?;
+        self.audit = Some(log);
+        self.snapshots_dir = Some(dir.to_path_buf());
+        Ok(self)
+    }
+
     /// Header names (`X-Case-Id`, …), as `[headers]`.
     pub fn headers(mut self, headers: HeadersConfig) -> Self {
         self.headers = headers;
@@ -233,6 +248,7 @@ impl GateBuilder {
             auth: self.auth.ok_or_else(|| missing("an authenticator"))?,
             cases: self.cases.ok_or_else(|| missing("a case registry"))?,
             audit: self.audit.ok_or_else(|| missing("an audit log"))?,
+            snapshots_dir: self.snapshots_dir,
             headers: self.headers,
             outbound: self.outbound,
             max_body: self.max_body,

@@ -411,6 +411,14 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         self.0
     }
+
+    /// The action with this id, when the gate decides one (a registry's, or `release`).
+    pub fn parse(id: &str) -> Option<Action> {
+        if id == Action::RELEASE.as_str() {
+            return Some(Action::RELEASE);
+        }
+        crate::registry::Registries::standard().action(id)
+    }
 }
 
 impl fmt::Display for Action {

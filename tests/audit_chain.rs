@@ -49,6 +49,7 @@ fn decision(request_id: &str, bsn: &str, verdict: Verdict) -> RecordBody {
             client_ip: Some("10.0.0.7".into()),
         },
         policy_version: Some("sha256:abc".into()),
+        inputs: None,
     }))
 }
 

@@ -49,6 +49,7 @@ fn decision(request_id: &str, bsn: &str) -> RecordBody {
             client_ip: None,
         },
         policy_version: None,
+        inputs: None,
     }))
 }
 

@@ -50,5 +50,6 @@ pub fn decision(i: u64) -> RecordBody {
             client_ip: Some("10.0.0.7".into()),
         },
         policy_version: Some("sha256:0f1e2d3c".into()),
+        inputs: None,
     }))
 }

@@ -23,6 +23,7 @@ pub mod record;
 pub mod report;
 pub mod review;
 mod scan;
+pub mod snapshots;
 pub mod spool;
 pub mod stats;
 pub mod surname;

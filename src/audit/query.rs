@@ -576,6 +576,7 @@ mod tests {
             errors: vec![],
             request: RequestRecord::default(),
             policy_version: None,
+            inputs: None,
         }))
     }
 

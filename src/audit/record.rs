@@ -1,4 +1,4 @@
-//! The audit record format (see `docs/audit-log.md`, format version 1.1).
+//! The audit record format (see `docs/audit-log.md`, format version 1.2).
 //!
 //! A line is `{"seq":N,<body fields>,"prev":"<hex>"}`: the writer puts `seq` first and `prev` last
 //! around the fields of the record body, which is serialised by the types below.
@@ -11,8 +11,37 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Minor version of the record format: optional members added in a way readers of the same
 /// major version can ignore (1.1: the outcome's `code`, `upstream_status`,
-/// `fsc_transaction_id`).
-pub const FORMAT_MINOR_VERSION: u32 = 1;
+/// `fsc_transaction_id`; 1.2: the decision's `inputs`).
+pub const FORMAT_MINOR_VERSION: u32 = 2;
+
+/// What a Cedar decision depended on besides the record's own members (principal, action,
+/// resource, purpose, fields, time, client ip), so that `policy replay` and `policy explain`
+/// can decide it again (format 1.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionInputs {
+    /// Version of this member: 1.
+    pub v: u32,
+    /// SHA-256 (lowercase hex) of the case snapshot `cases/<hash>.json` beside the log: the
+    /// case exactly as the decision saw it. Absent when the request named no case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<String>,
+    /// The employee's lookups in the last hour, as `context.lookups_last_hour` saw them.
+    pub lookups_last_hour: i64,
+    /// The employee's lookups in the last day (`context.lookups_last_day`).
+    pub lookups_last_day: i64,
+    /// A BRP search: what it looked for (`context.search`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchInput>,
+}
+
+/// `context.search` of a recorded decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchInput {
+    /// `address` or `name`.
+    pub kind: String,
+    /// Address keys of the searched address.
+    pub addresses: Vec<String>,
+}
 
 /// The employee a decision was made for; absent when the token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +118,9 @@ pub struct DecisionRecord {
     /// Hash of the policy set that decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
+    /// What the Cedar decision depended on (format 1.2); absent on refusals before Cedar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<DecisionInputs>,
 }
 
 /// The upstream's answer to a forwarded request.
@@ -319,6 +351,9 @@ pub struct ReadDecision {
     pub request: RequestRecord,
     #[serde(default)]
     pub policy_version: Option<String>,
+    /// Absent in records before format 1.2 and on refusals before Cedar.
+    #[serde(default)]
+    pub inputs: Option<DecisionInputs>,
     /// `false` when the route was in shadow mode (the verdict was not enforced).
     #[serde(default = "enforced_default")]
     pub enforced: bool,

@@ -40,6 +40,7 @@ pub(crate) fn decision(request_id: &str) -> RecordBody {
             client_ip: Some("10.0.0.7".into()),
         },
         policy_version: None,
+        inputs: None,
     }))
 }
 

@@ -15,9 +15,14 @@
 //! `entities.json`; policy templates; duplicate ids. This module knows nothing of HTTP.
 
 mod compiled;
+mod conditions;
+pub mod coverage;
 mod differential;
+pub mod explain;
 mod load;
 mod prepared;
+pub mod prove;
+pub mod replay;
 mod suite;
 
 use std::cell::RefCell;

@@ -118,6 +118,24 @@ impl fmt::Display for Expected {
 /// Runs every `*.json` file directly in `tests_dir`, sorted by name. A missing directory gives
 /// an empty report; an unreadable or malformed file is an error naming the file and position.
 pub(super) fn run(engine: &PolicyEngine, tests_dir: &Path) -> Result<TestReport, PolicyLoadError> {
+    run_with(engine, tests_dir, &mut |_| {})
+}
+
+/// What one test case asked and which policies determined its answer (for coverage).
+pub(super) struct Seen<'a> {
+    /// `file.json: name`.
+    pub label: String,
+    pub request: &'a Request,
+    pub entities: &'a Entities,
+    pub determining: Vec<String>,
+}
+
+/// [`run`], handing every case that could be evaluated to `seen`.
+pub(super) fn run_with(
+    engine: &PolicyEngine,
+    tests_dir: &Path,
+    seen: &mut dyn FnMut(Seen<'_>),
+) -> Result<TestReport, PolicyLoadError> {
     let mut report = TestReport::default();
     if !tests_dir.is_dir() {
         return Ok(report);
@@ -151,7 +169,13 @@ pub(super) fn run(engine: &PolicyEngine, tests_dir: &Path) -> Result<TestReport,
                 .get("name")
                 .and_then(|n| n.as_str())
                 .map_or(fallback, str::to_string);
-            let failure = match run_case(engine, value, dir, &mut entity_files) {
+            let label = format!(
+                "{}: {name}",
+                file.file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+            let failure = match run_case(engine, value, dir, &mut entity_files, &label, seen) {
                 Ok(failure) => failure,
                 Err(e) => Some(e),
             };
@@ -173,6 +197,8 @@ fn run_case(
     value: serde_json::Value,
     dir: &Path,
     entity_files: &mut HashMap<PathBuf, Result<Entities, String>>,
+    label: &str,
+    seen: &mut dyn FnMut(Seen<'_>),
 ) -> Result<Option<String>, String> {
     let case: RawCase =
         serde_json::from_value(value).map_err(|e| format!("malformed test case: {e}"))?;
@@ -222,6 +248,12 @@ fn run_case(
         .filter_map(|i| engine.infos.get(*i))
         .collect();
     let errors: Vec<String> = outcome.errors.iter().map(|e| one_line(e)).collect();
+    seen(Seen {
+        label: label.to_string(),
+        request: &request,
+        entities,
+        determining: got.iter().map(|p| p.id.clone()).collect(),
+    });
     let decision = if outcome.allow {
         Expected::Allow
     } else {

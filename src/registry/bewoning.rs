@@ -49,6 +49,10 @@ impl Registry for BrpBewoning {
         &[]
     }
 
+    fn actions(&self) -> &'static [Action] {
+        &[BRP_BEWONING]
+    }
+
     fn route_actions(&self) -> &'static [Action] {
         &[]
     }

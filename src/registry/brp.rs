@@ -26,6 +26,10 @@ impl Registry for BrpPersonen {
         &[]
     }
 
+    fn actions(&self) -> &'static [Action] {
+        &[Action::BRP_LOOKUP, Action::BRP_SEARCH]
+    }
+
     fn route_actions(&self) -> &'static [Action] {
         &[]
     }

@@ -49,6 +49,9 @@ pub trait Registry: Send + Sync {
     /// the action follows from the request itself (then a route must not name one).
     fn route_actions(&self) -> &'static [Action];
 
+    /// Every action requests to this registry are decided under.
+    fn actions(&self) -> &'static [Action];
+
     /// Whether a route of this kind must name its action.
     fn route_takes_action(&self) -> bool {
         !self.route_actions().is_empty()
@@ -123,6 +126,14 @@ impl Registries {
     /// The registry of `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Registry>> {
         self.by_kind.get(kind)
+    }
+
+    /// Any registry's action, by id.
+    pub fn action(&self, id: &str) -> Option<Action> {
+        self.by_kind
+            .values()
+            .flat_map(|r| r.actions().iter().copied())
+            .find(|a| a.as_str() == id)
     }
 
     /// The action a route may name, by id (`rdw:holder`).

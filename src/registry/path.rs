@@ -50,6 +50,10 @@ impl Registry for PathRegistry {
         self.params
     }
 
+    fn actions(&self) -> &'static [Action] {
+        self.actions
+    }
+
     fn route_actions(&self) -> &'static [Action] {
         self.actions
     }
