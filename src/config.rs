@@ -107,6 +107,9 @@ pub struct Config {
     /// `[logboek]`: Logboek Dataverwerkingen export over OTLP/HTTP; off when absent.
     #[serde(default)]
     pub logboek: Option<LogboekConfig>,
+    /// `[store]`: the central PostgreSQL store (`docs/scale-out.md`); off when absent.
+    #[serde(default)]
+    pub store: Option<crate::store::StoreConfig>,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -949,6 +952,14 @@ impl Config {
         if let Some(p) = cfg.logboek.as_mut().and_then(|l| l.subject_key.as_mut()) {
             resolve(p);
         }
+        if let Some(s) = cfg.store.as_mut() {
+            for p in [s.password_file.as_mut(), s.ca_file.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                resolve(p);
+            }
+        }
         if let Some(p) = cfg.auth.hs256_secret_file.as_mut() {
             resolve(p);
         }
@@ -1148,6 +1159,9 @@ impl Config {
         }
         if let Some(l) = &self.logboek {
             l.check(&self.audit)?;
+        }
+        if let Some(s) = &self.store {
+            s.check()?;
         }
         let routes = self.effective_routes();
         for path in self.route_enforce.keys() {

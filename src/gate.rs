@@ -52,7 +52,9 @@ pub struct Gate {
     /// `[audit] subject_key`: BSNs in records are pseudonymised with it.
     subject_key: Option<crate::audit::pseudonym::SubjectKey>,
     upstreams: Upstreams,
-    counters: LookupCounters,
+    counters: Arc<LookupCounters>,
+    /// `[store]`: the shipper and cluster counters, when configured.
+    store: Option<crate::store::Attached>,
     headers: HeadersConfig,
     max_body: usize,
     /// Operational metrics (`/metrics`).
@@ -152,6 +154,26 @@ impl Gate {
             .map(|l| Logboek::start(l, &cfg.audit, &cfg.gate_id, Arc::clone(&metrics)))
             .transpose()
             .map_err(StartError)?;
+        // Counters survive a restart: rebuilt from the log's last 24 hours.
+        let counters = Arc::new(LookupCounters::default());
+        match counters.rebuild(&cfg.audit.dir, Utc::now().timestamp()) {
+            Ok(n) => tracing::info!(lookups = n, "counters rebuilt from the audit log"),
+            Err(e) => tracing::warn!(error = %e, "counters: cannot rebuild from the audit log"),
+        }
+        let store = match &cfg.store {
+            Some(s) => Some(
+                crate::store::Attached::start(
+                    s,
+                    &cfg.gate_id,
+                    &cfg.audit.dir,
+                    &audit,
+                    Arc::clone(&counters),
+                )
+                .await
+                .map_err(|e| StartError(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Gate {
             gate_id: cfg.gate_id.clone(),
             routes,
@@ -161,7 +183,8 @@ impl Gate {
             audit,
             subject_key,
             upstreams,
-            counters: LookupCounters::default(),
+            counters,
+            store,
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
             metrics,
@@ -201,6 +224,11 @@ impl Gate {
     /// The Logboek exporter, when `[logboek]` is configured (flushed at shutdown).
     pub fn logboek(&self) -> Option<&Logboek> {
         self.logboek.as_ref()
+    }
+
+    /// The central store, when `[store]` is configured.
+    pub fn store(&self) -> Option<&crate::store::Attached> {
+        self.store.as_ref()
     }
 
     /// The gate's metrics.
@@ -255,6 +283,13 @@ impl Gate {
                 return problem_response(&GateError::Overloaded, &ctx.request_id);
             };
             self.metrics.in_flight(1);
+            // `[store] max_backlog_age`: the operator chose to fail closed while the central
+            // trail is behind.
+            if self.store.as_ref().is_some_and(|s| s.backlog_exceeded()) {
+                self.metrics.in_flight(-1);
+                tracing::warn!("refused: the central audit store is behind");
+                return problem_response(&GateError::AuditBacklog, &ctx.request_id);
+            }
             let resp = match self.process(req, &ctx, &mut labels).await {
                 Ok(resp) => resp,
                 Err(e) => {
