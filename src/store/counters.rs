@@ -25,10 +25,10 @@ pub async fn others(
     let rows = client
         .query(
             "SELECT employee,
-                    coalesce(sum(n) FILTER (WHERE minute > $2 - 60), 0)::bigint,
+                    coalesce(sum(n) FILTER (WHERE minute > $2::bigint - 60), 0)::bigint,
                     coalesce(sum(n), 0)::bigint
              FROM pg_lookup_counts
-             WHERE gate_id <> $1 AND minute > $2 - 1440 AND minute <= $2
+             WHERE gate_id <> $1 AND minute > $2::bigint - 1440 AND minute <= $2::bigint
              GROUP BY employee",
             &[&gate_id, &now_minute],
         )
