@@ -73,10 +73,14 @@ fn answer<B>(gate: &Gate, req: &Request<B>) -> Response<Full<Bytes>> {
                 let (status, head) = if gate.ready() {
                     (StatusCode::OK, "ready")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: the audit log is not writable")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: the audit log is not writable",
+                    )
                 };
                 let mut resp = text(status, "");
-                *resp.body_mut() = Full::new(Bytes::from(format!("{head}\n{}\n", store.readiness())));
+                *resp.body_mut() =
+                    Full::new(Bytes::from(format!("{head}\n{}\n", store.readiness())));
                 resp
             } else if gate.ready() {
                 text(StatusCode::OK, "ready\n")

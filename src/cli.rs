@@ -397,9 +397,7 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
 fn audit(cmd: AuditCommand) -> ExitCode {
     match cmd {
         AuditCommand::Verify { source, pubkey } => audit_verify(&source, pubkey.as_deref()),
-        AuditCommand::Ship { dir, db, gate } => {
-            crate::store::cli::ship(&dir, &db, gate.as_deref())
-        }
+        AuditCommand::Ship { dir, db, gate } => crate::store::cli::ship(&dir, &db, gate.as_deref()),
         AuditCommand::Keygen { out } => match crate::audit::checkpoint::keygen(&out) {
             Ok((private, public)) => {
                 println!("private key: {}", private.display());

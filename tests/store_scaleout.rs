@@ -407,7 +407,14 @@ async fn two_gates_one_store_every_record_once_and_queries_match_the_directories
     // The query over the store equals the union of the two directories.
     for subject in ["999993653", "999991802"] {
         let from_db = query_request_ids(&[
-            "audit", "query", "--db", &url, "--subject", subject, "--format", "json",
+            "audit",
+            "query",
+            "--db",
+            &url,
+            "--subject",
+            subject,
+            "--format",
+            "json",
         ]);
         let mut union = BTreeSet::new();
         for g in [&a, &b] {
@@ -443,10 +450,7 @@ async fn two_gates_one_store_every_record_once_and_queries_match_the_directories
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(text(&ok).contains("gate `gate-a`"), "{}", text(&ok));
     let m = a.metrics().await;
-    assert!(
-        m.contains("purpose_gate_store_backlog_records 0"),
-        "{m}"
-    );
+    assert!(m.contains("purpose_gate_store_backlog_records 0"), "{m}");
     // Reports over the store.
     let report = run(&[
         "audit",
@@ -471,7 +475,10 @@ async fn two_gates_one_store_every_record_once_and_queries_match_the_directories
     let bad = run(&["audit", "verify", "--db", &url]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     let said = text(&bad);
-    assert!(said.contains("gate `gate-b`") && said.contains("seq 6"), "{said}");
+    assert!(
+        said.contains("gate `gate-b`") && said.contains("seq 6"),
+        "{said}"
+    );
     a.stop();
     b.stop();
 }
@@ -568,7 +575,10 @@ async fn replaced_local_history_is_an_equivocation_and_stored_rows_stay() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let n: i64 = db
-            .query_one("SELECT count(*) FROM pg_equivocations WHERE gate_id = 'gate-e'", &[])
+            .query_one(
+                "SELECT count(*) FROM pg_equivocations WHERE gate_id = 'gate-e'",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -579,11 +589,18 @@ async fn replaced_local_history_is_an_equivocation_and_stored_rows_stay() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let m = g.metrics().await;
-    assert!(m.contains("purpose_gate_store_equivocations_total 1"), "{m}");
+    assert!(
+        m.contains("purpose_gate_store_equivocations_total 1"),
+        "{m}"
+    );
     // Lookups go on (the store is not on the request path).
     let (status, _, _) = lookup(&client, g.port, &tok, "999993653").await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(central_lines(&db, "gate-e").await, before, "stored rows untouched");
+    assert_eq!(
+        central_lines(&db, "gate-e").await,
+        before,
+        "stored rows untouched"
+    );
     let bad = run(&["audit", "verify", "--db", &url]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(text(&bad).contains("gate `gate-e`") && text(&bad).contains("equivocation"));
@@ -612,8 +629,18 @@ async fn hourly_limit_holds_across_two_gates_within_the_documented_bound() {
     let (upstream, _reg) = start_registry().await;
     let refresh = Duration::from_millis(200);
     let extra = "counter_refresh = \"200ms\"";
-    let mut a = Gate::new(tmp.path(), "gate-la", &upstream, &store_section(&url, extra));
-    let mut b = Gate::new(tmp.path(), "gate-lb", &upstream, &store_section(&url, extra));
+    let mut a = Gate::new(
+        tmp.path(),
+        "gate-la",
+        &upstream,
+        &store_section(&url, extra),
+    );
+    let mut b = Gate::new(
+        tmp.path(),
+        "gate-lb",
+        &upstream,
+        &store_section(&url, extra),
+    );
     a.start().await;
     b.start().await;
     let client = http_client();
@@ -637,7 +664,9 @@ async fn hourly_limit_holds_across_two_gates_within_the_documented_bound() {
     // docs/scale-out.md: at most limit + r × S, S = counter_refresh + shipping lag; the lag is
     // taken as at most 300 ms here (the shipper polls every 20 ms).
     let bound = (rate * (refresh.as_secs_f64() + 0.3)).ceil() as u32;
-    eprintln!("allowed {allowed} of 300 at {rate:.0}/s over two gates; limit 200 (201 allowed), bound {bound}");
+    eprintln!(
+        "allowed {allowed} of 300 at {rate:.0}/s over two gates; limit 200 (201 allowed), bound {bound}"
+    );
     assert!(
         allowed <= 200 + bound,
         "allowed {allowed}, limit 200 + bound {bound} (rate {rate:.0}/s); gate log:\n{}",
@@ -645,6 +674,186 @@ async fn hourly_limit_holds_across_two_gates_within_the_documented_bound() {
     );
     assert!(allowed >= 200, "allowed {allowed}: the limit is 200");
     assert!(volume_denials >= 300 - 200 - bound);
+    a.stop();
+    b.stop();
+}
+
+/// A private PostgreSQL instance in a temp dir on a free port (never the machine's shared one),
+/// so that it can be stopped and started under load.
+struct PrivatePg {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    fn pg(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            // initdb and postgres refuse to run as root.
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    fn create() -> PrivatePg {
+        let bin = PathBuf::from(
+            std::env::var("PURPOSE_GATE_TEST_PG_BIN")
+                .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
+        );
+        assert!(
+            bin.join("initdb").is_file(),
+            "no initdb in {}",
+            bin.display()
+        );
+        let data = std::env::temp_dir().join(format!("pg-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if as_postgres {
+            assert!(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let pg = PrivatePg {
+            bin,
+            data: data.clone(),
+            port: free_port(),
+            as_postgres,
+        };
+        let out = pg
+            .pg("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(data.join("db"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", text(&out));
+        pg
+    }
+
+    fn start(&self) {
+        let out = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data.join("db"))
+            .arg("-l")
+            .arg(self.data.join("pg.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.data.display()
+            ))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {}", text(&out));
+    }
+
+    fn stop(&self) {
+        let out = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data.join("db"))
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data.join("db"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_started_under_load_gates_answer_and_the_backlog_drains() {
+    if base_url("postgres_stopped_and_started").is_none() {
+        return;
+    }
+    let pg = PrivatePg::create();
+    pg.start();
+    let url = pg.url();
+    let out = run(&["store", "migrate", "--db", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let mut a = Gate::new(tmp.path(), "gate-pa", &upstream, &store_section(&url, ""));
+    let mut b = Gate::new(tmp.path(), "gate-pb", &upstream, &store_section(&url, ""));
+    a.start().await;
+    b.start().await;
+    let tok = token("emp-042");
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = Vec::new();
+    for port in [a.port, b.port] {
+        let (tok, running) = (tok.clone(), running.clone());
+        load.push(tokio::spawn(async move {
+            let client = http_client();
+            let (mut ok, mut other) = (0u32, Vec::new());
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                match lookup(&client, port, &tok, "999993653").await {
+                    Ok((StatusCode::OK, _, _)) => ok += 1,
+                    // One employee soon reaches the cluster-wide hourly limit: still an answer,
+                    // decided and recorded.
+                    Ok((StatusCode::FORBIDDEN, _, code)) if code == "volumeLimit" => ok += 1,
+                    Ok((s, _, code)) => other.push(format!("{s} {code}")),
+                    Err(e) => other.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, other)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // While the store is down the backlog grows and is visible.
+    let m = a.metrics().await;
+    assert!(!m.contains("purpose_gate_store_backlog_records 0\n"), "{m}");
+    assert!(
+        !m.contains("purpose_gate_store_ship_errors_total 0\n"),
+        "{m}"
+    );
+    pg.start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        let (ok, other) = t.await.unwrap();
+        assert!(ok > 20, "only {ok} lookups answered");
+        assert!(other.is_empty(), "lookups refused or failed: {other:?}");
+    }
+    let db = sql(&url).await;
+    for g in [&a, &b] {
+        wait_shipped(&db, g).await;
+        assert_eq!(central_lines(&db, &g.id).await, g.local_lines(), "{}", g.id);
+    }
+    let ok = run(&["audit", "verify", "--db", &url]);
+    assert!(ok.status.success(), "{}", text(&ok));
     a.stop();
     b.stop();
 }

@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use format::{parse_record, segment_file_name};
 pub(crate) use format::Chain;
+pub use format::{parse_record, segment_file_name};
 
 /// The segment files of an audit directory, ordered by number (other files are ignored).
 pub fn list_segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {

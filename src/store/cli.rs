@@ -14,7 +14,12 @@ use crate::audit::query::{Filter, QueryResult};
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogSource {
     /// The audit directory.
-    #[arg(long, value_name = "DIR", required_unless_present = "db", conflicts_with = "db")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "db",
+        conflicts_with = "db"
+    )]
     pub dir: Option<PathBuf>,
     /// The central store (`postgres://…`): answer over every gate's shipped records.
     #[arg(long, value_name = "URL")]
@@ -138,10 +143,8 @@ pub fn ship(dir: &Path, url: &str, gate: Option<&str>) -> ExitCode {
             return store_failed(&e);
         }
         let mut progress = Progress::new("shipped up to seq");
-        let result = super::ship::ship_dir(&pool, &gate_id, dir, 5000, |seq| {
-            progress.update(seq)
-        })
-        .await;
+        let result =
+            super::ship::ship_dir(&pool, &gate_id, dir, 5000, |seq| progress.update(seq)).await;
         progress.done();
         match result {
             Ok((n, at)) => {
@@ -172,7 +175,11 @@ fn gate_of(dir: &Path) -> Option<String> {
 }
 
 /// `audit verify --db URL [--gate ID] [--pubkey FILE]`.
-pub fn verify(url: &str, gate: Option<&str>, key: Option<&ed25519_dalek::VerifyingKey>) -> ExitCode {
+pub fn verify(
+    url: &str,
+    gate: Option<&str>,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -183,8 +190,7 @@ pub fn verify(url: &str, gate: Option<&str>, key: Option<&ed25519_dalek::Verifyi
             Err(e) => return store_failed(&e),
         };
         let mut progress = Progress::new("verified");
-        let result =
-            super::verify::verify_store(&client, key, gate, |n| progress.update(n)).await;
+        let result = super::verify::verify_store(&client, key, gate, |n| progress.update(n)).await;
         progress.done();
         match result {
             Ok(gates) => {

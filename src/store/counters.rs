@@ -77,7 +77,9 @@ pub async fn refresh_loop(
             }
             Err(_) => {
                 if !stale.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("store: reading other gates' counts timed out; using the last ones read");
+                    tracing::warn!(
+                        "store: reading other gates' counts timed out; using the last ones read"
+                    );
                 }
             }
         }

@@ -327,7 +327,10 @@ impl Attached {
         let s = &self.status;
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         metric(
             "purpose_gate_store_shipped_seq",
@@ -378,7 +381,10 @@ impl Attached {
     pub async fn drain(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         while self.status.backlog() > 0
-            && !self.status.stopped.load(std::sync::atomic::Ordering::Relaxed)
+            && !self
+                .status
+                .stopped
+                .load(std::sync::atomic::Ordering::Relaxed)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

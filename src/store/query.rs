@@ -116,8 +116,7 @@ pub fn merge(mut per_gate: Vec<(String, QueryResult)>) -> QueryResult {
         all.records += r.records;
         all.rows.extend(r.rows);
     }
-    all.rows.sort_by(|a, b| {
-        (a.when(), &a.gate, a.seq).cmp(&(b.when(), &b.gate, b.seq))
-    });
+    all.rows
+        .sort_by(|a, b| (a.when(), &a.gate, a.seq).cmp(&(b.when(), &b.gate, b.seq)));
     all
 }

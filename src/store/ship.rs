@@ -427,15 +427,16 @@ pub async fn ship_batch(
     )
     .await?;
     if !counts.is_empty() {
-        let (emps, minutes, ns): (Vec<&str>, Vec<i64>, Vec<i64>) = counts
-            .into_iter()
-            .map(|((e, m), n)| (e, m, n))
-            .fold((Vec::new(), Vec::new(), Vec::new()), |mut acc, (e, m, n)| {
-                acc.0.push(e);
-                acc.1.push(m);
-                acc.2.push(n);
-                acc
-            });
+        let (emps, minutes, ns): (Vec<&str>, Vec<i64>, Vec<i64>) =
+            counts.into_iter().map(|((e, m), n)| (e, m, n)).fold(
+                (Vec::new(), Vec::new(), Vec::new()),
+                |mut acc, (e, m, n)| {
+                    acc.0.push(e);
+                    acc.1.push(m);
+                    acc.2.push(n);
+                    acc
+                },
+            );
         tx.execute(
             "INSERT INTO pg_lookup_counts (gate_id, employee, minute, n)
              SELECT $1, e, m, n FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(e, m, n)
@@ -624,17 +625,14 @@ impl Shipper {
             {
                 Ok(Step::Idle) => {
                     backoff = Duration::from_millis(50);
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(20), stop.changed()).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(20), stop.changed()).await;
                 }
                 Ok(Step::Shipped) => backoff = Duration::from_millis(50),
                 Ok(Step::Stopped) => {
                     self.status.stopped.store(true, Ordering::Relaxed);
                     // Keep reporting the backlog; ship nothing more.
                     loop {
-                        self.status
-                            .durable_seq
-                            .store(durable(), Ordering::Relaxed);
+                        self.status.durable_seq.store(durable(), Ordering::Relaxed);
                         if tokio::time::timeout(Duration::from_millis(500), stop.changed())
                             .await
                             .is_ok()
@@ -716,7 +714,9 @@ impl Shipper {
                 if l.seq != next {
                     Err(format!("expected seq {next}, found seq {}", l.seq))
                 } else if record_prev != Some(prev) {
-                    Err(format!("seq {next}: prev is not the hash of the line before"))
+                    Err(format!(
+                        "seq {next}: prev is not the hash of the line before"
+                    ))
                 } else {
                     Ok(l)
                 }
@@ -731,15 +731,16 @@ impl Shipper {
                     // The local log changed under the follower: never ship a second history.
                     let detail = format!("the local audit log breaks its chain: {why}");
                     let client = self.pool.get().await?;
-                    record_equivocation(&client, &self.gate_id, next, None, None, &detail)
-                        .await?;
+                    record_equivocation(&client, &self.gate_id, next, None, None, &detail).await?;
                     self.alarm(next, &detail);
                     return Ok(Step::Stopped);
                 }
             }
         }
         status.oldest_unshipped_ms.store(
-            pending.first().map_or(0, |l| l.time.timestamp_millis().max(1)),
+            pending
+                .first()
+                .map_or(0, |l| l.time.timestamp_millis().max(1)),
             Ordering::Relaxed,
         );
         if pending.is_empty() {
@@ -758,7 +759,11 @@ impl Shipper {
                 Ok(Step::Shipped)
             }
             Ok(Shipped::Moved(p)) => {
-                tracing::info!(stored = p.seq, expected = at.seq, "store: shipped position moved, re-reading it");
+                tracing::info!(
+                    stored = p.seq,
+                    expected = at.seq,
+                    "store: shipped position moved, re-reading it"
+                );
                 *state = None;
                 Ok(Step::Shipped)
             }
@@ -845,14 +850,16 @@ pub async fn ship_dir(
         let mut prev = pos.hash;
         let mut next = pos.seq + 1;
         while lines.len() < batch {
-            let Some(_) = tail
-                .peek_line()
-                .map_err(|e| StoreError::Unavailable(format!("cannot read `{}`: {e}", dir.display())))?
+            let Some(_) = tail.peek_line().map_err(|e| {
+                StoreError::Unavailable(format!("cannot read `{}`: {e}", dir.display()))
+            })?
             else {
                 break;
             };
             let l = ShipLine::new(tail.take()).map_err(ShipDirError::Damaged)?;
-            let record_prev = parse_record(&l.line).ok().and_then(|r| prev_bytes(r.prev()));
+            let record_prev = parse_record(&l.line)
+                .ok()
+                .and_then(|r| prev_bytes(r.prev()));
             if l.seq != next || record_prev != Some(prev) {
                 return Err(ShipDirError::Damaged(format!(
                     "seq {next}: the directory's chain breaks"
@@ -919,14 +926,21 @@ mod tests {
     async fn tail_follows_growing_segments_and_holds_back_incomplete_lines() {
         let dir = tempfile::tempdir().unwrap();
         let seg1 = dir.path().join(crate::audit::segment_file_name(1));
-        std::fs::write(&seg1, b"{\"seq\":1,\"a\":1}\n{\"seq\":2,\"a\":2}\n{\"seq\":3").unwrap();
+        std::fs::write(
+            &seg1,
+            b"{\"seq\":1,\"a\":1}\n{\"seq\":2,\"a\":2}\n{\"seq\":3",
+        )
+        .unwrap();
         let mut tail = LocalTail::open_at(dir.path(), 2).unwrap();
         assert_eq!(tail.peek_line().unwrap().map(line_seq), Some(Some(2)));
         tail.take();
         // The third line is not complete yet.
         assert!(tail.peek_line().unwrap().is_none());
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&seg1).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg1)
+            .unwrap();
         f.write_all(b",\"a\":3}\n").unwrap();
         assert_eq!(tail.peek_line().unwrap().map(line_seq), Some(Some(3)));
         tail.take();

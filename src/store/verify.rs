@@ -162,7 +162,10 @@ pub async fn verify_store(
                 return Err(fail(
                     &gate_id,
                     Some(seq),
-                    format!("the row's key says seq {seq}, its line seq {}", record.seq()),
+                    format!(
+                        "the row's key says seq {seq}, its line seq {}",
+                        record.seq()
+                    ),
                 ));
             }
             if let crate::audit::Record::Checkpoint(c) = &record {
