@@ -857,3 +857,37 @@ async fn postgres_stopped_and_started_under_load_gates_answer_and_the_backlog_dr
     a.stop();
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_refuses_a_store_schema_newer_than_it_knows() {
+    let Some(base) = base_url("refuses_newer_schema") else {
+        return;
+    };
+    let url = fresh_db(&base, "newer_schema").await;
+    sql(&url)
+        .await
+        .execute("INSERT INTO pg_schema_version (version) VALUES (99)", &[])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Gate::new(
+        tmp.path(),
+        "gate-n",
+        "http://127.0.0.1:9",
+        &store_section(&url, ""),
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&g.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("newer than this gate knows"),
+        "{}",
+        text(&out)
+    );
+    // The auditor commands refuse it too.
+    let verify = run(&["audit", "verify", "--db", &url]);
+    assert_ne!(verify.status.code(), Some(0), "{}", text(&verify));
+}

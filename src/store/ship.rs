@@ -662,6 +662,12 @@ impl Shipper {
         if state.is_none() {
             pending.clear();
             let client = self.pool.get().await?;
+            // A store migrated past this binary's schema (e.g. unreachable at start) is never
+            // written to.
+            if let Err(e) = schema::check(&client).await {
+                tracing::error!(error = %e, "store: not shipping");
+                return Err(e);
+            }
             let (at, stopped) = position(&client, &self.gate_id).await?;
             status.shipped_seq.store(at.seq, Ordering::Relaxed);
             if stopped {
