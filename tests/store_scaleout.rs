@@ -539,6 +539,12 @@ async fn sigkill_under_load_ten_times_loses_and_duplicates_nothing() {
         .filter(|v| v["kind"] == "decision")
         .map(|v| v["request_id"].as_str().unwrap().to_string())
         .collect();
+    eprintln!(
+        "10 SIGKILLs under load: {} records in the local log, {} in the store, {} requests answered 200",
+        local.len(),
+        central.len(),
+        answered_ok.len()
+    );
     let missing: Vec<_> = answered_ok.difference(&decisions).collect();
     assert!(missing.is_empty(), "answered but not stored: {missing:?}");
     let ok = run(&["audit", "verify", "--db", &url]);
