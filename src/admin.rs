@@ -68,7 +68,21 @@ fn answer<B>(gate: &Gate, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if gate.ready() {
+            if let Some(store) = gate.store() {
+                // Readiness with the store's detail (backlog and its age).
+                let (status, head) = if gate.ready() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: the audit log is not writable",
+                    )
+                };
+                let mut resp = text(status, "");
+                *resp.body_mut() =
+                    Full::new(Bytes::from(format!("{head}\n{}\n", store.readiness())));
+                resp
+            } else if gate.ready() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(
@@ -86,7 +100,11 @@ fn answer<B>(gate: &Gate, req: &Request<B>) -> Response<Full<Bytes>> {
                 token_cache: gate.auth().token_cache_counts(),
             };
             let mut resp = text(StatusCode::OK, "");
-            *resp.body_mut() = Full::new(Bytes::from(gate.metrics().render(&info)));
+            let mut body = gate.metrics().render(&info);
+            if let Some(store) = gate.store() {
+                body.push_str(&store.render_metrics());
+            }
+            *resp.body_mut() = Full::new(Bytes::from(body));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::store::cli::LogSource;
 
 /// Purpose-bound, audited reverse proxy for Dutch registry APIs.
 #[derive(Debug, Parser)]
@@ -31,6 +32,19 @@ pub enum Command {
     /// Verify and query the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The central store on PostgreSQL (`docs/scale-out.md`).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create or upgrade the store's schema (versioned; running it again does nothing).
+    Migrate {
+        /// The store (`postgres://…`).
+        #[arg(long, value_name = "URL")]
+        db: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,11 +114,10 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain and every signed checkpoint of the log.
+    /// Verify the hash chain and every signed checkpoint of the log (`--db`: of every gate).
     Verify {
-        /// The audit directory.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        source: LogSource,
         /// Check checkpoint signatures with this public key (SPKI PEM from `audit keygen`).
         #[arg(long, value_name = "FILE")]
         pubkey: Option<PathBuf>,
@@ -134,9 +147,8 @@ pub enum AuditCommand {
     },
     /// A citizen's access report (GDPR art. 15): every lookup of and disclosure about a person.
     SubjectReport {
-        /// The audit directory.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        source: LogSource,
         /// The person's BSN (in the clear, also for a pseudonymised log).
         #[arg(long)]
         bsn: String,
@@ -151,9 +163,8 @@ pub enum AuditCommand {
     },
     /// Every person and vehicle whose data an employee obtained.
     IncidentReport {
-        /// The audit directory.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        source: LogSource,
         /// The employee id.
         #[arg(long)]
         employee: String,
@@ -165,9 +176,8 @@ pub enum AuditCommand {
     },
     /// Snooping signals per employee, ranked, each with the seqs that support it.
     Signals {
-        /// The audit directory.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        source: LogSource,
         #[command(flatten)]
         period: PeriodArgs,
         /// Working hours, e.g. `Mon-Fri 07:00-19:00 +01:00` (default: from `--config`, else
@@ -213,6 +223,18 @@ pub enum AuditCommand {
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         timeout: u64,
     },
+    /// Ship an audit directory into the central store by hand (e.g. a decommissioned gate).
+    Ship {
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The store (`postgres://…`).
+        #[arg(long, value_name = "URL")]
+        db: String,
+        /// The gate id to ship under (default: the `gate` of the directory's decisions).
+        #[arg(long, value_name = "ID")]
+        gate: Option<String>,
+    },
     /// Check an inclusion proof without access to the log.
     CheckProof {
         /// The proof file written by `audit prove`.
@@ -227,9 +249,8 @@ pub enum AuditCommand {
 /// Filters shared by the auditor commands.
 #[derive(Debug, clap::Args)]
 pub struct FilterArgs {
-    /// The audit directory.
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
+    #[command(flatten)]
+    pub source: LogSource,
     /// A person (BSN, in the clear; pseudonymised with `--subject-key`).
     #[arg(long, value_name = "BSN")]
     pub subject: Option<String>,
@@ -316,6 +337,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Policy(cmd) => policy(cmd),
         Command::Audit(cmd) => audit(cmd),
+        Command::Store(StoreCommand::Migrate { db }) => crate::store::cli::migrate(&db),
     }
 }
 
@@ -541,7 +563,8 @@ fn policy_replay(
 
 fn audit(cmd: AuditCommand) -> ExitCode {
     match cmd {
-        AuditCommand::Verify { dir, pubkey } => audit_verify(&dir, pubkey.as_deref()),
+        AuditCommand::Verify { source, pubkey } => audit_verify(&source, pubkey.as_deref()),
+        AuditCommand::Ship { dir, db, gate } => crate::store::cli::ship(&dir, &db, gate.as_deref()),
         AuditCommand::Keygen { out } => match crate::audit::checkpoint::keygen(&out) {
             Ok((private, public)) => {
                 println!("private key: {}", private.display());
@@ -557,20 +580,20 @@ fn audit(cmd: AuditCommand) -> ExitCode {
         AuditCommand::CheckProof { proof, pubkey } => audit_check_proof(&proof, &pubkey),
         AuditCommand::Query { filter, format } => audit_query(&filter, format),
         AuditCommand::SubjectReport {
-            dir,
+            source,
             bsn,
             period,
             format,
             subject_key,
-        } => audit_subject_report(&dir, &bsn, &period, format, subject_key.as_deref()),
+        } => audit_subject_report(&source, &bsn, &period, format, subject_key.as_deref()),
         AuditCommand::IncidentReport {
-            dir,
+            source,
             employee,
             period,
             format,
-        } => audit_incident_report(&dir, &employee, &period, format),
+        } => audit_incident_report(&source, &employee, &period, format),
         AuditCommand::Signals {
-            dir,
+            source,
             period,
             working_hours,
             config,
@@ -579,7 +602,7 @@ fn audit(cmd: AuditCommand) -> ExitCode {
             subject_key,
             format,
         } => audit_signals(
-            &dir,
+            &source,
             &period,
             working_hours,
             config.as_deref(),
@@ -617,9 +640,13 @@ fn period(p: &PeriodArgs) -> Result<Period, ExitCode> {
 }
 
 fn run_query(
-    dir: &Path,
+    source: &LogSource,
     filter: &crate::audit::query::Filter,
 ) -> Result<crate::audit::query::QueryResult, ExitCode> {
+    let Some(dir) = &source.dir else {
+        let db = source.db.as_deref().unwrap_or_default();
+        return crate::store::cli::query(db, source.gate.as_deref(), filter);
+    };
     crate::audit::query::query(dir, filter).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
@@ -640,13 +667,13 @@ fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
 }
 
 fn audit_subject_report(
-    dir: &Path,
+    source: &LogSource,
     bsn: &str,
     p: &PeriodArgs,
     format: ReportFormat,
     subject_key: Option<&Path>,
 ) -> ExitCode {
-    if let Err(code) = existing_dir(dir) {
+    if let Err(code) = existing_source(source) {
         return code;
     }
     let (since, until) = match period(p) {
@@ -668,7 +695,7 @@ fn audit_subject_report(
         until,
         ..Default::default()
     };
-    let result = match run_query(dir, &filter) {
+    let result = match run_query(source, &filter) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -687,12 +714,12 @@ fn audit_subject_report(
 }
 
 fn audit_incident_report(
-    dir: &Path,
+    source: &LogSource,
     employee: &str,
     p: &PeriodArgs,
     format: TableFormat,
 ) -> ExitCode {
-    if let Err(code) = existing_dir(dir) {
+    if let Err(code) = existing_source(source) {
         return code;
     }
     let (since, until) = match period(p) {
@@ -705,7 +732,7 @@ fn audit_incident_report(
         until,
         ..Default::default()
     };
-    let result = match run_query(dir, &filter) {
+    let result = match run_query(source, &filter) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -787,14 +814,14 @@ fn surname_inputs(
 }
 
 fn audit_signals(
-    dir: &Path,
+    source: &LogSource,
     p: &PeriodArgs,
     working_hours: Option<String>,
     config: Option<&Path>,
     surname_files: SurnameFiles,
     format: ReportFormat,
 ) -> ExitCode {
-    if let Err(code) = existing_dir(dir) {
+    if let Err(code) = existing_source(source) {
         return code;
     }
     let (since, until) = match period(p) {
@@ -824,7 +851,7 @@ fn audit_signals(
         until,
         ..Default::default()
     };
-    let result = match run_query(dir, &filter) {
+    let result = match run_query(source, &filter) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -895,7 +922,7 @@ fn usage_error(message: &str) -> ExitCode {
 
 /// Builds the query filter (deriving the pseudonym of `--subject` when a key is given).
 fn build_filter(args: &FilterArgs) -> Result<crate::audit::query::Filter, ExitCode> {
-    existing_dir(&args.dir)?;
+    existing_source(&args.source)?;
     let key = args
         .subject_key
         .as_deref()
@@ -941,12 +968,9 @@ fn audit_query(args: &FilterArgs, format: TableFormat) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let result = match query::query(&args.dir, &filter) {
+    let result = match run_query(&args.source, &filter) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let out = match format {
         TableFormat::Json => {
@@ -984,6 +1008,14 @@ fn audit_query(args: &FilterArgs, format: TableFormat) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A `--dir` must exist; a `--db` is checked when connecting.
+fn existing_source(source: &LogSource) -> Result<(), ExitCode> {
+    match &source.dir {
+        Some(dir) => existing_dir(dir),
+        None => Ok(()),
+    }
+}
+
 fn existing_dir(dir: &Path) -> Result<(), ExitCode> {
     if dir.is_dir() {
         Ok(())
@@ -1000,13 +1032,17 @@ fn load_pubkey(path: &Path) -> Result<ed25519_dalek::VerifyingKey, ExitCode> {
     })
 }
 
-fn audit_verify(dir: &Path, pubkey: Option<&Path>) -> ExitCode {
-    if let Err(code) = existing_dir(dir) {
+fn audit_verify(source: &LogSource, pubkey: Option<&Path>) -> ExitCode {
+    if let Err(code) = existing_source(source) {
         return code;
     }
     let key = match pubkey.map(load_pubkey).transpose() {
         Ok(k) => k,
         Err(code) => return code,
+    };
+    let Some(dir) = &source.dir else {
+        let db = source.db.as_deref().unwrap_or_default();
+        return crate::store::cli::verify(db, source.gate.as_deref(), key.as_ref());
     };
     match crate::audit::integrity::verify_log(dir, key.as_ref()) {
         Ok(s) => {

@@ -108,6 +108,9 @@ pub struct Config {
     /// `[logboek]`: Logboek Dataverwerkingen export over OTLP/HTTP; off when absent.
     #[serde(default)]
     pub logboek: Option<LogboekConfig>,
+    /// `[store]`: the central PostgreSQL store (`docs/scale-out.md`); off when absent.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -205,6 +208,86 @@ pub struct LogConfig {
     /// Filter in `RUST_LOG` syntax (e.g. `info,purpose_gate=debug`); `RUST_LOG` wins when set.
     #[serde(default)]
     pub level: Option<String>,
+}
+
+/// `[store]`: the central PostgreSQL store; off when absent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user@host:port/db`; a password may be in the URL, better in `password_file`.
+    pub url: String,
+    /// File holding the password (first line; trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `disable` or `verify-full` (TLS, certificate and host name checked against `ca_file` or
+    /// the web PKI roots). Default: `disable` for a loopback host, `verify-full` otherwise.
+    /// (libpq's `require`, TLS without checking the certificate, is not offered.)
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// CA certificates (PEM) to check the server's certificate with.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Refuse lookups (503 `auditBacklog`) while the oldest unshipped record is older than this.
+    #[serde(default)]
+    pub max_backlog_age: Option<Dur>,
+    /// How often other gates' counts are read from the store.
+    #[serde(default = "default_counter_refresh")]
+    pub counter_refresh: Dur,
+    /// Most records in one shipping transaction.
+    #[serde(default = "default_ship_batch")]
+    pub ship_batch: usize,
+}
+
+fn default_counter_refresh() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+fn default_ship_batch() -> usize {
+    5000
+}
+
+/// `[store] sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    VerifyFull,
+}
+
+impl StoreConfig {
+    /// A config for a bare URL (the auditor commands' `--db URL`).
+    pub fn from_url(url: &str) -> StoreConfig {
+        StoreConfig {
+            url: url.to_string(),
+            password_file: None,
+            sslmode: None,
+            ca_file: None,
+            max_backlog_age: None,
+            counter_refresh: default_counter_refresh(),
+            ship_batch: default_ship_batch(),
+        }
+    }
+
+    /// Checks the values (not the connection).
+    pub fn check(&self) -> Result<(), String> {
+        let parsed = self.url.parse::<tokio_postgres::Config>().map_err(|_| {
+            "`store.url` is not a PostgreSQL URL, expected e.g. `postgres://gate@db:5432/purpose_gate`"
+                .to_string()
+        })?;
+        if parsed.get_hosts().is_empty() {
+            return Err("`store.url` names no host".into());
+        }
+        if self.counter_refresh.0.is_zero() {
+            return Err("`store.counter_refresh` must be more than 0ms".into());
+        }
+        if self.ship_batch == 0 {
+            return Err("`store.ship_batch` must be at least 1".into());
+        }
+        if self.max_backlog_age.is_some_and(|d| d.0.is_zero()) {
+            return Err("`store.max_backlog_age` must be more than 0s (or absent)".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[logboek]`: one span per data subject per processing, exported as OTLP/HTTP JSON to a
@@ -989,6 +1072,14 @@ impl Config {
         if let Some(p) = cfg.logboek.as_mut().and_then(|l| l.subject_key.as_mut()) {
             resolve(p);
         }
+        if let Some(s) = cfg.store.as_mut() {
+            for p in [s.password_file.as_mut(), s.ca_file.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                resolve(p);
+            }
+        }
         if let Some(p) = cfg.auth.hs256_secret_file.as_mut() {
             resolve(p);
         }
@@ -1198,6 +1289,9 @@ impl Config {
         }
         if let Some(l) = &self.logboek {
             l.check(&self.audit)?;
+        }
+        if let Some(s) = &self.store {
+            s.check()?;
         }
         let routes = self.effective_routes();
         for path in self.route_enforce.keys() {

@@ -68,6 +68,9 @@ pub enum GateError {
     /// The audit record could not be made durable (503); nothing was forwarded.
     #[error("the audit log is unavailable; the request was not forwarded")]
     AuditUnavailable,
+    /// `[store] max_backlog_age`: records older than that are not yet in the central store (503).
+    #[error("the central audit store is behind; the request was not forwarded")]
+    AuditBacklog,
     /// The upstream could not be reached or answered garbage (502).
     #[error("the registry is unavailable")]
     UpstreamUnavailable,
@@ -109,6 +112,7 @@ impl GateError {
             GateError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GateError::CaseRegistryUnavailable
             | GateError::AuditUnavailable
+            | GateError::AuditBacklog
             | GateError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GateError::UpstreamUnavailable
             | GateError::UpstreamTooLarge
@@ -136,6 +140,7 @@ impl GateError {
             GateError::RequestTimeout(_) => "requestTimeout",
             GateError::BadRequest(_) => "badRequest",
             GateError::AuditUnavailable => "auditUnavailable",
+            GateError::AuditBacklog => "auditBacklog",
             GateError::UpstreamUnavailable => "upstreamUnavailable",
             GateError::UpstreamTimeout => "upstreamTimeout",
             GateError::UpstreamTooLarge => "upstreamTooLarge",
@@ -685,6 +690,7 @@ mod tests {
             GateError::RequestTimeout(10_000),
             GateError::BadRequest(hostile),
             GateError::AuditUnavailable,
+            GateError::AuditBacklog,
             GateError::UpstreamUnavailable,
             GateError::UpstreamTimeout,
             GateError::UpstreamTooLarge,
@@ -711,6 +717,7 @@ mod tests {
                 | GateError::RequestTimeout(_)
                 | GateError::BadRequest(_)
                 | GateError::AuditUnavailable
+                | GateError::AuditBacklog
                 | GateError::UpstreamUnavailable
                 | GateError::UpstreamTimeout
                 | GateError::UpstreamTooLarge

@@ -63,7 +63,9 @@ pub struct Gate {
     max_response_bytes: usize,
     /// Case snapshots beside the log, named by decision records (`inputs.case`).
     snapshots: Option<Arc<crate::audit::snapshots::CaseSnapshots>>,
-    counters: LookupCounters,
+    counters: Arc<LookupCounters>,
+    /// `[store]`: the shipper and cluster counters, when configured.
+    store: Option<crate::store::Attached>,
     headers: HeadersConfig,
     max_body: usize,
     /// Operational metrics (`/metrics`).
@@ -196,6 +198,26 @@ impl Gate {
             .map(|l| Logboek::start(l, &cfg.audit, &cfg.gate_id, Arc::clone(&metrics)))
             .transpose()
             .map_err(StartError)?;
+        // Counters survive a restart: rebuilt from the log's last 24 hours.
+        let counters = Arc::new(LookupCounters::default());
+        match counters.rebuild(&cfg.audit.dir, Utc::now().timestamp()) {
+            Ok(n) => tracing::info!(lookups = n, "counters rebuilt from the audit log"),
+            Err(e) => tracing::warn!(error = %e, "counters: cannot rebuild from the audit log"),
+        }
+        let store = match &cfg.store {
+            Some(s) => Some(
+                crate::store::Attached::start(
+                    s,
+                    &cfg.gate_id,
+                    &cfg.audit.dir,
+                    &audit,
+                    Arc::clone(&counters),
+                )
+                .await
+                .map_err(|e| StartError(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Gate {
             gate_id: cfg.gate_id.clone(),
             routes,
@@ -211,7 +233,8 @@ impl Gate {
             snapshots: Some(Arc::new(crate::audit::snapshots::CaseSnapshots::new(
                 &cfg.audit.dir,
             ))),
-            counters: LookupCounters::default(),
+            counters,
+            store,
             headers: cfg.headers.clone(),
             max_body: cfg.server.max_body_bytes,
             metrics,
@@ -241,7 +264,8 @@ impl Gate {
             outbound: p.outbound,
             inner_timeout: p.inner_timeout,
             max_response_bytes: p.max_response_bytes,
-            counters: LookupCounters::default(),
+            counters: Arc::new(LookupCounters::default()),
+            store: None,
             headers: p.headers,
             max_body: p.max_body,
             metrics: Arc::new(Metrics::default()),
@@ -280,6 +304,11 @@ impl Gate {
     /// The Logboek exporter, when `[logboek]` is configured (flushed at shutdown).
     pub fn logboek(&self) -> Option<&Logboek> {
         self.logboek.as_ref()
+    }
+
+    /// The central store, when `[store]` is configured.
+    pub fn store(&self) -> Option<&crate::store::Attached> {
+        self.store.as_ref()
     }
 
     /// The gate's metrics.
@@ -331,6 +360,13 @@ impl Gate {
         };
         let mut resp = async {
             self.metrics.in_flight(1);
+            // `[store] max_backlog_age`: the operator chose to fail closed while the central
+            // trail is behind.
+            if self.store.as_ref().is_some_and(|s| s.backlog_exceeded()) {
+                self.metrics.in_flight(-1);
+                tracing::warn!("refused: the central audit store is behind");
+                return problem_response(&GateError::AuditBacklog, &ctx.request_id);
+            }
             // The one rescue: every refusal, from any stage, becomes its problem+json here.
             let resp = match self.process(req, inner, &ctx, &mut labels).await {
                 Ok(resp) => resp,

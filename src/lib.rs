@@ -27,5 +27,6 @@ pub mod reload;
 pub mod resource;
 pub mod response;
 pub mod routes;
+pub mod store;
 pub mod tls;
 pub mod zgw;

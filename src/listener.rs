@@ -270,6 +270,10 @@ async fn serve(
         tracing::warn!("shutdown grace period ended with requests still in flight");
     }
     gate.audit().close().await;
+    // Ship what is durable before leaving (a backlog left behind ships at the next start).
+    if let Some(store) = gate.store() {
+        store.drain(std::time::Duration::from_secs(3)).await;
+    }
     tracing::info!("audit log flushed");
     if let Some(lb) = gate.logboek() {
         lb.flush().await;

@@ -250,7 +250,19 @@ async fn sigkill_under_load_never_loses_a_forwarded_requests_decision_record() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = client.request(req).await.unwrap();
-    assert_eq!(resp.status(), 200, "the gate serves after {kills} kills");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    // The gate decides again after the kills. Its counters are rebuilt from the log at start,
+    // so after this load emp-042 may be over the hourly limit: a decided 403 `volumeLimit`
+    // is serving too (a restart no longer hands out a fresh allowance).
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        status == 200 || (status == 403 && code == "volumeLimit"),
+        "the gate serves after {kills} kills: {status} {code}"
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -37,7 +37,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) use format::Chain;
 pub use format::{parse_record, segment_file_name};
+
+/// The segment files of an audit directory, ordered by number (other files are ignored).
+pub fn list_segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    format::list_segments(dir)
+}
 pub use reader::{RecordIter, read_records, verify};
 pub use record::*;
 pub use writer::{FsStore, SegmentFile, SegmentStore};
@@ -301,6 +307,13 @@ impl AuditLog {
             .await
             .map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())?
+    }
+
+    /// The last seq made durable (0 for an empty log): what followers may read up to.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.durable_seq.load(Ordering::Acquire))
     }
 
     /// Whether appends can still succeed: not closed and the writer thread is running.

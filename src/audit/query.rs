@@ -63,6 +63,10 @@ pub struct ReviewState {
 /// One decision with its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
+    /// The gate whose log holds the record: set when answering from the central store
+    /// (`--db`), where seqs are per gate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
     pub seq: u64,
     pub time: String,
     pub request_id: String,
@@ -96,6 +100,7 @@ pub struct Row {
 impl Row {
     fn new(d: &ReadDecision, outcome: Option<&ReadOutcome>) -> Row {
         Row {
+            gate: None,
             seq: d.seq,
             time: d.time.clone(),
             request_id: d.request_id.clone(),
@@ -293,6 +298,20 @@ fn parse_at(file: &str, number: u64, line: &[u8]) -> Result<Record, AuditError> 
 
 /// Runs a query over the log in `dir`.
 pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
+    query_lines(|f| for_each_line(dir, f), filter)
+}
+
+/// A source of log lines for [`query_lines`]: calls the given function with every line of
+/// one log (in seq order, with a file name and line number for messages).
+pub type LineVisitor<'a> = &'a mut dyn FnMut(&str, u64, &[u8]) -> Result<(), AuditError>;
+
+/// Runs a query over the lines of one log that `source` hands out (it may be called twice: a
+/// second pass finds the outcomes of the decisions found). The central store hands out the
+/// stored lines of one gate with it (`audit query --db`).
+pub fn query_lines(
+    mut source: impl FnMut(LineVisitor<'_>) -> Result<(), AuditError>,
+    filter: &Filter,
+) -> Result<QueryResult, AuditError> {
     // The most selective text that every matching decision (or its outcome) contains.
     let needle: Option<&str> = filter
         .fsc_transaction_id
@@ -311,7 +330,7 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
     let mut outcomes: HashMap<String, ReadOutcome> = HashMap::new();
     let mut result = QueryResult::default();
 
-    for_each_line(dir, |file, number, line| {
+    source(&mut |file, number, line| {
         result.records += 1;
         let kind = line_kind(line);
         let wanted = match (kind, needle) {
@@ -355,7 +374,7 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
         );
         let known: HashSet<u64> = decisions.keys().copied().collect();
         if !missing.is_empty() {
-            for_each_line(dir, |file, number, line| {
+            source(&mut |file, number, line| {
                 let Some(kind @ ("decision" | "outcome")) = line_kind(line) else {
                     return Ok(());
                 };

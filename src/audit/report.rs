@@ -871,6 +871,7 @@ mod tests {
 
     fn row(seq: u64, emp: &str, time: &str, decision: Verdict, case: &str, bsn: &str) -> Row {
         Row {
+            gate: None,
             seq,
             time: time.into(),
             request_id: format!("r{seq}"),

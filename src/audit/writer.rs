@@ -294,6 +294,9 @@ pub(crate) struct Shared {
     work: Condvar,
     /// To the sequencer: the queue shrank or the syncer ended.
     room: Condvar,
+    /// The last durable seq (0 before the first record): followers (the store shipper) read
+    /// only up to it.
+    pub(crate) durable_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -444,6 +447,7 @@ impl Writer {
             framer: Mutex::new(framer),
             work: Condvar::new(),
             room: Condvar::new(),
+            durable_seq: std::sync::atomic::AtomicU64::new(syncer.chain.next_seq - 1),
         });
         let for_syncer = Arc::clone(&shared);
         let sync_thread = std::thread::Builder::new()
@@ -698,6 +702,11 @@ impl Syncer {
                 }
                 self.durable_len += batch.buf.len() as u64;
                 self.chain = batch.chain;
+                // INVARIANT: published only after `sync_data` returned for these bytes.
+                shared.durable_seq.store(
+                    batch.chain.next_seq - 1,
+                    std::sync::atomic::Ordering::Release,
+                );
                 let own = batch.appends.iter().filter(|(a, _)| a.checkpoint).count();
                 if let Some(cp) = self.checkpoints.as_mut() {
                     for leaf in &batch.leaves {

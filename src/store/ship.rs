@@ -1,0 +1,965 @@
+//! The shipper: a follower of the local audit log that copies each durable line into the store,
+//! in order, idempotently and losslessly (`docs/scale-out.md`).
+//!
+//! INVARIANT: a line is shipped only once the writer reported it durable, so the gate's own
+//! recovery can never contradict a shipped row; rows and the shipped position commit in one
+//! transaction, so a killed gate resumes with no gap and no duplicate.
+//!
+//! Refuses: a batch that does not start at the store's shipped position + 1 with `prev` equal to
+//! the stored hash (re-reads the position instead); a local history that differs from the
+//! shipped one (records an equivocation, never overwrites, stops shipping that gate).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::schema;
+use crate::audit::{Record, list_segment_files, parse_record};
+
+/// What the shipper has done, for `/metrics`, `/readyz` and `max_backlog_age`.
+#[derive(Debug, Default)]
+pub struct ShipStatus {
+    /// Last seq committed to the store.
+    pub shipped_seq: AtomicU64,
+    /// Last seq the local writer reported durable.
+    pub durable_seq: AtomicU64,
+    /// Unix milliseconds of the oldest durable record not yet shipped; 0 when none waits.
+    pub oldest_unshipped_ms: AtomicI64,
+    /// Failed shipping attempts.
+    pub errors: AtomicU64,
+    /// Equivocations detected.
+    pub equivocations: AtomicU64,
+    /// Shipping stopped for good (an equivocation).
+    pub stopped: AtomicBool,
+    /// Records shipped by this process.
+    pub shipped_records: AtomicU64,
+}
+
+impl ShipStatus {
+    /// Durable records not yet in the store.
+    pub fn backlog(&self) -> u64 {
+        self.durable_seq
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.shipped_seq.load(Ordering::Relaxed))
+    }
+
+    /// Age of the oldest unshipped record (zero when none waits).
+    pub fn backlog_age(&self) -> Duration {
+        let oldest = self.oldest_unshipped_ms.load(Ordering::Relaxed);
+        if oldest == 0 {
+            return Duration::ZERO;
+        }
+        let now = Utc::now().timestamp_millis();
+        Duration::from_millis(u64::try_from(now - oldest).unwrap_or(0))
+    }
+}
+
+/// The seq at the start of a line (`{"seq":N,`), without parsing the rest.
+pub fn line_seq(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// SHA-256 of a line's bytes.
+pub fn line_hash(line: &[u8]) -> [u8; 32] {
+    Sha256::digest(line).into()
+}
+
+/// Reads complete lines of the local log from a given seq on, following new segments.
+pub struct LocalTail {
+    dir: PathBuf,
+    segment: u64,
+    reader: Option<BufReader<File>>,
+    /// Bytes read but not handed out: an incomplete line, or a line beyond the limit.
+    pending: Vec<u8>,
+}
+
+impl LocalTail {
+    /// Positions the tail so that the next line it yields is `seq` (or the first one written
+    /// after the log's current end when `seq` is one past it).
+    pub fn open_at(dir: &Path, seq: u64) -> std::io::Result<LocalTail> {
+        let segments = list_segment_files(dir)?;
+        // The last segment whose first seq is at most `seq`.
+        let mut chosen = segments.first().map(|(n, _)| *n).unwrap_or(1);
+        for (n, path) in &segments {
+            match first_seq(path)? {
+                Some(first) if first <= seq => chosen = *n,
+                Some(_) => break,
+                None => {}
+            }
+        }
+        let mut tail = LocalTail {
+            dir: dir.to_path_buf(),
+            segment: chosen,
+            reader: None,
+            pending: Vec::new(),
+        };
+        // Skip the lines before `seq`.
+        while let Some(line) = tail.peek_line()? {
+            match line_seq(line) {
+                Some(s) if s < seq => tail.pending.clear(),
+                _ => break,
+            }
+        }
+        Ok(tail)
+    }
+
+    fn path(&self, segment: u64) -> PathBuf {
+        self.dir.join(crate::audit::segment_file_name(segment))
+    }
+
+    /// The next complete line, left in place (see [`LocalTail::take`]); `None` when there is
+    /// none yet.
+    pub fn peek_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        if !self.pending.ends_with(b"\n") {
+            loop {
+                if self.reader.is_none() {
+                    match File::open(self.path(self.segment)) {
+                        Ok(f) => self.reader = Some(BufReader::with_capacity(256 * 1024, f)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
+                }
+                let Some(reader) = self.reader.as_mut() else {
+                    return Ok(None);
+                };
+                let n = reader.read_until(b'\n', &mut self.pending)?;
+                if self.pending.ends_with(b"\n") {
+                    break;
+                }
+                if n == 0 && self.pending.is_empty() {
+                    // End of this segment. The writer starts the next one only after this one
+                    // is complete; read once more after seeing it, for lines written between.
+                    let next_exists = self
+                        .dir
+                        .join(crate::audit::segment_file_name(self.segment + 1))
+                        .exists();
+                    if !next_exists {
+                        return Ok(None);
+                    }
+                    let more = reader.read_until(b'\n', &mut self.pending)?;
+                    if more > 0 {
+                        if self.pending.ends_with(b"\n") {
+                            break;
+                        }
+                        return Ok(None);
+                    }
+                    self.segment += 1;
+                    self.reader = None;
+                    continue;
+                }
+                // An incomplete line: the writer is still writing it (or a torn tail).
+                return Ok(None);
+            }
+        }
+        Ok(self
+            .pending
+            .strip_suffix(b"\n")
+            .filter(|_| !self.pending.is_empty()))
+    }
+
+    /// Consumes the line last returned by [`LocalTail::peek_line`].
+    pub fn take(&mut self) -> Vec<u8> {
+        let mut line = std::mem::take(&mut self.pending);
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        line
+    }
+}
+
+/// The seq of a segment's first line (`None` for an empty segment).
+fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line)?;
+    Ok(line_seq(&line))
+}
+
+/// One line ready to ship, with what the store extracts from it.
+#[derive(Debug, Clone)]
+pub struct ShipLine {
+    pub seq: u64,
+    pub line: Vec<u8>,
+    pub hash: [u8; 32],
+    pub time: DateTime<Utc>,
+    pub kind: &'static str,
+    pub request_id: String,
+    pub employee: Option<String>,
+    pub subjects: Vec<String>,
+    /// A decision about a data subject: one lookup in the counters.
+    pub lookup: bool,
+    /// The checkpoint file named by a checkpoint record.
+    pub checkpoint_file: Option<(u64, String)>,
+}
+
+/// Separator of subject ids in the batch insert (never in an id we store).
+const SUBJECT_SEP: char = '\u{1f}';
+
+impl ShipLine {
+    /// Parses a line through the audit parser and extracts the store's columns.
+    pub fn new(line: Vec<u8>) -> Result<ShipLine, String> {
+        let record = parse_record(&line)?;
+        let time = DateTime::parse_from_rfc3339(record.time())
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("seq {}: time `{}`: {e}", record.seq(), record.time()))?;
+        let mut subjects = BTreeSet::new();
+        let mut employee = None;
+        let mut lookup = false;
+        let mut checkpoint_file = None;
+        let kind = match &record {
+            Record::Decision(d) => {
+                employee = d.principal.as_ref().map(|p| p.id.clone());
+                if let Some(r) = &d.resource {
+                    subjects.insert(r.id.clone());
+                    lookup = employee.is_some();
+                }
+                "decision"
+            }
+            Record::Outcome(o) => {
+                subjects.extend(o.disclosed.iter().map(|r| r.id.clone()));
+                "outcome"
+            }
+            Record::Checkpoint(c) => {
+                checkpoint_file = Some((c.tree_size, c.file.clone()));
+                "checkpoint"
+            }
+            Record::Review(_) => "review",
+            Record::Config(_) => "config",
+        };
+        subjects.retain(|s| !s.contains(SUBJECT_SEP));
+        Ok(ShipLine {
+            seq: record.seq(),
+            hash: line_hash(&line),
+            request_id: record.request_id().to_string(),
+            line,
+            time,
+            kind,
+            employee,
+            subjects: subjects.into_iter().collect(),
+            lookup,
+            checkpoint_file,
+        })
+    }
+}
+
+/// The shipped position of a gate in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl Position {
+    pub const GENESIS: Position = Position {
+        seq: 0,
+        hash: [0; 32],
+    };
+}
+
+/// The genesis `prev` (64 zeros) as the hash bytes it stands for.
+fn prev_bytes(prev_hex: &str) -> Option<[u8; 32]> {
+    if prev_hex.bytes().all(|b| b == b'0') && prev_hex.len() == 64 {
+        return Some([0; 32]);
+    }
+    let v = hex::decode(prev_hex).ok()?;
+    v.try_into().ok()
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Reads (creating when absent) the gate's row: its shipped position and whether shipping was
+/// stopped by an equivocation.
+pub async fn position(
+    client: &impl GenericClient,
+    gate_id: &str,
+) -> Result<(Position, bool), StoreError> {
+    client
+        .execute(
+            "INSERT INTO pg_gates (gate_id) VALUES ($1) ON CONFLICT (gate_id) DO NOTHING",
+            &[&gate_id],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT shipped_seq, shipped_hash, stopped FROM pg_gates WHERE gate_id = $1",
+            &[&gate_id],
+        )
+        .await?;
+    Ok((position_of(&row)?, row.try_get(2)?))
+}
+
+fn position_of(row: &tokio_postgres::Row) -> Result<Position, StoreError> {
+    let seq: i64 = row.try_get(0)?;
+    let hash: Vec<u8> = row.try_get(1)?;
+    Ok(Position {
+        seq: u64::try_from(seq).unwrap_or(0),
+        hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Schema("`pg_gates.shipped_hash` is not 32 bytes".into()))?,
+    })
+}
+
+/// What one shipping transaction did.
+#[derive(Debug)]
+pub enum Shipped {
+    /// The batch is committed; the new position.
+    Committed(Position),
+    /// The store's position is not where the batch starts (another shipper moved it, or a
+    /// commit whose answer was lost): re-read it.
+    Moved(Position),
+    /// The batch does not continue the stored history: an equivocation (recorded).
+    Equivocation { seq: u64, detail: String },
+}
+
+/// Ships `batch` (consecutive lines, already chain-checked among themselves) in one
+/// transaction, provided it continues the stored history exactly.
+pub async fn ship_batch(
+    client: &mut deadpool_postgres::Client,
+    gate_id: &str,
+    dir: &Path,
+    batch: &[ShipLine],
+    months: &mut BTreeSet<(i32, u32)>,
+) -> Result<Shipped, StoreError> {
+    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        let (p, _) = position(&*client, gate_id).await?;
+        return Ok(Shipped::Moved(p));
+    };
+    for line in batch {
+        let month = (line.time.year(), line.time.month());
+        if !months.contains(&month) {
+            schema::ensure_partition(&*client, month.0, month.1).await?;
+            months.insert(month);
+        }
+    }
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT shipped_seq, shipped_hash, stopped FROM pg_gates WHERE gate_id = $1 FOR UPDATE",
+            &[&gate_id],
+        )
+        .await?;
+    let Some(row) = row else {
+        drop(tx);
+        let (p, _) = position(&*client, gate_id).await?;
+        return Ok(Shipped::Moved(p));
+    };
+    let stored = position_of(&row)?;
+    if stored.seq + 1 != first.seq {
+        return Ok(Shipped::Moved(stored));
+    }
+    let first_prev = parse_record(&first.line)
+        .ok()
+        .and_then(|r| prev_bytes(r.prev()));
+    if first_prev != Some(stored.hash) {
+        let detail = format!(
+            "seq {}: prev is not the hash of the shipped seq {}",
+            first.seq, stored.seq
+        );
+        drop(tx);
+        record_equivocation(
+            &*client,
+            gate_id,
+            stored.seq,
+            Some(&stored.hash),
+            None,
+            &detail,
+        )
+        .await?;
+        return Ok(Shipped::Equivocation {
+            seq: first.seq,
+            detail,
+        });
+    }
+
+    let mut seqs = Vec::with_capacity(batch.len());
+    let mut times = Vec::with_capacity(batch.len());
+    let mut kinds = Vec::with_capacity(batch.len());
+    let mut request_ids = Vec::with_capacity(batch.len());
+    let mut employees: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+    let mut subjects = Vec::with_capacity(batch.len());
+    let mut lines: Vec<&[u8]> = Vec::with_capacity(batch.len());
+    let mut counts: HashMap<(&str, i64), i64> = HashMap::new();
+    for l in batch {
+        seqs.push(to_i64(l.seq));
+        times.push(l.time);
+        kinds.push(l.kind);
+        request_ids.push(l.request_id.as_str());
+        employees.push(l.employee.as_deref());
+        subjects.push(l.subjects.join(&SUBJECT_SEP.to_string()));
+        lines.push(&l.line);
+        if l.lookup
+            && let Some(e) = &l.employee
+        {
+            *counts
+                .entry((e.as_str(), l.time.timestamp().div_euclid(60)))
+                .or_default() += 1;
+        }
+    }
+    tx.execute(
+        "INSERT INTO pg_records (gate_id, seq, rec_time, kind, request_id, employee, subjects, line)
+         SELECT $1, s, t, k, r, e,
+                CASE WHEN j = '' THEN '{}'::text[] ELSE string_to_array(j, chr(31)) END, l
+         FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::bytea[]) AS u(s, t, k, r, e, j, l)",
+        &[
+            &gate_id,
+            &seqs,
+            &times,
+            &kinds,
+            &request_ids,
+            &employees,
+            &subjects,
+            &lines,
+        ],
+    )
+    .await?;
+    if !counts.is_empty() {
+        let (emps, minutes, ns): (Vec<&str>, Vec<i64>, Vec<i64>) =
+            counts.into_iter().map(|((e, m), n)| (e, m, n)).fold(
+                (Vec::new(), Vec::new(), Vec::new()),
+                |mut acc, (e, m, n)| {
+                    acc.0.push(e);
+                    acc.1.push(m);
+                    acc.2.push(n);
+                    acc
+                },
+            );
+        tx.execute(
+            "INSERT INTO pg_lookup_counts (gate_id, employee, minute, n)
+             SELECT $1, e, m, n FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(e, m, n)
+             ON CONFLICT (gate_id, employee, minute) DO UPDATE SET n = pg_lookup_counts.n + EXCLUDED.n",
+            &[&gate_id, &emps, &minutes, &ns],
+        )
+        .await?;
+    }
+    for l in batch {
+        if let Some((tree_size, file)) = &l.checkpoint_file {
+            // The note as written by the gate; a missing file is shipped as empty and fails
+            // `audit verify --db` (as it fails `audit verify --dir`).
+            let note = checkpoint_note(dir, file);
+            tx.execute(
+                "INSERT INTO pg_checkpoints (gate_id, seq, tree_size, note) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (gate_id, seq) DO NOTHING",
+                &[&gate_id, &to_i64(l.seq), &to_i64(*tree_size), &note],
+            )
+            .await?;
+        }
+    }
+    tx.execute(
+        "UPDATE pg_gates SET shipped_seq = $2, shipped_hash = $3, shipped_at = now() WHERE gate_id = $1",
+        &[&gate_id, &to_i64(last.seq), &last.hash.as_slice()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Shipped::Committed(Position {
+        seq: last.seq,
+        hash: last.hash,
+    }))
+}
+
+fn checkpoint_note(dir: &Path, file: &str) -> String {
+    // Only a plain relative path inside the audit directory.
+    let rel = Path::new(file);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return String::new();
+    }
+    std::fs::read_to_string(dir.join(rel)).unwrap_or_default()
+}
+
+/// Records an equivocation and stops shipping for the gate (a row is never overwritten).
+pub async fn record_equivocation(
+    client: &impl GenericClient,
+    gate_id: &str,
+    seq: u64,
+    stored: Option<&[u8; 32]>,
+    offered: Option<&[u8; 32]>,
+    detail: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO pg_equivocations (gate_id, seq, stored_hash, offered_hash, detail)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &gate_id,
+                &to_i64(seq),
+                &stored.map(|h| h.as_slice()),
+                &offered.map(|h| h.as_slice()),
+                &detail,
+            ],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE pg_gates SET stopped = true WHERE gate_id = $1",
+            &[&gate_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Where the local log stands against the shipped position.
+pub enum Resume {
+    /// The local log holds the shipped history: continue after it.
+    At(LocalTail),
+    /// The local log differs from the shipped history at `seq`.
+    Diverges { seq: u64, local: Option<[u8; 32]> },
+}
+
+/// Checks the local line at the shipped position and positions a tail after it.
+pub async fn resume(
+    client: &impl GenericClient,
+    gate_id: &str,
+    dir: &Path,
+    at: Position,
+) -> Result<Resume, StoreError> {
+    let io = |e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot read the local audit log: {e}"))
+    };
+    if at.seq == 0 {
+        return Ok(Resume::At(LocalTail::open_at(dir, 1).map_err(io)?));
+    }
+    let mut tail = LocalTail::open_at(dir, at.seq).map_err(io)?;
+    let local = match tail.peek_line().map_err(io)? {
+        Some(line) if line_seq(line) == Some(at.seq) => Some(line_hash(line)),
+        _ => None,
+    };
+    if local == Some(at.hash) {
+        tail.take();
+        return Ok(Resume::At(tail));
+    }
+    // Find the first seq where the histories part (the chain makes "equal" monotone: once two
+    // lines differ, every later line differs too).
+    let seq = first_divergence(client, gate_id, dir, at.seq).await?;
+    let local = local_hash_at(dir, seq).map_err(io)?;
+    Ok(Resume::Diverges { seq, local })
+}
+
+fn local_hash_at(dir: &Path, seq: u64) -> std::io::Result<Option<[u8; 32]>> {
+    let mut tail = LocalTail::open_at(dir, seq)?;
+    Ok(match tail.peek_line()? {
+        Some(line) if line_seq(line) == Some(seq) => Some(line_hash(line)),
+        _ => None,
+    })
+}
+
+/// The first seq (≤ `upto`) whose stored line differs from the local one (or is absent locally).
+async fn first_divergence(
+    client: &impl GenericClient,
+    gate_id: &str,
+    dir: &Path,
+    upto: u64,
+) -> Result<u64, StoreError> {
+    let (mut lo, mut hi) = (1u64, upto);
+    // Binary search: line k equal implies every line before k equal (k's prev commits to them).
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let stored = client
+            .query_opt(
+                "SELECT line FROM pg_records WHERE gate_id = $1 AND seq = $2",
+                &[&gate_id, &to_i64(mid)],
+            )
+            .await?
+            .map(|r| r.try_get::<_, Vec<u8>>(0))
+            .transpose()?
+            .map(|l| line_hash(&l));
+        let local = local_hash_at(dir, mid)
+            .map_err(|e| StoreError::Unavailable(format!("cannot read the local log: {e}")))?;
+        if stored.is_some() && stored == local {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// The shipper of a running gate.
+pub struct Shipper {
+    pub pool: Pool,
+    pub gate_id: String,
+    pub dir: PathBuf,
+    pub batch: usize,
+    pub status: Arc<ShipStatus>,
+}
+
+impl Shipper {
+    /// Follows the log until `stop` turns true: ships each durable line (as reported by
+    /// `durable`) once. Errors are counted and retried with backoff; an equivocation stops it.
+    pub async fn run(
+        self,
+        durable: Arc<dyn Fn() -> u64 + Send + Sync>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut state: Option<(LocalTail, Position)> = None;
+        let mut pending: Vec<ShipLine> = Vec::new();
+        let mut months = BTreeSet::new();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let durable_seq = durable();
+            self.status
+                .durable_seq
+                .store(durable_seq, Ordering::Relaxed);
+            match self
+                .step(&mut state, &mut pending, &mut months, durable_seq)
+                .await
+            {
+                Ok(Step::Idle) => {
+                    backoff = Duration::from_millis(50);
+                    let _ = tokio::time::timeout(Duration::from_millis(20), stop.changed()).await;
+                }
+                Ok(Step::Shipped) => backoff = Duration::from_millis(50),
+                Ok(Step::Stopped) => {
+                    self.status.stopped.store(true, Ordering::Relaxed);
+                    // Keep reporting the backlog; ship nothing more.
+                    loop {
+                        self.status.durable_seq.store(durable(), Ordering::Relaxed);
+                        if tokio::time::timeout(Duration::from_millis(500), stop.changed())
+                            .await
+                            .is_ok()
+                        {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.status.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, backlog = self.status.backlog(), "store: shipping failed, will retry");
+                    let _ = tokio::time::timeout(backoff, stop.changed()).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn step(
+        &self,
+        state: &mut Option<(LocalTail, Position)>,
+        pending: &mut Vec<ShipLine>,
+        months: &mut BTreeSet<(i32, u32)>,
+        durable_seq: u64,
+    ) -> Result<Step, StoreError> {
+        let status = &self.status;
+        if state.is_none() {
+            pending.clear();
+            let client = self.pool.get().await?;
+            // A store migrated past this binary's schema (e.g. unreachable at start) is never
+            // written to.
+            if let Err(e) = schema::check(&client).await {
+                tracing::error!(error = %e, "store: not shipping");
+                return Err(e);
+            }
+            let (at, stopped) = position(&client, &self.gate_id).await?;
+            status.shipped_seq.store(at.seq, Ordering::Relaxed);
+            if stopped {
+                tracing::error!(gate = %self.gate_id, "store: shipping is stopped for this gate by a recorded equivocation");
+                return Ok(Step::Stopped);
+            }
+            match resume(&client, &self.gate_id, &self.dir, at).await? {
+                Resume::At(tail) => *state = Some((tail, at)),
+                Resume::Diverges { seq, local } => {
+                    let detail = format!(
+                        "the local audit log differs from the shipped history at seq {seq} (shipped up to seq {})",
+                        at.seq
+                    );
+                    let stored = stored_hash(&client, &self.gate_id, seq).await?;
+                    record_equivocation(
+                        &client,
+                        &self.gate_id,
+                        seq,
+                        stored.as_ref(),
+                        local.as_ref(),
+                        &detail,
+                    )
+                    .await?;
+                    self.alarm(seq, &detail);
+                    return Ok(Step::Stopped);
+                }
+            }
+        }
+        let Some((tail, at)) = state.as_mut() else {
+            return Ok(Step::Idle);
+        };
+        // Fill the batch from the local log, up to the durable seq.
+        let mut next = pending.last().map_or(at.seq + 1, |l| l.seq + 1);
+        let mut prev = pending.last().map_or(at.hash, |l| l.hash);
+        while pending.len() < self.batch && next <= durable_seq {
+            let io = |e: std::io::Error| {
+                StoreError::Unavailable(format!("cannot read the local audit log: {e}"))
+            };
+            let Some(line) = tail.peek_line().map_err(io)? else {
+                break;
+            };
+            if line_seq(line).is_none_or(|s| s > durable_seq) {
+                break;
+            }
+            let line = ShipLine::new(tail.take());
+            let checked = line.and_then(|l| {
+                let record_prev = parse_record(&l.line)
+                    .ok()
+                    .and_then(|r| prev_bytes(r.prev()));
+                if l.seq != next {
+                    Err(format!("expected seq {next}, found seq {}", l.seq))
+                } else if record_prev != Some(prev) {
+                    Err(format!(
+                        "seq {next}: prev is not the hash of the line before"
+                    ))
+                } else {
+                    Ok(l)
+                }
+            });
+            match checked {
+                Ok(l) => {
+                    prev = l.hash;
+                    next += 1;
+                    pending.push(l);
+                }
+                Err(why) => {
+                    // The local log changed under the follower: never ship a second history.
+                    let detail = format!("the local audit log breaks its chain: {why}");
+                    let client = self.pool.get().await?;
+                    record_equivocation(&client, &self.gate_id, next, None, None, &detail).await?;
+                    self.alarm(next, &detail);
+                    return Ok(Step::Stopped);
+                }
+            }
+        }
+        status.oldest_unshipped_ms.store(
+            pending
+                .first()
+                .map_or(0, |l| l.time.timestamp_millis().max(1)),
+            Ordering::Relaxed,
+        );
+        if pending.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let mut client = self.pool.get().await?;
+        match ship_batch(&mut client, &self.gate_id, &self.dir, pending, months).await {
+            Ok(Shipped::Committed(p)) => {
+                *at = p;
+                status.shipped_seq.store(p.seq, Ordering::Relaxed);
+                status
+                    .shipped_records
+                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                pending.clear();
+                status.oldest_unshipped_ms.store(0, Ordering::Relaxed);
+                Ok(Step::Shipped)
+            }
+            Ok(Shipped::Moved(p)) => {
+                tracing::info!(
+                    stored = p.seq,
+                    expected = at.seq,
+                    "store: shipped position moved, re-reading it"
+                );
+                *state = None;
+                Ok(Step::Shipped)
+            }
+            Ok(Shipped::Equivocation { seq, detail }) => {
+                self.alarm(seq, &detail);
+                Ok(Step::Stopped)
+            }
+            Err(e) => {
+                // The commit may or may not have happened: re-read the position next time.
+                *state = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn alarm(&self, seq: u64, detail: &str) {
+        self.status.equivocations.fetch_add(1, Ordering::Relaxed);
+        self.status.stopped.store(true, Ordering::Relaxed);
+        tracing::error!(gate = %self.gate_id, seq, detail, "store: EQUIVOCATION, shipping stopped; stored rows are left untouched");
+    }
+}
+
+enum Step {
+    Idle,
+    Shipped,
+    Stopped,
+}
+
+async fn stored_hash(
+    client: &impl GenericClient,
+    gate_id: &str,
+    seq: u64,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    Ok(client
+        .query_opt(
+            "SELECT line FROM pg_records WHERE gate_id = $1 AND seq = $2",
+            &[&gate_id, &to_i64(seq)],
+        )
+        .await?
+        .map(|r| r.try_get::<_, Vec<u8>>(0))
+        .transpose()?
+        .map(|l| line_hash(&l)))
+}
+
+/// Ships a whole directory by hand (`audit ship`): returns the records shipped now and the
+/// final position. `progress` is called after each batch with (shipped seq, last local seq).
+pub async fn ship_dir(
+    pool: &Pool,
+    gate_id: &str,
+    dir: &Path,
+    batch: usize,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, Position), ShipDirError> {
+    let mut client = pool.get().await.map_err(StoreError::from)?;
+    let (at, stopped) = position(&client, gate_id).await?;
+    if stopped {
+        return Err(ShipDirError::Stopped);
+    }
+    let mut tail = match resume(&client, gate_id, dir, at).await? {
+        Resume::At(t) => t,
+        Resume::Diverges { seq, local } => {
+            let detail = format!(
+                "the audit directory differs from the shipped history at seq {seq} (shipped up to seq {})",
+                at.seq
+            );
+            let stored = stored_hash(&client, gate_id, seq).await?;
+            record_equivocation(
+                &client,
+                gate_id,
+                seq,
+                stored.as_ref(),
+                local.as_ref(),
+                &detail,
+            )
+            .await?;
+            return Err(ShipDirError::Equivocation { seq, detail });
+        }
+    };
+    let mut months = BTreeSet::new();
+    let mut pos = at;
+    let mut shipped = 0u64;
+    loop {
+        let mut lines = Vec::with_capacity(batch);
+        let mut prev = pos.hash;
+        let mut next = pos.seq + 1;
+        while lines.len() < batch {
+            let Some(_) = tail.peek_line().map_err(|e| {
+                StoreError::Unavailable(format!("cannot read `{}`: {e}", dir.display()))
+            })?
+            else {
+                break;
+            };
+            let l = ShipLine::new(tail.take()).map_err(ShipDirError::Damaged)?;
+            let record_prev = parse_record(&l.line)
+                .ok()
+                .and_then(|r| prev_bytes(r.prev()));
+            if l.seq != next || record_prev != Some(prev) {
+                return Err(ShipDirError::Damaged(format!(
+                    "seq {next}: the directory's chain breaks"
+                )));
+            }
+            prev = l.hash;
+            next += 1;
+            lines.push(l);
+        }
+        if lines.is_empty() {
+            return Ok((shipped, pos));
+        }
+        match ship_batch(&mut client, gate_id, dir, &lines, &mut months).await? {
+            Shipped::Committed(p) => {
+                shipped += lines.len() as u64;
+                pos = p;
+                progress(p.seq);
+            }
+            Shipped::Moved(p) => {
+                return Err(ShipDirError::Damaged(format!(
+                    "another shipper moved gate `{gate_id}` to seq {} meanwhile",
+                    p.seq
+                )));
+            }
+            Shipped::Equivocation { seq, detail } => {
+                return Err(ShipDirError::Equivocation { seq, detail });
+            }
+        }
+    }
+}
+
+/// `audit ship` could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipDirError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("equivocation at seq {seq}: {detail}")]
+    Equivocation { seq: u64, detail: String },
+    #[error("shipping is stopped for this gate by a recorded equivocation")]
+    Stopped,
+    #[error("audit log damaged: {0}")]
+    Damaged(String),
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_seq_reads_the_leading_seq_only() {
+        assert_eq!(line_seq(b"{\"seq\":42,\"time\":\"x\"}"), Some(42));
+        assert_eq!(line_seq(b"{\"time\":\"x\",\"seq\":42}"), None);
+        assert_eq!(line_seq(b"{\"seq\":}"), None);
+    }
+
+    #[test]
+    fn genesis_prev_is_the_zero_hash() {
+        assert_eq!(prev_bytes(&"0".repeat(64)), Some([0; 32]));
+        assert_eq!(prev_bytes("zz"), None);
+    }
+
+    #[tokio::test]
+    async fn tail_follows_growing_segments_and_holds_back_incomplete_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg1 = dir.path().join(crate::audit::segment_file_name(1));
+        std::fs::write(
+            &seg1,
+            b"{\"seq\":1,\"a\":1}\n{\"seq\":2,\"a\":2}\n{\"seq\":3",
+        )
+        .unwrap();
+        let mut tail = LocalTail::open_at(dir.path(), 2).unwrap();
+        assert_eq!(tail.peek_line().unwrap().map(line_seq), Some(Some(2)));
+        tail.take();
+        // The third line is not complete yet.
+        assert!(tail.peek_line().unwrap().is_none());
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg1)
+            .unwrap();
+        f.write_all(b",\"a\":3}\n").unwrap();
+        assert_eq!(tail.peek_line().unwrap().map(line_seq), Some(Some(3)));
+        tail.take();
+        std::fs::write(
+            dir.path().join(crate::audit::segment_file_name(2)),
+            b"{\"seq\":4,\"a\":4}\n",
+        )
+        .unwrap();
+        assert_eq!(tail.peek_line().unwrap().map(line_seq), Some(Some(4)));
+        tail.take();
+        assert!(tail.peek_line().unwrap().is_none());
+        // Opening at a seq in the second segment skips the first.
+        let mut again = LocalTail::open_at(dir.path(), 4).unwrap();
+        assert_eq!(again.peek_line().unwrap().map(line_seq), Some(Some(4)));
+    }
+}

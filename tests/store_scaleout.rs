@@ -1,0 +1,899 @@
+//! Many gates, one audit trail (`docs/scale-out.md`), against a real PostgreSQL.
+//!
+//! Needs `PURPOSE_GATE_TEST_DATABASE_URL` (`.ci/run` creates a fresh database and sets it); each
+//! test makes its own database next to it. Without the variable the tests say why and pass; with
+//! it set but unusable they fail. Gates run as child processes (`purpose-gate serve`), so that
+//! they can be killed with SIGKILL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use common::{AUDIENCE, ISSUER, KID, raadpleeg, registry, repo, tokens};
+
+const URL_VAR: &str = "PURPOSE_GATE_TEST_DATABASE_URL";
+const BIN: &str = env!("CARGO_BIN_EXE_purpose-gate");
+
+/// The base URL, or `None` (after saying why) when the variable is absent.
+fn base_url(test: &str) -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("skipping {test}: {URL_VAR} is not set (see .ci/run)");
+            None
+        }
+    }
+}
+
+/// A fresh database named after the test, next to the one in the base URL; migrated.
+async fn fresh_db(base: &str, name: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{URL_VAR} is set but unusable: {e}"));
+    tokio::spawn(conn);
+    let db = format!("pg_test_{name}_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').expect("URL with a database name");
+    let url = format!("{prefix}/{db}");
+    let out = run(&["store", "migrate", "--db", &url]);
+    assert!(out.status.success(), "migrate: {}", text(&out));
+    // Idempotent.
+    let again = run(&["store", "migrate", "--db", &url]);
+    assert!(again.status.success());
+    assert!(text(&again).contains("nothing to do"), "{}", text(&again));
+    url
+}
+
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One gate as a child process, with its own directory and ports.
+struct Gate {
+    id: String,
+    dir: PathBuf,
+    config: PathBuf,
+    port: u16,
+    admin: u16,
+    child: Option<Child>,
+}
+
+impl Gate {
+    fn new(root: &Path, id: &str, upstream: &str, store: &str) -> Gate {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("cases.json"),
+            serde_json::to_vec(&common::test_cases()).unwrap(),
+        )
+        .unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let config = dir.join("gate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"gate_id = "{id}"
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace = "2s"
+[admin]
+listen = "127.0.0.1:{admin}"
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_file = "{jwks}"
+[policies]
+dir = "{policies}"
+[cases]
+file = "cases.json"
+[audit]
+dir = "audit"
+[upstreams.brp]
+url = "{upstream}"
+timeout = "2s"
+[upstreams.rdw]
+url = "{upstream}"
+timeout = "2s"
+{store}
+"#,
+                jwks = repo().join("examples/demo/keys/jwks.json").display(),
+                policies = repo().join("policies").display(),
+            ),
+        )
+        .unwrap();
+        Gate {
+            id: id.to_string(),
+            dir: dir.join("audit"),
+            config,
+            port,
+            admin,
+            child: None,
+        }
+    }
+
+    async fn start(&mut self) {
+        // The gate's log goes next to its config (kept for a failing test's reader).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.with_file_name("gate.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "gate {} did not start", self.id);
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("gate {} exited at start: {status}", self.id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every complete line of the local log, by seq.
+    fn local_lines(&self) -> BTreeMap<i64, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|x| x == "jsonl"));
+        files.sort();
+        for f in files {
+            let bytes = std::fs::read(f).unwrap();
+            for line in bytes.split_inclusive(|b| *b == b'\n') {
+                let Some(line) = line.strip_suffix(b"\n") else {
+                    continue;
+                };
+                let v: Value = serde_json::from_slice(line).unwrap();
+                out.insert(v["seq"].as_i64().unwrap(), line.to_vec());
+            }
+        }
+        out
+    }
+
+    async fn metrics(&self) -> String {
+        let client = http_client();
+        let resp = client
+            .get(
+                format!("http://127.0.0.1:{}/metrics", self.admin)
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn token(sub: &str) -> String {
+    let key = common::demo_private_key();
+    tokens::mint(
+        &key,
+        KID,
+        &tokens::employee_claims(ISSUER, AUDIENCE, sub, "0363", &["vergunningverlener"], 600),
+    )
+    .unwrap()
+}
+
+/// A BRP lookup of `bsn` in case Z-OPEN as emp-042: (status, request id, code).
+async fn lookup(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    port: u16,
+    token: &str,
+    bsn: &str,
+) -> Result<(StatusCode, String, String), String> {
+    let body = raadpleeg(&[bsn], &["naam"]).to_string();
+    let req = Request::post(format!(
+        "http://127.0.0.1:{port}/haalcentraal/api/brp/personen"
+    ))
+    .header("authorization", format!("Bearer {token}"))
+    .header("content-type", "application/json")
+    .header("x-case-id", "Z-OPEN")
+    .body(Full::new(Bytes::from(body)))
+    .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let rid = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let code = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    Ok((status, rid, code))
+}
+
+async fn start_registry() -> (String, tokio::task::JoinHandle<()>) {
+    let data = registry::load_data(&repo().join("examples/data")).unwrap();
+    let (addr, task) = registry::spawn(data).await.unwrap();
+    (format!("http://{addr}"), task)
+}
+
+/// Waits until the store holds every line of the gate's local log.
+async fn wait_shipped(db: &tokio_postgres::Client, gate: &Gate) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let local = gate.local_lines().keys().last().copied().unwrap_or(0);
+        let shipped: i64 = db
+            .query_opt(
+                "SELECT shipped_seq FROM pg_gates WHERE gate_id = $1",
+                &[&gate.id],
+            )
+            .await
+            .unwrap()
+            .map_or(0, |r| r.get(0));
+        if shipped == local && local > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gate {}: shipped {shipped} of {local}",
+            gate.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The store's rows of a gate, by seq (each seq must occur once).
+async fn central_lines(db: &tokio_postgres::Client, gate: &str) -> BTreeMap<i64, Vec<u8>> {
+    let rows = db
+        .query(
+            "SELECT seq, line FROM pg_records WHERE gate_id = $1 ORDER BY seq",
+            &[&gate],
+        )
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let seq: i64 = r.get(0);
+        assert!(
+            out.insert(seq, r.get::<_, Vec<u8>>(1)).is_none(),
+            "gate {gate}: seq {seq} stored twice"
+        );
+    }
+    out
+}
+
+fn store_section(url: &str, extra: &str) -> String {
+    format!("[store]\nurl = \"{url}\"\n{extra}\n")
+}
+
+fn query_request_ids(args: &[&str]) -> BTreeSet<String> {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["request_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gates_one_store_every_record_once_and_queries_match_the_directories() {
+    let Some(base) = base_url("two_gates_one_store") else {
+        return;
+    };
+    let url = fresh_db(&base, "two_gates").await;
+    let db = sql(&url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let mut a = Gate::new(tmp.path(), "gate-a", &upstream, &store_section(&url, ""));
+    let mut b = Gate::new(tmp.path(), "gate-b", &upstream, &store_section(&url, ""));
+    a.start().await;
+    b.start().await;
+    let client = http_client();
+    let tok = token("emp-042");
+    let mut allowed = BTreeSet::new();
+    for i in 0..40 {
+        let port = if i % 2 == 0 { a.port } else { b.port };
+        let bsn = if i % 3 == 0 { "999991802" } else { "999993653" };
+        let (status, rid, _) = lookup(&client, port, &tok, bsn).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        allowed.insert(rid);
+    }
+    wait_shipped(&db, &a).await;
+    wait_shipped(&db, &b).await;
+    // Every line verbatim, every seq once.
+    for g in [&a, &b] {
+        assert_eq!(central_lines(&db, &g.id).await, g.local_lines(), "{}", g.id);
+    }
+    // Every allowed request's decision exactly once centrally.
+    let rows = db
+        .query(
+            "SELECT request_id, count(*) FROM pg_records WHERE kind = 'decision' GROUP BY request_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let central: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for rid in &allowed {
+        assert_eq!(central.get(rid), Some(&1), "request {rid}");
+    }
+    // The query over the store equals the union of the two directories.
+    for subject in ["999993653", "999991802"] {
+        let from_db = query_request_ids(&[
+            "audit",
+            "query",
+            "--db",
+            &url,
+            "--subject",
+            subject,
+            "--format",
+            "json",
+        ]);
+        let mut union = BTreeSet::new();
+        for g in [&a, &b] {
+            union.extend(query_request_ids(&[
+                "audit",
+                "query",
+                "--dir",
+                g.dir.to_str().unwrap(),
+                "--subject",
+                subject,
+                "--format",
+                "json",
+            ]));
+        }
+        assert!(!union.is_empty());
+        assert_eq!(from_db, union, "subject {subject}");
+    }
+    let only_a = query_request_ids(&[
+        "audit",
+        "query",
+        "--db",
+        &url,
+        "--gate",
+        "gate-a",
+        "--employee",
+        "emp-042",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(only_a.len(), 20);
+    // The store verifies; the metrics show an empty backlog.
+    let ok = run(&["audit", "verify", "--db", &url]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("gate `gate-a`"), "{}", text(&ok));
+    let m = a.metrics().await;
+    assert!(m.contains("purpose_gate_store_backlog_records 0"), "{m}");
+    // Reports over the store.
+    let report = run(&[
+        "audit",
+        "incident-report",
+        "--db",
+        &url,
+        "--employee",
+        "emp-042",
+        "--format",
+        "json",
+    ]);
+    assert!(report.status.success(), "{}", text(&report));
+
+    // A row altered in the store: verify fails naming gate and seq.
+    db.execute(
+        "UPDATE pg_records SET line = convert_to(replace(convert_from(line, 'UTF8'), 'emp-042', 'emp-043'), 'UTF8')
+         WHERE gate_id = 'gate-b' AND seq = 5",
+        &[],
+    )
+    .await
+    .unwrap();
+    let bad = run(&["audit", "verify", "--db", &url]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    let said = text(&bad);
+    assert!(
+        said.contains("gate `gate-b`") && said.contains("seq 6"),
+        "{said}"
+    );
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_ten_times_loses_and_duplicates_nothing() {
+    let Some(base) = base_url("sigkill_under_load") else {
+        return;
+    };
+    let url = fresh_db(&base, "sigkill").await;
+    let db = sql(&url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let mut g = Gate::new(
+        tmp.path(),
+        "gate-k",
+        &upstream,
+        &store_section(&url, "ship_batch = 50"),
+    );
+    let tok = token("emp-042");
+    let mut answered_ok = BTreeSet::new();
+    for round in 0..10 {
+        g.start().await;
+        // Load from 4 clients while the gate is killed.
+        let stop = Instant::now() + Duration::from_millis(300 + 40 * round);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (port, tok) = (g.port, tok.clone());
+            tasks.push(tokio::spawn(async move {
+                let client = http_client();
+                let mut ok = Vec::new();
+                while Instant::now() < stop + Duration::from_millis(200) {
+                    if let Ok((StatusCode::OK, rid, _)) =
+                        lookup(&client, port, &tok, "999993653").await
+                    {
+                        ok.push(rid);
+                    }
+                }
+                ok
+            }));
+        }
+        tokio::time::sleep_until(stop.into()).await;
+        g.kill9();
+        for t in tasks {
+            answered_ok.extend(t.await.unwrap());
+        }
+    }
+    g.start().await;
+    wait_shipped(&db, &g).await;
+    let local = g.local_lines();
+    let central = central_lines(&db, "gate-k").await;
+    assert!(local.len() > 100, "only {} records", local.len());
+    assert_eq!(central, local, "the store holds exactly the local log");
+    // Every request the gate answered 200 has its decision in the store.
+    let decisions: BTreeSet<String> = central
+        .values()
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter(|v| v["kind"] == "decision")
+        .map(|v| v["request_id"].as_str().unwrap().to_string())
+        .collect();
+    eprintln!(
+        "10 SIGKILLs under load: {} records in the local log, {} in the store, {} requests answered 200",
+        local.len(),
+        central.len(),
+        answered_ok.len()
+    );
+    let missing: Vec<_> = answered_ok.difference(&decisions).collect();
+    assert!(missing.is_empty(), "answered but not stored: {missing:?}");
+    let ok = run(&["audit", "verify", "--db", &url]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    g.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_local_history_is_an_equivocation_and_stored_rows_stay() {
+    let Some(base) = base_url("replaced_local_history") else {
+        return;
+    };
+    let url = fresh_db(&base, "equivocation").await;
+    let db = sql(&url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let tok = token("emp-042");
+    let client = http_client();
+    let mut g = Gate::new(tmp.path(), "gate-e", &upstream, &store_section(&url, ""));
+    g.start().await;
+    for _ in 0..6 {
+        lookup(&client, g.port, &tok, "999993653").await.unwrap();
+    }
+    wait_shipped(&db, &g).await;
+    g.stop();
+    let before = central_lines(&db, "gate-e").await;
+    // Another history under the same gate id: the directory is replaced and the gate
+    // restarted; it writes new records from seq 1.
+    std::fs::remove_dir_all(&g.dir).unwrap();
+    g.start().await;
+    for _ in 0..3 {
+        lookup(&client, g.port, &tok, "999991802").await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_equivocations WHERE gate_id = 'gate-e'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no equivocation recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = g.metrics().await;
+    assert!(
+        m.contains("purpose_gate_store_equivocations_total 1"),
+        "{m}"
+    );
+    // Lookups go on (the store is not on the request path).
+    let (status, _, _) = lookup(&client, g.port, &tok, "999993653").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        central_lines(&db, "gate-e").await,
+        before,
+        "stored rows untouched"
+    );
+    let bad = run(&["audit", "verify", "--db", &url]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("gate `gate-e`") && text(&bad).contains("equivocation"));
+    // Shipping the replaced directory by hand is refused as well.
+    let ship = run(&[
+        "audit",
+        "ship",
+        "--dir",
+        g.dir.to_str().unwrap(),
+        "--db",
+        &url,
+        "--gate",
+        "gate-e",
+    ]);
+    assert_eq!(ship.status.code(), Some(1), "{}", text(&ship));
+    g.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_limit_holds_across_two_gates_within_the_documented_bound() {
+    let Some(base) = base_url("hourly_limit_two_gates") else {
+        return;
+    };
+    let url = fresh_db(&base, "limit").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let refresh = Duration::from_millis(200);
+    let extra = "counter_refresh = \"200ms\"";
+    let mut a = Gate::new(
+        tmp.path(),
+        "gate-la",
+        &upstream,
+        &store_section(&url, extra),
+    );
+    let mut b = Gate::new(
+        tmp.path(),
+        "gate-lb",
+        &upstream,
+        &store_section(&url, extra),
+    );
+    a.start().await;
+    b.start().await;
+    let client = http_client();
+    let tok = token("emp-042");
+    let started = Instant::now();
+    let mut allowed = 0u32;
+    let mut volume_denials = 0u32;
+    for i in 0..300 {
+        let port = if i % 2 == 0 { a.port } else { b.port };
+        let (status, _, code) = lookup(&client, port, &tok, "999993653").await.unwrap();
+        if status == StatusCode::OK {
+            allowed += 1;
+        } else {
+            volume_denials += 1;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{code}");
+        }
+        // About 100 lookups a second.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rate = 300.0 / started.elapsed().as_secs_f64();
+    // docs/scale-out.md: at most limit + r × S, S = counter_refresh + shipping lag; the lag is
+    // taken as at most 300 ms here (the shipper polls every 20 ms).
+    let bound = (rate * (refresh.as_secs_f64() + 0.3)).ceil() as u32;
+    eprintln!(
+        "allowed {allowed} of 300 at {rate:.0}/s over two gates; limit 200 (201 allowed), bound {bound}"
+    );
+    assert!(
+        allowed <= 200 + bound,
+        "allowed {allowed}, limit 200 + bound {bound} (rate {rate:.0}/s); gate log:\n{}",
+        std::fs::read_to_string(tmp.path().join("gate-la/gate.log")).unwrap_or_default()
+    );
+    assert!(allowed >= 200, "allowed {allowed}: the limit is 200");
+    assert!(volume_denials >= 300 - 200 - bound);
+    a.stop();
+    b.stop();
+}
+
+/// A private PostgreSQL instance in a temp dir on a free port (never the machine's shared one),
+/// so that it can be stopped and started under load.
+struct PrivatePg {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    fn pg(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            // initdb and postgres refuse to run as root.
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    fn create() -> PrivatePg {
+        let bin = PathBuf::from(
+            std::env::var("PURPOSE_GATE_TEST_PG_BIN")
+                .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
+        );
+        assert!(
+            bin.join("initdb").is_file(),
+            "no initdb in {}",
+            bin.display()
+        );
+        let data = std::env::temp_dir().join(format!("pg-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if as_postgres {
+            assert!(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let pg = PrivatePg {
+            bin,
+            data: data.clone(),
+            port: free_port(),
+            as_postgres,
+        };
+        let out = pg
+            .pg("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(data.join("db"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", text(&out));
+        pg
+    }
+
+    fn start(&self) {
+        let out = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data.join("db"))
+            .arg("-l")
+            .arg(self.data.join("pg.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.data.display()
+            ))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {}", text(&out));
+    }
+
+    fn stop(&self) {
+        let out = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data.join("db"))
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data.join("db"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_started_under_load_gates_answer_and_the_backlog_drains() {
+    if base_url("postgres_stopped_and_started").is_none() {
+        return;
+    }
+    let pg = PrivatePg::create();
+    pg.start();
+    let url = pg.url();
+    let out = run(&["store", "migrate", "--db", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let mut a = Gate::new(tmp.path(), "gate-pa", &upstream, &store_section(&url, ""));
+    let mut b = Gate::new(tmp.path(), "gate-pb", &upstream, &store_section(&url, ""));
+    a.start().await;
+    b.start().await;
+    let tok = token("emp-042");
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = Vec::new();
+    for port in [a.port, b.port] {
+        let (tok, running) = (tok.clone(), running.clone());
+        load.push(tokio::spawn(async move {
+            let client = http_client();
+            let (mut ok, mut other) = (0u32, Vec::new());
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                match lookup(&client, port, &tok, "999993653").await {
+                    Ok((StatusCode::OK, _, _)) => ok += 1,
+                    // One employee soon reaches the cluster-wide hourly limit: still an answer,
+                    // decided and recorded.
+                    Ok((StatusCode::FORBIDDEN, _, code)) if code == "volumeLimit" => ok += 1,
+                    Ok((s, _, code)) => other.push(format!("{s} {code}")),
+                    Err(e) => other.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, other)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // While the store is down the backlog grows and is visible.
+    let m = a.metrics().await;
+    assert!(!m.contains("purpose_gate_store_backlog_records 0\n"), "{m}");
+    assert!(
+        !m.contains("purpose_gate_store_ship_errors_total 0\n"),
+        "{m}"
+    );
+    pg.start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        let (ok, other) = t.await.unwrap();
+        assert!(ok > 20, "only {ok} lookups answered");
+        assert!(other.is_empty(), "lookups refused or failed: {other:?}");
+    }
+    let db = sql(&url).await;
+    for g in [&a, &b] {
+        wait_shipped(&db, g).await;
+        assert_eq!(central_lines(&db, &g.id).await, g.local_lines(), "{}", g.id);
+    }
+    let ok = run(&["audit", "verify", "--db", &url]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_refuses_a_store_schema_newer_than_it_knows() {
+    let Some(base) = base_url("refuses_newer_schema") else {
+        return;
+    };
+    let url = fresh_db(&base, "newer_schema").await;
+    sql(&url)
+        .await
+        .execute("INSERT INTO pg_schema_version (version) VALUES (99)", &[])
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Gate::new(
+        tmp.path(),
+        "gate-n",
+        "http://127.0.0.1:9",
+        &store_section(&url, ""),
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&g.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("newer than this gate knows"),
+        "{}",
+        text(&out)
+    );
+    // The auditor commands refuse it too.
+    let verify = run(&["audit", "verify", "--db", &url]);
+    assert_ne!(verify.status.code(), Some(0), "{}", text(&verify));
+}
