@@ -19,7 +19,7 @@ use super::AuditError;
 use super::format::{display_name, list_segments, parse_record};
 use super::reader::LineReader;
 use super::record::{
-    ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, ResourceRef, ReviewVerdict,
+    ReadAccess, ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, ResourceRef, ReviewVerdict,
     Verdict,
 };
 
@@ -224,6 +224,8 @@ pub struct QueryResult {
     pub checkpoints: Vec<ReadCheckpoint>,
     /// All review records of the log.
     pub reviews: Vec<ReadReview>,
+    /// All access records of the log (the auditor console's views of personal data).
+    pub accesses: Vec<ReadAccess>,
     /// Records in the log (the last seq).
     pub records: u64,
 }
@@ -235,7 +237,8 @@ fn line_kind(line: &[u8]) -> Option<&'static str> {
         // The 160-byte cut may split a character; fall back to the valid prefix.
         std::str::from_utf8(&head[..head.len().saturating_sub(3)]).ok()
     })?;
-    const KINDS: [(&str, &str); 4] = [
+    const KINDS: [(&str, &str); 5] = [
+        (",\"kind\":\"access\",", "access"),
         (",\"kind\":\"decision\",", "decision"),
         (",\"kind\":\"outcome\",", "outcome"),
         (",\"kind\":\"checkpoint\",", "checkpoint"),
@@ -315,7 +318,7 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
         result.records += 1;
         let kind = line_kind(line);
         let wanted = match (kind, needle) {
-            (Some("checkpoint" | "review"), _) => true,
+            (Some("checkpoint" | "review" | "access"), _) => true,
             (Some("config"), _) => false,
             (_, None) => true,
             (Some("outcome"), Some(_)) if !needle_in_outcomes => false,
@@ -334,6 +337,7 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<QueryResult, AuditError> {
             Record::Checkpoint(c) => result.checkpoints.push(c),
             Record::Review(r) => result.reviews.push(r),
             Record::Config(_) => {}
+            Record::Access(a) => result.accesses.push(a),
         }
         Ok(())
     })?;

@@ -11,8 +11,8 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Minor version of the record format: optional members added in a way readers of the same
 /// major version can ignore (1.1: the outcome's `code`, `upstream_status`,
-/// `fsc_transaction_id`).
-pub const FORMAT_MINOR_VERSION: u32 = 1;
+/// `fsc_transaction_id`; 1.2: the `access` record kind of the auditor console).
+pub const FORMAT_MINOR_VERSION: u32 = 2;
 
 /// The employee a decision was made for; absent when the token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +225,54 @@ pub struct ConfigRecord {
     pub new_version: String,
 }
 
+/// An auditor saw personal data in the auditor console (format 1.2): written, durably, before
+/// the page that shows it is answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    pub time: String,
+    pub kind: AccessKind,
+    /// The console instance (`[console] name`).
+    pub console: String,
+    /// The auditor: the `sub` of the ID token.
+    pub by: String,
+    /// The auditor's display name from the ID token, when it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The auditor's roles from the role claim.
+    pub roles: Vec<String>,
+    /// The page: `overview`, `signals`, `search`, `subject-report`, `incident`, `proof`, `review`.
+    pub view: String,
+    /// What was asked for on that page (e.g. `{"bsn": "999993653"}`), as given.
+    pub query: std::collections::BTreeMap<String, String>,
+    /// The auditor's address as the console saw it.
+    #[serde(default)]
+    pub client_ip: Option<String>,
+}
+
+/// Marker for `"kind": "access"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessKind {
+    #[serde(rename = "access")]
+    Access,
+}
+
+/// An access record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadAccess {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub console: String,
+    pub by: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    pub view: String,
+    pub query: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_ip: Option<String>,
+}
+
 /// Marker for `"kind": "config"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigKind {
@@ -240,6 +288,7 @@ pub enum RecordBody {
     Checkpoint(CheckpointRecord),
     Review(ReviewRecord),
     Config(ConfigRecord),
+    Access(AccessRecord),
     /// A decision on a route in shadow mode (`enforce = false`): written as the decision
     /// record plus `"enforced": false`; the request was forwarded whatever the verdict.
     ShadowDecision(Box<DecisionRecord>),
@@ -254,6 +303,7 @@ pub enum Record {
     Checkpoint(ReadCheckpoint),
     Review(ReadReview),
     Config(ReadConfig),
+    Access(ReadAccess),
 }
 
 /// A checkpoint record with its `seq` and `prev`.
@@ -357,6 +407,7 @@ impl Record {
             Record::Checkpoint(c) => c.seq,
             Record::Review(r) => r.seq,
             Record::Config(c) => c.seq,
+            Record::Access(a) => a.seq,
         }
     }
 
@@ -367,6 +418,7 @@ impl Record {
             Record::Checkpoint(c) => &c.prev,
             Record::Review(r) => &r.prev,
             Record::Config(c) => &c.prev,
+            Record::Access(a) => &a.prev,
         }
     }
 
@@ -376,7 +428,7 @@ impl Record {
         match self {
             Record::Decision(d) => &d.request_id,
             Record::Outcome(o) => &o.request_id,
-            Record::Checkpoint(_) | Record::Review(_) | Record::Config(_) => "",
+            Record::Checkpoint(_) | Record::Review(_) | Record::Config(_) | Record::Access(_) => "",
         }
     }
 
@@ -388,6 +440,7 @@ impl Record {
             Record::Checkpoint(c) => &c.time,
             Record::Review(r) => &r.time,
             Record::Config(c) => &c.time,
+            Record::Access(a) => &a.time,
         }
     }
 }
