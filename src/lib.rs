@@ -4,6 +4,7 @@
 //! `resource` → `policy` → `audit` → `forward` → `response`; `gate` composes them.
 
 pub mod admin;
+pub mod console;
 pub mod audit;
 pub mod auth;
 pub mod cli;

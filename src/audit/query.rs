@@ -87,6 +87,9 @@ pub struct Row {
     pub outcome_seq: Option<u64>,
     pub status: Option<u16>,
     pub disclosed: Vec<ResourceRef>,
+    /// The persons the registry's answer held but the gate withheld (release decision deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<ResourceRef>,
     /// The FSC TransactionID of the forwarded request, when its upstream is reached through an
     /// FSC Outway (absent in records before format 1.1).
     pub fsc_transaction_id: Option<String>,
@@ -121,6 +124,18 @@ impl Row {
             outcome_seq: outcome.map(|o| o.seq),
             status: outcome.map(|o| o.status),
             disclosed: outcome.map(|o| o.disclosed.clone()).unwrap_or_default(),
+            withheld: outcome
+                .map(|o| {
+                    o.release
+                        .iter()
+                        .filter(|r| !r.released)
+                        .map(|r| ResourceRef {
+                            kind: r.kind.clone(),
+                            id: r.id.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             fsc_transaction_id: outcome.and_then(|o| o.fsc_transaction_id.clone()),
             review: None,
         }

@@ -397,6 +397,9 @@ pub struct ReadOutcome {
     /// Absent in records before format 1.1, and for upstreams not reached through FSC.
     #[serde(default)]
     pub fsc_transaction_id: Option<String>,
+    /// The release decision per person of the answer; empty when absent.
+    #[serde(default)]
+    pub release: Vec<ReleaseRecord>,
 }
 
 impl Record {
