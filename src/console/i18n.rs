@@ -110,6 +110,8 @@ pub struct Texts {
     pub login_failed: &'static str,
     pub continue_text: &'static str,
     pub truncated: &'static str,
+    pub logged_out: &'static str,
+    pub logged_out_text: &'static str,
 }
 
 pub static NL: Texts = Texts {
@@ -220,6 +222,8 @@ pub static NL: Texts = Texts {
     login_failed: "Inloggen mislukt",
     continue_text: "Doorgaan",
     truncated: "Alleen de nieuwste rijen worden getoond; verfijn de zoekvraag.",
+    logged_out: "Uitgelogd",
+    logged_out_text: "U bent uitgelogd. Doorgaan om opnieuw in te loggen.",
 };
 
 pub static EN: Texts = Texts {
@@ -330,6 +334,8 @@ pub static EN: Texts = Texts {
     login_failed: "Login failed",
     continue_text: "Continue",
     truncated: "Only the newest rows are shown; narrow the search.",
+    logged_out: "Logged out",
+    logged_out_text: "You are logged out. Continue to log in again.",
 };
 
 /// The texts of a language code (`en`, else Dutch).

@@ -56,6 +56,9 @@ pub(crate) struct State {
     pub pubkey_pem: Option<String>,
     pub subject_key: Option<crate::audit::pseudonym::SubjectKey>,
     pub snapshots: snapshot::Snapshots,
+    /// This console's newest access records (seq, view), newest last: Overzicht shows those
+    /// newer than its snapshot.
+    pub recent: std::sync::Mutex<std::collections::VecDeque<(u64, snapshot::AccessView)>>,
 }
 
 /// A running console.
@@ -129,6 +132,7 @@ pub async fn start(cfg: &Config) -> Result<RunningConsole, String> {
         oidc,
         pubkey_pem,
         subject_key,
+        recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
     });
     // The figures of Overzicht and Signalen are rebuilt off the request path.
     let refresher = {
@@ -323,6 +327,10 @@ async fn route(st: &Arc<State>, r: &Req) -> Response<Full<Bytes>> {
         }
         (true, "/login") => return login(st, r).await,
         (true, "/callback") => return callback(st, r).await,
+        (true, "/bye") => {
+            let t = r.lang();
+            return pages::message(r, None, StatusCode::OK, t.logged_out, t.logged_out_text, "/login");
+        }
         (true, "/lang") => {
             let to = if r.q("to") == "en" { "en" } else { "nl" };
             return redirect(
@@ -335,16 +343,6 @@ async fn route(st: &Arc<State>, r: &Req) -> Response<Full<Bytes>> {
     let Some(session) = st.sessions.get(r.cookie(SESSION_COOKIE)) else {
         return redirect("/login", &[]);
     };
-    if !session.roles.iter().any(|role| role == &st.cfg.role) {
-        return pages::message(
-            r,
-            Some(&session),
-            StatusCode::FORBIDDEN,
-            r.lang().forbidden,
-            r.lang().forbidden_text,
-            "",
-        );
-    }
     if r.method == Method::POST {
         let token = r.form.get("csrf").map(String::as_str).unwrap_or("");
         if !session::same_token(token, &session.csrf) {
@@ -358,11 +356,23 @@ async fn route(st: &Arc<State>, r: &Req) -> Response<Full<Bytes>> {
             );
         }
     }
+    // Logout works for every session, also one without the role.
+    if r.method == Method::POST && r.path == "/logout" {
+        let clear = st.sessions.end(r.cookie(SESSION_COOKIE));
+        // A local page: the policy's `form-action 'self'` also covers a form's redirects.
+        return redirect("/bye", &[clear]);
+    }
+    if !session.roles.iter().any(|role| role == &st.cfg.role) {
+        return pages::message(
+            r,
+            Some(&session),
+            StatusCode::FORBIDDEN,
+            r.lang().forbidden,
+            r.lang().forbidden_text,
+            "",
+        );
+    }
     match (r.method.clone(), r.path.as_str()) {
-        (Method::POST, "/logout") => {
-            let clear = st.sessions.end(r.cookie(SESSION_COOKIE));
-            redirect("/login?bye=1", &[clear])
-        }
         (Method::POST, "/signalen/review") => pages::review(st, r, &session).await,
         (Method::GET, "/") => pages::overview(st, r, &session).await,
         (Method::GET, "/signalen") => pages::signals(st, r, &session).await,
@@ -479,11 +489,18 @@ pub(crate) async fn record_access(
         query,
         client_ip: Some(r.peer.ip().to_string()),
     };
+    let view = snapshot::AccessView::of(&access.by, access.name.as_deref(), view, &access.query);
     let dir = st.audit.dir.clone();
     let timeout = st.cfg.access_timeout.0;
-    tokio::task::spawn_blocking(move || {
+    let seq = tokio::task::spawn_blocking(move || {
         crate::audit::access::append_access(&dir, access, timeout).map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| format!("the access record task failed: {e}"))?
+    .map_err(|e| format!("the access record task failed: {e}"))??;
+    let mut recent = st.recent.lock().unwrap_or_else(|e| e.into_inner());
+    recent.push_back((seq, view));
+    while recent.len() > 20 {
+        recent.pop_front();
+    }
+    Ok(seq)
 }

@@ -123,6 +123,8 @@ struct OverviewPage<'a> {
     c: Chrome,
     s: &'a super::snapshot::Snapshot,
     chart: String,
+    /// Access records newer than the snapshot, then the snapshot's.
+    accesses: Vec<super::snapshot::AccessView>,
 }
 
 pub async fn overview(st: &Arc<State>, r: &Req, session: &Session) -> Response<Full<Bytes>> {
@@ -135,12 +137,24 @@ pub async fn overview(st: &Arc<State>, r: &Req, session: &Session) -> Response<F
     };
     let t = r.lang();
     let chart = super::snapshot::chart(&snap.per_day, t.lookups_per_day, t.chart_desc);
+    let mut accesses: Vec<super::snapshot::AccessView> = {
+        let recent = st.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .rev()
+            .filter(|(seq, _)| *seq > snap.records)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    accesses.extend(snap.accesses.iter().cloned());
+    accesses.truncate(20);
     render(
         StatusCode::OK,
         &OverviewPage {
             c: chrome(r, Some(session), "overview"),
             s: &snap,
             chart,
+            accesses,
         },
     )
 }

@@ -47,11 +47,37 @@ pub struct AccessView {
     pub query: String,
 }
 
+impl AccessView {
+    /// The row of an access record.
+    pub fn of(
+        by: &str,
+        name: Option<&str>,
+        view: &str,
+        query: &BTreeMap<String, String>,
+    ) -> AccessView {
+        AccessView {
+            time: now(),
+            by: match name {
+                Some(n) => format!("{by} ({n})"),
+                None => by.to_string(),
+            },
+            view: view.to_string(),
+            query: query
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
 /// The whole-log figures.
 #[derive(Debug)]
 pub struct Snapshot {
     pub built: String,
     pub took_ms: u128,
+    /// Records in the log when the snapshot was built.
+    pub records: u64,
     /// `Ok((last seq, checked at))` or why the chain does not hold.
     pub chain: Result<(u64, String), String>,
     pub checkpoint: Option<CheckpointView>,
@@ -162,21 +188,12 @@ pub fn build(
         .take(20)
         .map(|a| AccessView {
             time: a.time.clone(),
-            by: match &a.name {
-                Some(n) => format!("{} ({n})", a.by),
-                None => a.by.clone(),
-            },
-            view: a.view.clone(),
-            query: a
-                .query
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            ..AccessView::of(&a.by, a.name.as_deref(), &a.view, &a.query)
         })
         .collect();
     Ok(Snapshot {
         built: now(),
+        records: result.records,
         took_ms: started.elapsed().as_millis(),
         chain,
         checkpoint,
