@@ -4,11 +4,11 @@
 //! `resource` → `policy` → `audit` → `forward` → `response`; `gate` composes them.
 
 pub mod admin;
-pub mod console;
 pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod counters;
 pub mod error;
 pub mod forward;

@@ -7,6 +7,8 @@
 //! Skips (and says why) when `chromedriver` or Chromium is not installed; `.ci/run` installs
 //! them, so CI runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../examples/common/idp.rs"]
 mod idp;
 
@@ -18,7 +20,8 @@ use fantoccini::{ClientBuilder, Locator};
 use purpose_gate::audit::record::*;
 use purpose_gate::audit::{AuditLog, Record, read_records};
 
-const HOSTILE_REASON: &str = "<script>window.__pwned=1</script> \"quoted\" 'reason' for urgent help";
+const HOSTILE_REASON: &str =
+    "<script>window.__pwned=1</script> \"quoted\" 'reason' for urgent help";
 const HOSTILE_CASE: &str = "Z-\"<script>window.__pwned=2</script>";
 
 fn find_tool(names: &[&str]) -> Option<PathBuf> {
@@ -142,7 +145,12 @@ async fn screenshot(c: &fantoccini::Client, name: &str) {
 }
 
 async fn text(c: &fantoccini::Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Waits (up to 10 s) until the element `css` exists with text `want`, across navigations.
@@ -165,8 +173,18 @@ async fn wait_text(c: &fantoccini::Client, css: &str, want: &str) -> String {
 async fn login(c: &fantoccini::Client, base: &str, user: &str) {
     c.goto(&format!("{base}/")).await.unwrap();
     // No session: the console sends the browser to the IdP's login form.
-    let form = c.wait().for_element(Locator::Css("#username")).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().ends_with("/authorize"));
+    let form = c
+        .wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/authorize")
+    );
     form.send_keys(user).await.unwrap();
     c.find(Locator::Css("#password"))
         .await
@@ -174,13 +192,20 @@ async fn login(c: &fantoccini::Client, base: &str, user: &str) {
         .send_keys(user)
         .await
         .unwrap();
-    c.find(Locator::Css("#login")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_works_through_the_console_in_chromium() {
     let Some(driver_bin) = find_tool(&["chromedriver"]) else {
-        eprintln!("SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver; .ci/run installs it)");
+        eprintln!(
+            "SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver; .ci/run installs it)"
+        );
         return;
     };
     let Some(chromium) = find_tool(&["chromium", "chromium-browser", "google-chrome"]) else {
@@ -189,7 +214,8 @@ async fn an_auditor_works_through_the_console_in_chromium() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let audit_dir = tmp.path().join("audit");
-    let (private, public) = purpose_gate::audit::checkpoint::keygen(&tmp.path().join("keys")).unwrap();
+    let (private, public) =
+        purpose_gate::audit::checkpoint::keygen(&tmp.path().join("keys")).unwrap();
 
     // A running "gate" writer with signed checkpoints; the console writes through its spool.
     let audit_cfg = purpose_gate::config::AuditConfig {
@@ -201,13 +227,27 @@ async fn an_auditor_works_through_the_console_in_chromium() {
     let log = AuditLog::open_from_config(&audit_cfg).unwrap();
     let bsn = "999993653";
     log.append(vec![
-        decision("r1", "2026-03-02T09:15:00Z", "emp-042", bsn, "Z-2026-000123", None),
+        decision(
+            "r1",
+            "2026-03-02T09:15:00Z",
+            "emp-042",
+            bsn,
+            "Z-2026-000123",
+            None,
+        ),
         outcome("r1", "2026-03-02T09:15:01Z", bsn, Some("999990639")),
     ])
     .await
     .unwrap();
     log.append(vec![
-        decision("r2", "2026-03-03T02:10:00Z", "emp-900", bsn, HOSTILE_CASE, Some(HOSTILE_REASON)),
+        decision(
+            "r2",
+            "2026-03-03T02:10:00Z",
+            "emp-900",
+            bsn,
+            HOSTILE_CASE,
+            Some(HOSTILE_REASON),
+        ),
         outcome("r2", "2026-03-03T02:10:01Z", bsn, None),
     ])
     .await
@@ -291,7 +331,12 @@ session_key_file = "session.key"
     assert_eq!(wait_text(&c, "h1", "Geen toegang").await, "Geen toegang");
     assert!(!c.source().await.unwrap().contains(bsn));
     screenshot(&c, "00-wrong-role-403").await;
-    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     // Logged out.
     assert_eq!(wait_text(&c, "h1", "Uitgelogd").await, "Uitgelogd");
 
@@ -300,7 +345,10 @@ session_key_file = "session.key"
     wait_text(&c, "#chain", "Keten").await;
     assert!(text(&c, "#user").await.contains("auditor"));
     let chain = text(&c, "#chain").await;
-    assert!(chain.starts_with("Keten geverifieerd tot en met record"), "{chain}");
+    assert!(
+        chain.starts_with("Keten geverifieerd tot en met record"),
+        "{chain}"
+    );
     assert!(text(&c, "#checkpoint").await.contains("purpose-gate/audit"));
     screenshot(&c, "01-overzicht").await;
 
@@ -317,14 +365,41 @@ session_key_file = "session.key"
         .unwrap()
         .parse()
         .unwrap();
-    form.find(Locator::Css("input[value=suspicious]")).await.unwrap().click().await.unwrap();
-    form.find(Locator::Css("textarea")).await.unwrap().send_keys("nachtelijke noodtoegang nagaan").await.unwrap();
+    form.find(Locator::Css("input[value=suspicious]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    form.find(Locator::Css("textarea"))
+        .await
+        .unwrap()
+        .send_keys("nachtelijke noodtoegang nagaan")
+        .await
+        .unwrap();
     screenshot(&c, "02-signalen").await;
-    form.find(Locator::Css("button")).await.unwrap().click().await.unwrap();
+    form.find(Locator::Css("button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let saved = wait_text(&c, "#saved", "record").await;
-    assert!(saved.starts_with("Beoordeling vastgelegd in het log als record"), "{saved}");
-    let review_seq: u64 = saved.trim_end_matches('.').rsplit(' ').next().unwrap().parse().unwrap();
-    let records: Vec<Record> = read_records(&audit_dir).unwrap().map(|r| r.unwrap().1).collect();
+    assert!(
+        saved.starts_with("Beoordeling vastgelegd in het log als record"),
+        "{saved}"
+    );
+    let review_seq: u64 = saved
+        .trim_end_matches('.')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let records: Vec<Record> = read_records(&audit_dir)
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
     let review = records.iter().find(|r| r.seq() == review_seq).unwrap();
     assert!(
         matches!(review, Record::Review(r) if r.target_seq == seq && r.by == "auditor" && r.verdict == ReviewVerdict::Suspicious && r.note.as_deref() == Some("nachtelijke noodtoegang nagaan")),
@@ -333,41 +408,77 @@ session_key_file = "session.key"
     assert!(c.source().await.unwrap().contains("beoordeeld: verdacht"));
 
     // A form without its CSRF token: 403.
-    c.execute("document.querySelector('form.review input[name=csrf]').remove();", vec![]).await.unwrap();
-    c.find(Locator::Css("form.review button")).await.unwrap().click().await.unwrap();
+    c.execute(
+        "document.querySelector('form.review input[name=csrf]').remove();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("form.review button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(wait_text(&c, "h1", "Geen toegang").await, "Geen toegang");
     assert!(text(&c, "#message").await.contains("csrf"));
 
     // Zoeken op BSN: the timeline, with the hostile reason and case id shown as text.
-    c.goto(&format!("{base}/zoeken?by=bsn&q={bsn}")).await.unwrap();
+    c.goto(&format!("{base}/zoeken?by=bsn&q={bsn}"))
+        .await
+        .unwrap();
     let timeline = text(&c, "#timeline").await;
-    assert!(timeline.contains("emp-042") && timeline.contains("emp-900"), "{timeline}");
-    assert!(timeline.contains("Person 999990639"), "withheld shown: {timeline}");
+    assert!(
+        timeline.contains("emp-042") && timeline.contains("emp-900"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("Person 999990639"),
+        "withheld shown: {timeline}"
+    );
     assert!(timeline.contains(HOSTILE_REASON), "{timeline}");
     assert!(timeline.contains(HOSTILE_CASE), "{timeline}");
-    let pwned = c.execute("return typeof window.__pwned;", vec![]).await.unwrap();
-    assert_eq!(pwned, serde_json::json!("undefined"), "an injected script ran");
+    let pwned = c
+        .execute("return typeof window.__pwned;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        pwned,
+        serde_json::json!("undefined"),
+        "an injected script ran"
+    );
     screenshot(&c, "03-zoeken").await;
 
     // Inzage burger.
     c.goto(&format!("{base}/inzage?bsn={bsn}")).await.unwrap();
     assert_eq!(text(&c, "#report-bsn").await, bsn);
     let rows = text(&c, "#subject-rows").await;
-    assert!(rows.contains("gm0363") && rows.contains("Z-2026-000123"), "{rows}");
+    assert!(
+        rows.contains("gm0363") && rows.contains("Z-2026-000123"),
+        "{rows}"
+    );
     screenshot(&c, "04-inzage").await;
 
     // Bewijs: show, then download through the auditor's session and check it.
     c.goto(&format!("{base}/bewijs?seq=1")).await.unwrap();
     assert!(text(&c, "#record-line").await.starts_with("{\"seq\":1,"));
     screenshot(&c, "05-bewijs").await;
-    let href = c.find(Locator::Css("#download-proof")).await.unwrap().attr("href").await.unwrap().unwrap();
+    let href = c
+        .find(Locator::Css("#download-proof"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
     let cookie = c.get_named_cookie("pg_session").await.unwrap();
     let session = format!("pg_session={}", cookie.value());
     let (status, _, proof) = reqwest_free_get(&format!("{base}{href}"), Some(&session)).await;
     assert_eq!(status, 200);
     let proof_file = tmp.path().join("proof-1.json");
     std::fs::write(&proof_file, proof).unwrap();
-    let (status, _, pem) = reqwest_free_get(&format!("{base}/bewijs/audit-pubkey.pem"), Some(&session)).await;
+    let (status, _, pem) =
+        reqwest_free_get(&format!("{base}/bewijs/audit-pubkey.pem"), Some(&session)).await;
     assert_eq!(status, 200);
     assert_eq!(pem, std::fs::read(&public).unwrap());
     let out = Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
@@ -378,7 +489,10 @@ session_key_file = "session.key"
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.starts_with("ok: record seq 1 is included"), "{stdout}");
+    assert!(
+        out.status.success() && stdout.starts_with("ok: record seq 1 is included"),
+        "{stdout}"
+    );
 
     // English.
     c.goto(&format!("{base}/lang?to=en")).await.unwrap();
@@ -392,16 +506,38 @@ session_key_file = "session.key"
             _ => None,
         })
         .collect();
-    for view in ["overview", "signals", "search", "subject-report", "proof", "proof-download"] {
-        assert!(accesses.iter().any(|a| a.by == "auditor" && a.view == view), "no access record for {view}");
+    for view in [
+        "overview",
+        "signals",
+        "search",
+        "subject-report",
+        "proof",
+        "proof-download",
+    ] {
+        assert!(
+            accesses.iter().any(|a| a.by == "auditor" && a.view == view),
+            "no access record for {view}"
+        );
     }
-    assert!(accesses.iter().any(|a| a.view == "search" && a.query.get("bsn").map(String::as_str) == Some(bsn)));
-    assert!(!accesses.iter().any(|a| a.by == "medewerker"), "the 403 showed nothing, so nothing was recorded");
+    assert!(
+        accesses
+            .iter()
+            .any(|a| a.view == "search" && a.query.get("bsn").map(String::as_str) == Some(bsn))
+    );
+    assert!(
+        !accesses.iter().any(|a| a.by == "medewerker"),
+        "the 403 showed nothing, so nothing was recorded"
+    );
     c.goto(&format!("{base}/")).await.unwrap();
     assert!(text(&c, "#accesses").await.contains("subject-report"));
 
     // Logout ends the session on the server.
-    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "h1", "Logged out").await;
     let (status, location, _) = reqwest_free_get(&format!("{base}/"), Some(&session)).await;
     assert_eq!((status, location.as_deref()), (303, Some("/login")));
@@ -422,12 +558,21 @@ async fn reqwest_free_get(url: &str, cookie: Option<&str>) -> (u16, Option<Strin
     if let Some(c) = cookie {
         req = req.header("cookie", c);
     }
-    let resp = client.request(req.body(http_body_util::Empty::new()).unwrap()).await.unwrap();
+    let resp = client
+        .request(req.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let location = resp
         .headers()
         .get("location")
         .map(|v| v.to_str().unwrap().to_string());
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, location, body)
 }

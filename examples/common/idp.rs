@@ -115,7 +115,13 @@ impl Idp {
         let users: String = self
             .users
             .iter()
-            .map(|u| format!("<li><code>{0}</code> / <code>{0}</code> ({1})</li>", esc(&u.login), esc(&u.roles.join(", "))))
+            .map(|u| {
+                format!(
+                    "<li><code>{0}</code> / <code>{0}</code> ({1})</li>",
+                    esc(&u.login),
+                    esc(&u.roles.join(", "))
+                )
+            })
             .collect();
         let error = if error.is_empty() {
             String::new()

@@ -137,6 +137,9 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ReviewError::Pending { .. }), "{err:?}");
         log.close().await;
-        assert!(!spool::has_incoming(dir.path()), "the request was taken back");
+        assert!(
+            !spool::has_incoming(dir.path()),
+            "the request was taken back"
+        );
     }
 }

@@ -19,8 +19,8 @@ use super::AuditError;
 use super::format::{display_name, list_segments, parse_record};
 use super::reader::LineReader;
 use super::record::{
-    ReadAccess, ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, ResourceRef, ReviewVerdict,
-    Verdict,
+    ReadAccess, ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, ResourceRef,
+    ReviewVerdict, Verdict,
 };
 
 /// What to look for; all given filters must hold.

@@ -76,7 +76,10 @@ impl RunningConsole {
     }
 }
 
-fn public_key(cfg: &ConsoleConfig, audit: &AuditConfig) -> Result<Option<ed25519_dalek::VerifyingKey>, String> {
+fn public_key(
+    cfg: &ConsoleConfig,
+    audit: &AuditConfig,
+) -> Result<Option<ed25519_dalek::VerifyingKey>, String> {
     if let Some(p) = &cfg.public_key_file {
         return crate::audit::checkpoint::load_verifying_key(p)
             .map(Some)
@@ -251,7 +254,12 @@ async fn handle(st: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Res
     let form = if method == Method::POST {
         match Limited::new(req.into_body(), 64 * 1024).collect().await {
             Ok(b) => parse_pairs(&b.to_bytes()),
-            Err(_) => return secure(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+            Err(_) => {
+                return secure(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
+            }
         }
     } else {
         HashMap::new()
@@ -307,7 +315,12 @@ fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 }
 
 pub(crate) fn redirect(to: &str, cookies: &[String]) -> Response<Full<Bytes>> {
-    let mut resp = response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "", cookies);
+    let mut resp = response(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        "",
+        cookies,
+    );
     if let Ok(v) = http::HeaderValue::from_str(to) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -329,13 +342,22 @@ async fn route(st: &Arc<State>, r: &Req) -> Response<Full<Bytes>> {
         (true, "/callback") => return callback(st, r).await,
         (true, "/bye") => {
             let t = r.lang();
-            return pages::message(r, None, StatusCode::OK, t.logged_out, t.logged_out_text, "/login");
+            return pages::message(
+                r,
+                None,
+                StatusCode::OK,
+                t.logged_out,
+                t.logged_out_text,
+                "/login",
+            );
         }
         (true, "/lang") => {
             let to = if r.q("to") == "en" { "en" } else { "nl" };
             return redirect(
                 "/",
-                &[format!("pg_lang={to}; Path=/; SameSite=Strict; Max-Age=31536000")],
+                &[format!(
+                    "pg_lang={to}; Path=/; SameSite=Strict; Max-Age=31536000"
+                )],
             );
         }
         _ => {}
@@ -382,11 +404,17 @@ async fn route(st: &Arc<State>, r: &Req) -> Response<Full<Bytes>> {
         (Method::GET, "/bewijs") => pages::proof(st, r, &session).await,
         (Method::GET, "/bewijs/audit-pubkey.pem") => match &st.pubkey_pem {
             Some(pem) => response(StatusCode::OK, "application/x-pem-file", pem.clone(), &[]),
-            None => plain(StatusCode::NOT_FOUND, "the log's public key is not configured"),
+            None => plain(
+                StatusCode::NOT_FOUND,
+                "the log's public key is not configured",
+            ),
         },
-        (Method::GET, "/bewijs/check-proof.py") => {
-            response(StatusCode::OK, "text/x-python; charset=utf-8", CHECK_SCRIPT, &[])
-        }
+        (Method::GET, "/bewijs/check-proof.py") => response(
+            StatusCode::OK,
+            "text/x-python; charset=utf-8",
+            CHECK_SCRIPT,
+            &[],
+        ),
         (Method::GET, p) if p.starts_with("/bewijs/proof-") && p.ends_with(".json") => {
             pages::proof_download(st, r, &session).await
         }
@@ -440,7 +468,14 @@ async fn callback(st: &Arc<State>, r: &Req) -> Response<Full<Bytes>> {
     };
     if !r.q("error").is_empty() {
         let why = format!("the issuer refused the login: `{}`", r.q("error"));
-        return pages::message(r, None, StatusCode::BAD_REQUEST, t.login_failed, &why, "/login");
+        return pages::message(
+            r,
+            None,
+            StatusCode::BAD_REQUEST,
+            t.login_failed,
+            &why,
+            "/login",
+        );
     }
     match st
         .oidc

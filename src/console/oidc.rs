@@ -184,7 +184,12 @@ impl Oidc {
     }
 
     /// Redeems `code` at the token endpoint and verifies the ID token.
-    pub async fn redeem(&self, code: &str, verifier: &str, nonce: &str) -> Result<Identity, String> {
+    pub async fn redeem(
+        &self,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+    ) -> Result<Identity, String> {
         let d = self.discovery().await?;
         let form = {
             let mut form = form_urlencoded::Serializer::new(String::new());

@@ -90,18 +90,20 @@ async fn audited(
     view: &str,
     query: BTreeMap<String, String>,
 ) -> Result<u64, Response<Full<Bytes>>> {
-    record_access(st, r, session, view, query).await.map_err(|e| {
-        tracing::error!(error = %e, view, "console: access record not written, page withheld");
-        let t = r.lang();
-        message(
-            r,
-            Some(session),
-            StatusCode::SERVICE_UNAVAILABLE,
-            t.unavailable,
-            t.unavailable_text,
-            "",
-        )
-    })
+    record_access(st, r, session, view, query)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, view, "console: access record not written, page withheld");
+            let t = r.lang();
+            message(
+                r,
+                Some(session),
+                StatusCode::SERVICE_UNAVAILABLE,
+                t.unavailable,
+                t.unavailable_text,
+                "",
+            )
+        })
 }
 
 fn unavailable(r: &Req, session: &Session, why: &str) -> Response<Full<Bytes>> {
@@ -429,13 +431,15 @@ pub async fn search(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
         .iter()
         .filter(|row| {
             by != "address"
-                || (row.resource.as_ref().is_some_and(|res| {
-                    ADDRESS_SEARCHES.contains(&res.id.as_str())
-                }) && [row.case_id.as_deref(), row.employee.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .chain(row.resource.as_ref().map(|r| r.id.as_str()))
-                    .any(|s| s.to_lowercase().contains(&needle)))
+                || (row
+                    .resource
+                    .as_ref()
+                    .is_some_and(|res| ADDRESS_SEARCHES.contains(&res.id.as_str()))
+                    && [row.case_id.as_deref(), row.employee.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .chain(row.resource.as_ref().map(|r| r.id.as_str()))
+                        .any(|s| s.to_lowercase().contains(&needle)))
         })
         .collect();
     rows.reverse();
@@ -627,10 +631,11 @@ pub async fn proof_download(st: &Arc<State>, r: &Req, session: &Session) -> Resp
     }) {
         Ok(json) => {
             let mut resp = response(StatusCode::OK, "application/json", json, &[]);
-            if let Ok(v) = http::HeaderValue::from_str(&format!(
-                "attachment; filename=\"proof-{seq}.json\""
-            )) {
-                resp.headers_mut().insert(http::header::CONTENT_DISPOSITION, v);
+            if let Ok(v) =
+                http::HeaderValue::from_str(&format!("attachment; filename=\"proof-{seq}.json\""))
+            {
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_DISPOSITION, v);
             }
             resp
         }

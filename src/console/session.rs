@@ -69,12 +69,10 @@ pub fn same_token(a: &str, b: &str) -> bool {
 impl Sessions {
     /// Loads the session key (at least 32 bytes) from `path`.
     pub fn load(path: &Path, idle: Duration, secure: bool) -> Result<Sessions, String> {
-        let key = std::fs::read(path).map_err(|e| {
-            format!("`console.session_key_file` = `{}`: {e}", path.display())
-        })?;
-        Sessions::new(key, idle, secure).map_err(|e| {
-            format!("`console.session_key_file` = `{}`: {e}", path.display())
-        })
+        let key = std::fs::read(path)
+            .map_err(|e| format!("`console.session_key_file` = `{}`: {e}", path.display()))?;
+        Sessions::new(key, idle, secure)
+            .map_err(|e| format!("`console.session_key_file` = `{}`: {e}", path.display()))
     }
 
     /// Sessions signed with `key`.

@@ -258,7 +258,12 @@ pub fn chart(per_day: &BTreeMap<String, (u64, u64)>, title: &str, desc: &str) ->
     use crate::audit::report::html_escape as esc;
     let days: Vec<(&String, &(u64, u64))> = per_day.iter().rev().take(31).collect();
     let days: Vec<_> = days.into_iter().rev().collect();
-    let max = days.iter().map(|(_, (a, d))| a + d).max().unwrap_or(0).max(1);
+    let max = days
+        .iter()
+        .map(|(_, (a, d))| a + d)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let (w, h, left, bottom) = (760u64, 220u64, 40u64, 40u64);
     let slot = if days.is_empty() {
         w
