@@ -26,6 +26,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run the auditor console (`[console]` in the config): the audit log in the browser.
+    Console {
+        /// The TOML config file (its `[console]` and `[audit]` sections).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Validate and test Cedar policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -335,6 +341,7 @@ pub enum TableFormat {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Console { config } => console(&config),
         Command::Policy(cmd) => policy(cmd),
         Command::Audit(cmd) => audit(cmd),
         Command::Store(StoreCommand::Migrate { db }) => crate::store::cli::migrate(&db),
@@ -382,6 +389,46 @@ fn serve(config: &Path) -> ExitCode {
             }
         };
         tracing::info!(addr = %running.addr, gate = %cfg.gate_id, "purpose-gate listening");
+        crate::listener::shutdown_signal().await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn console(config: &Path) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cfg.console.is_none() {
+        eprintln!(
+            "error: `{}`: missing section `[console]`: the console needs `issuer`, `client_id`, `redirect_url` and `session_key_file`",
+            config.display()
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(code) = init_logging(&cfg.log) {
+        return code;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async {
+        let running = match crate::console::start(&cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: `{}`: {e}", config.display());
+                return ExitCode::from(2);
+            }
+        };
+        tracing::info!(addr = %running.addr, "auditor console listening");
         crate::listener::shutdown_signal().await;
         running.shutdown().await;
         ExitCode::SUCCESS

@@ -111,9 +111,84 @@ pub struct Config {
     /// `[store]`: the central PostgreSQL store (`docs/scale-out.md`); off when absent.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// `[console]`: the auditor console (`purpose-gate console`); absent: no console.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[console]`: the auditor console, a web application over the audit log (`[audit] dir`) for
+/// privacy officers, behind OpenID Connect login (see `docs/auditing.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Address of the console. Default `127.0.0.1:8443`.
+    #[serde(default = "default_console_listen")]
+    pub listen: SocketAddr,
+    /// `[console.tls]`: TLS as on the gate's listener; plain HTTP when absent (then the
+    /// session cookie is not `Secure`: only behind a TLS-terminating proxy or on loopback).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// This console's name in the `access` records it writes. Default `console-1`.
+    #[serde(default = "default_console_name")]
+    pub name: String,
+    /// The OpenID Connect issuer (its `/.well-known/openid-configuration` is read).
+    pub issuer: String,
+    /// The console's client id at the issuer (the ID token's audience).
+    pub client_id: String,
+    /// File holding the client secret (sent as `client_secret_post`); none for a public
+    /// client (PKCE only).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The console's callback URL as registered at the issuer, ending in `/callback`.
+    pub redirect_url: String,
+    /// The ID token claim that holds the user's roles (a string or an array). Default `roles`.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// The role that may use the console; others get 403. Default `auditor`.
+    #[serde(default = "default_console_role")]
+    pub role: String,
+    /// File holding the key (at least 32 bytes) that signs the session cookie.
+    pub session_key_file: PathBuf,
+    /// A session unused this long ends. Default `15m`.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// How long a page waits for the log's writer to make its access record durable. Default `10s`.
+    #[serde(default = "default_access_timeout")]
+    pub access_timeout: Dur,
+    /// PEM bundle of CAs for the issuer's HTTPS endpoints, besides the web PKI roots.
+    #[serde(default)]
+    pub issuer_ca_file: Option<PathBuf>,
+    /// The log's public key (SPKI PEM) offered with proofs; default: derived from
+    /// `[audit] signing_key` when the console can read it.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+}
+
+fn default_console_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_console_name() -> String {
+    "console-1".into()
+}
+
+fn default_role_claim() -> String {
+    "roles".into()
+}
+
+fn default_console_role() -> String {
+    "auditor".into()
+}
+
+fn default_idle_timeout() -> Dur {
+    Dur(Duration::from_secs(15 * 60))
+}
+
+fn default_access_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
 }
 
 fn default_gate_id() -> String {
@@ -1096,6 +1171,26 @@ impl Config {
             .flatten()
             {
                 resolve(p);
+            }
+        }
+        if let Some(console) = cfg.console.as_mut() {
+            resolve(&mut console.session_key_file);
+            for p in [
+                console.client_secret_file.as_mut(),
+                console.issuer_ca_file.as_mut(),
+                console.public_key_file.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                resolve(p);
+            }
+            if let Some(tls) = console.tls.as_mut() {
+                resolve(&mut tls.cert_file);
+                resolve(&mut tls.key_file);
+                if let Some(p) = tls.client_ca_file.as_mut() {
+                    resolve(p);
+                }
             }
         }
         if let Some(tls) = cfg.server.tls.as_mut() {

@@ -15,7 +15,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::record::{
-    ReadCheckpoint, ReadConfig, ReadDecision, ReadOutcome, ReadReview, Record, RecordBody,
+    ReadAccess, ReadCheckpoint, ReadConfig, ReadDecision, ReadOutcome, ReadReview, Record,
+    RecordBody,
 };
 
 /// `prev` of the first record: 64 zeros.
@@ -80,6 +81,7 @@ pub(crate) fn encode_body(body: &RecordBody) -> Result<Vec<u8>, String> {
         RecordBody::Checkpoint(c) => serde_json::to_writer(&mut bytes, c),
         RecordBody::Review(r) => serde_json::to_writer(&mut bytes, r),
         RecordBody::Config(c) => serde_json::to_writer(&mut bytes, c),
+        RecordBody::Access(a) => serde_json::to_writer(&mut bytes, a),
         RecordBody::ShadowDecision(d) => serde_json::to_writer(
             &mut bytes,
             &Shadow {
@@ -169,6 +171,9 @@ pub fn parse_record(line: &[u8]) -> Result<Record, String> {
             .map_err(not_a_record),
         "config" => serde_json::from_slice::<ReadConfig>(line)
             .map(Record::Config)
+            .map_err(not_a_record),
+        "access" => serde_json::from_slice::<ReadAccess>(line)
+            .map(Record::Access)
             .map_err(not_a_record),
         other => Err(format!("not a record: unknown kind `{other}`")),
     }

@@ -12,6 +12,7 @@
 //! This module knows nothing of HTTP. Auditor tooling reads the log through it
 //! ([`read_records`], [`verify`]): one parser for writer, verifier and tools.
 
+pub mod access;
 pub mod checkpoint;
 mod format;
 pub mod integrity;

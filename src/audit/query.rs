@@ -19,8 +19,8 @@ use super::AuditError;
 use super::format::{display_name, list_segments, parse_record};
 use super::reader::LineReader;
 use super::record::{
-    ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, ResourceRef, ReviewVerdict,
-    Verdict,
+    ReadAccess, ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, ResourceRef,
+    ReviewVerdict, Verdict,
 };
 
 /// What to look for; all given filters must hold.
@@ -91,6 +91,9 @@ pub struct Row {
     pub outcome_seq: Option<u64>,
     pub status: Option<u16>,
     pub disclosed: Vec<ResourceRef>,
+    /// The persons the registry's answer held but the gate withheld (release decision deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<ResourceRef>,
     /// The FSC TransactionID of the forwarded request, when its upstream is reached through an
     /// FSC Outway (absent in records before format 1.1).
     pub fsc_transaction_id: Option<String>,
@@ -126,6 +129,18 @@ impl Row {
             outcome_seq: outcome.map(|o| o.seq),
             status: outcome.map(|o| o.status),
             disclosed: outcome.map(|o| o.disclosed.clone()).unwrap_or_default(),
+            withheld: outcome
+                .map(|o| {
+                    o.release
+                        .iter()
+                        .filter(|r| !r.released)
+                        .map(|r| ResourceRef {
+                            kind: r.kind.clone(),
+                            id: r.id.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             fsc_transaction_id: outcome.and_then(|o| o.fsc_transaction_id.clone()),
             review: None,
         }
@@ -229,6 +244,8 @@ pub struct QueryResult {
     pub checkpoints: Vec<ReadCheckpoint>,
     /// All review records of the log.
     pub reviews: Vec<ReadReview>,
+    /// All access records of the log (the auditor console's views of personal data).
+    pub accesses: Vec<ReadAccess>,
     /// Records in the log (the last seq).
     pub records: u64,
 }
@@ -240,7 +257,8 @@ fn line_kind(line: &[u8]) -> Option<&'static str> {
         // The 160-byte cut may split a character; fall back to the valid prefix.
         std::str::from_utf8(&head[..head.len().saturating_sub(3)]).ok()
     })?;
-    const KINDS: [(&str, &str); 4] = [
+    const KINDS: [(&str, &str); 5] = [
+        (",\"kind\":\"access\",", "access"),
         (",\"kind\":\"decision\",", "decision"),
         (",\"kind\":\"outcome\",", "outcome"),
         (",\"kind\":\"checkpoint\",", "checkpoint"),
@@ -334,7 +352,7 @@ pub fn query_lines(
         result.records += 1;
         let kind = line_kind(line);
         let wanted = match (kind, needle) {
-            (Some("checkpoint" | "review"), _) => true,
+            (Some("checkpoint" | "review" | "access"), _) => true,
             (Some("config"), _) => false,
             (_, None) => true,
             (Some("outcome"), Some(_)) if !needle_in_outcomes => false,
@@ -353,6 +371,7 @@ pub fn query_lines(
             Record::Checkpoint(c) => result.checkpoints.push(c),
             Record::Review(r) => result.reviews.push(r),
             Record::Config(_) => {}
+            Record::Access(a) => result.accesses.push(a),
         }
         Ok(())
     })?;

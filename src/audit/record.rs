@@ -11,8 +11,9 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Minor version of the record format: optional members added in a way readers of the same
 /// major version can ignore (1.1: the outcome's `code`, `upstream_status`,
-/// `fsc_transaction_id`; 1.2: the decision's `inputs`).
-pub const FORMAT_MINOR_VERSION: u32 = 2;
+/// `fsc_transaction_id`; 1.2: the decision's `inputs`; 1.3: the `access` record kind of the
+/// auditor console).
+pub const FORMAT_MINOR_VERSION: u32 = 3;
 
 /// What a Cedar decision depended on besides the record's own members (principal, action,
 /// resource, purpose, fields, time, client ip), so that `policy replay` and `policy explain`
@@ -257,6 +258,54 @@ pub struct ConfigRecord {
     pub new_version: String,
 }
 
+/// An auditor saw personal data in the auditor console (format 1.2): written, durably, before
+/// the page that shows it is answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    pub time: String,
+    pub kind: AccessKind,
+    /// The console instance (`[console] name`).
+    pub console: String,
+    /// The auditor: the `sub` of the ID token.
+    pub by: String,
+    /// The auditor's display name from the ID token, when it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The auditor's roles from the role claim.
+    pub roles: Vec<String>,
+    /// The page: `overview`, `signals`, `search`, `subject-report`, `incident`, `proof`, `review`.
+    pub view: String,
+    /// What was asked for on that page (e.g. `{"bsn": "999993653"}`), as given.
+    pub query: std::collections::BTreeMap<String, String>,
+    /// The auditor's address as the console saw it.
+    #[serde(default)]
+    pub client_ip: Option<String>,
+}
+
+/// Marker for `"kind": "access"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessKind {
+    #[serde(rename = "access")]
+    Access,
+}
+
+/// An access record with its `seq` and `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadAccess {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub console: String,
+    pub by: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    pub view: String,
+    pub query: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_ip: Option<String>,
+}
+
 /// Marker for `"kind": "config"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigKind {
@@ -272,6 +321,7 @@ pub enum RecordBody {
     Checkpoint(CheckpointRecord),
     Review(ReviewRecord),
     Config(ConfigRecord),
+    Access(AccessRecord),
     /// A decision on a route in shadow mode (`enforce = false`): written as the decision
     /// record plus `"enforced": false`; the request was forwarded whatever the verdict.
     ShadowDecision(Box<DecisionRecord>),
@@ -286,6 +336,7 @@ pub enum Record {
     Checkpoint(ReadCheckpoint),
     Review(ReadReview),
     Config(ReadConfig),
+    Access(ReadAccess),
 }
 
 /// A checkpoint record with its `seq` and `prev`.
@@ -382,6 +433,9 @@ pub struct ReadOutcome {
     /// Absent in records before format 1.1, and for upstreams not reached through FSC.
     #[serde(default)]
     pub fsc_transaction_id: Option<String>,
+    /// The release decision per person of the answer; empty when absent.
+    #[serde(default)]
+    pub release: Vec<ReleaseRecord>,
 }
 
 impl Record {
@@ -392,6 +446,7 @@ impl Record {
             Record::Checkpoint(c) => c.seq,
             Record::Review(r) => r.seq,
             Record::Config(c) => c.seq,
+            Record::Access(a) => a.seq,
         }
     }
 
@@ -402,6 +457,7 @@ impl Record {
             Record::Checkpoint(c) => &c.prev,
             Record::Review(r) => &r.prev,
             Record::Config(c) => &c.prev,
+            Record::Access(a) => &a.prev,
         }
     }
 
@@ -411,7 +467,7 @@ impl Record {
         match self {
             Record::Decision(d) => &d.request_id,
             Record::Outcome(o) => &o.request_id,
-            Record::Checkpoint(_) | Record::Review(_) | Record::Config(_) => "",
+            Record::Checkpoint(_) | Record::Review(_) | Record::Config(_) | Record::Access(_) => "",
         }
     }
 
@@ -423,6 +479,7 @@ impl Record {
             Record::Checkpoint(c) => &c.time,
             Record::Review(r) => &r.time,
             Record::Config(c) => &c.time,
+            Record::Access(a) => &a.time,
         }
     }
 }

@@ -896,6 +896,7 @@ mod tests {
             outcome_seq: None,
             status: None,
             disclosed: vec![],
+            withheld: vec![],
             fsc_transaction_id: None,
             review: None,
         }

@@ -71,14 +71,39 @@ pub fn append_review(
     }
     let request = ReviewRequest::new(seq, by, verdict, note);
     let id = spool::submit(dir, &request).map_err(ReviewError::Spool)?;
+    let (answer, by_gate) = wait_for_writer(dir, &id, timeout)?;
+    match answer {
+        Some(Answer::Done(done)) => {
+            confirm(dir, done.seq, &request)?;
+            Ok(Appended {
+                seq: done.seq,
+                by_gate,
+            })
+        }
+        Some(Answer::Rejected(r)) => Err(ReviewError::Rejected(r.error)),
+        None => Err(ReviewError::Pending {
+            secs: timeout.as_secs(),
+            path: spool::incoming_path(dir, &id),
+        }),
+    }
+}
+
+/// Has the spooled request `id` appended: by this process when it can take the writer lock,
+/// else by the running gate (waiting up to `timeout`, and taking over when the gate stops).
+/// Returns the writer's answer (none when the timeout passed) and whether the gate wrote it.
+pub(crate) fn wait_for_writer(
+    dir: &Path,
+    id: &str,
+    timeout: Duration,
+) -> Result<(Option<Answer>, bool), ReviewError> {
     let mut by_gate = false;
     let answer = match write_spool_here(dir) {
-        Ok(()) => spool::take_answer(dir, &id).map_err(ReviewError::Spool)?,
+        Ok(()) => spool::take_answer(dir, id).map_err(ReviewError::Spool)?,
         Err(AuditError::InUse(_)) => {
             by_gate = true;
             // Every second, check whether the gate stopped: then this process is the writer.
             let mut last_try = Instant::now();
-            spool::wait_answer(dir, &id, timeout, || {
+            spool::wait_answer(dir, id, timeout, || {
                 if last_try.elapsed() < Duration::from_secs(1) {
                     return Ok(());
                 }
@@ -96,24 +121,11 @@ pub fn append_review(
         }
         Err(e) => {
             // Nothing will append it: take the request back.
-            let _ = spool::remove_request(dir, &id);
+            let _ = spool::remove_request(dir, id);
             return Err(e.into());
         }
     };
-    match answer {
-        Some(Answer::Done(done)) => {
-            confirm(dir, done.seq, &request)?;
-            Ok(Appended {
-                seq: done.seq,
-                by_gate,
-            })
-        }
-        Some(Answer::Rejected(r)) => Err(ReviewError::Rejected(r.error)),
-        None => Err(ReviewError::Pending {
-            secs: timeout.as_secs(),
-            path: spool::incoming_path(dir, &id),
-        }),
-    }
+    Ok((answer, by_gate))
 }
 
 /// Takes the writer lock, lets the writer append the spooled requests, and closes the log;

@@ -11,6 +11,9 @@
 //! that is not well-formed, or names a seq that is not yet in the log, is moved to
 //! `DIR/reviews/rejected/<id>.json` with the reason. The CLI waits for either file.
 //!
+//! The auditor console hands its `access` records to the writer the same way
+//! (`purpose-gate-access-request/1`, [`AccessRequest`]): one spool, one writer.
+//!
 //! INVARIANT: a request is appended at most once: its done file is written before the request
 //! is removed, and a request whose done file exists is removed without appending it again
 //! (a crash between the two steps).
@@ -25,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::AuditError;
-use super::record::{ReviewKind, ReviewRecord, ReviewVerdict};
+use super::record::{AccessRecord, RecordBody, ReviewKind, ReviewRecord, ReviewVerdict};
 use super::writer::Command;
 
 /// The spool directory inside the audit directory.
@@ -35,6 +38,8 @@ const DONE: &str = "done";
 const REJECTED: &str = "rejected";
 /// The format name of a review request file.
 pub const REQUEST_FORMAT: &str = "purpose-gate-review-request/1";
+/// The format name of an access request file (the auditor console's).
+pub const ACCESS_FORMAT: &str = "purpose-gate-access-request/1";
 /// Largest request file the writer reads.
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 /// How often a writer that appends reviews looks into the spool.
@@ -109,6 +114,84 @@ impl ReviewRequest {
     }
 }
 
+/// An `access` record to append, as written by the auditor console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequest {
+    /// [`ACCESS_FORMAT`].
+    pub format: String,
+    /// The record body; its `time` is replaced by the time it is appended.
+    pub access: AccessRecord,
+}
+
+impl AccessRequest {
+    /// A request for `access`.
+    pub fn new(access: AccessRecord) -> Self {
+        AccessRequest {
+            format: ACCESS_FORMAT.into(),
+            access,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.format != ACCESS_FORMAT {
+            return Err(format!("unknown request format `{}`", self.format));
+        }
+        let a = &self.access;
+        if a.by.trim().is_empty() || a.by.len() > MAX_BY {
+            return Err(format!("`by` must name the auditor in 1 to {MAX_BY} bytes"));
+        }
+        if a.view.trim().is_empty() || a.view.len() > MAX_BY {
+            return Err(format!("`view` must name the page in 1 to {MAX_BY} bytes"));
+        }
+        let size: usize = a.query.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > MAX_NOTE {
+            return Err(format!("`query` is longer than {MAX_NOTE} bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// A request in the spool: a review (`audit review`, the console's review form) or an access
+/// record (the console).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SpoolRequest {
+    Review(ReviewRequest),
+    Access(AccessRequest),
+}
+
+impl SpoolRequest {
+    /// Checks the request against the log whose next seq is `next_seq`.
+    pub(crate) fn check(&self, next_seq: u64) -> Result<(), String> {
+        match self {
+            SpoolRequest::Review(r) => r.check(next_seq),
+            SpoolRequest::Access(a) => a.check(),
+        }
+    }
+
+    /// The record body to append.
+    pub(crate) fn record(&self) -> RecordBody {
+        match self {
+            SpoolRequest::Review(r) => RecordBody::Review(r.record()),
+            SpoolRequest::Access(a) => {
+                let mut access = a.access.clone();
+                access.time = now();
+                RecordBody::Access(access)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            SpoolRequest::Review(r) => format!("review of seq {} by `{}`", r.target_seq, r.by),
+            SpoolRequest::Access(a) => {
+                format!("access to `{}` by `{}`", a.access.view, a.access.by)
+            }
+        }
+    }
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -148,8 +231,9 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
     File::open(dir)?.sync_all()
 }
 
-/// Drops a review request into the spool; returns its id.
-pub fn submit(dir: &Path, request: &ReviewRequest) -> Result<String, String> {
+/// Drops a request (a [`ReviewRequest`], [`AccessRequest`] or [`SpoolRequest`]) into the
+/// spool; returns its id.
+pub fn submit<T: Serialize>(dir: &Path, request: &T) -> Result<String, String> {
     let id = uuid::Uuid::now_v7().to_string();
     let bytes = serde_json::to_vec_pretty(request)
         .map_err(|e| format!("cannot encode the review request: {e}"))?;
@@ -235,7 +319,7 @@ fn is_request_name(name: &str) -> bool {
 pub(crate) struct Pending {
     pub id: String,
     /// The request, or why it cannot be used.
-    pub request: Result<ReviewRequest, String>,
+    pub request: Result<SpoolRequest, String>,
     /// Appended before (its done file exists): only remove it.
     pub already_done: bool,
 }
@@ -267,7 +351,7 @@ pub(crate) fn pending(dir: &Path) -> std::io::Result<Vec<Pending>> {
             _ => std::fs::read(&path)
                 .map_err(|e| format!("cannot read the request: {e}"))
                 .and_then(|b| {
-                    serde_json::from_slice::<ReviewRequest>(&b)
+                    serde_json::from_slice::<SpoolRequest>(&b)
                         .map_err(|e| format!("not a review request: {e}"))
                 }),
         };
@@ -337,7 +421,7 @@ pub(crate) fn append_pending(tx: &mpsc::Sender<Command>, dir: &Path) {
         match answer.blocking_recv() {
             Ok(Ok(seqs)) => {
                 let seq = seqs.first().copied().unwrap_or_default();
-                tracing::info!(seq, target_seq = request.target_seq, by = %request.by, "audit log: review appended");
+                tracing::info!(seq, request = %request.describe(), "audit log: spooled record appended");
                 if let Err(e) = finish_done(dir, &p.id, seq) {
                     tracing::error!(error = %e, id = %p.id, "audit log: cannot answer a review request");
                 }
@@ -384,7 +468,10 @@ mod tests {
         let p = pending(dir.path()).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].id, id);
-        assert_eq!(p[0].request.as_ref().unwrap(), &req);
+        assert_eq!(
+            p[0].request.as_ref().unwrap(),
+            &SpoolRequest::Review(req.clone())
+        );
         assert!(!p[0].already_done);
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path().join("reviews/incoming"))

@@ -41,7 +41,7 @@ use super::format::{Chain, encode_body, frame_line, line_hash_hex, segment_file_
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{CheckpointKind, CheckpointRecord, RecordBody};
 use super::scan::{Tail, read_last_line};
-use super::spool::ReviewRequest;
+use super::spool::SpoolRequest;
 
 /// A segment file as the writer uses it; a test double can inject failures.
 #[allow(clippy::len_without_is_empty)] // `len` is an I/O query, not a collection size
@@ -106,7 +106,7 @@ pub(crate) enum Command {
     /// A spooled review request: checked against the log when it is framed (the reviewed seq
     /// must be in it), then appended like any append; refused with [`AuditError::Rejected`].
     Review {
-        request: ReviewRequest,
+        request: SpoolRequest,
         reply: oneshot::Sender<Result<Vec<u64>, AuditError>>,
     },
 }
@@ -512,8 +512,8 @@ fn sequence(
         while let Some(mut command) = next.take() {
             if let Command::Review { request, reply } = command {
                 let body = request.check(framer.at.chain.next_seq).and_then(|()| {
-                    encode_body(&RecordBody::Review(request.record()))
-                        .map_err(|e| format!("cannot encode the review: {e}"))
+                    encode_body(&request.record())
+                        .map_err(|e| format!("cannot encode the record: {e}"))
                 });
                 match body {
                     Ok(body) => command = Command::Append(Append::new(vec![body], reply)),

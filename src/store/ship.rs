@@ -236,6 +236,7 @@ impl ShipLine {
             }
             Record::Review(_) => "review",
             Record::Config(_) => "config",
+            Record::Access(_) => "access",
         };
         subjects.retain(|s| !s.contains(SUBJECT_SEP));
         Ok(ShipLine {

@@ -1,0 +1,307 @@
+//! The figures of *Overzicht* and *Signalen*, built from the whole log in the background.
+//!
+//! Verifying the chain and computing the signals read every record (seconds for a million);
+//! a page must answer in well under a second. So a snapshot — chain verified up to seq N at
+//! time T, the latest checkpoint, lookups per day, refusals by code, break-glass use, the
+//! signals with their review state, the latest access records — is built off the request
+//! path (at start, every 30 s, and right after a review made in the console), and the pages
+//! show it with the time it was built. Guarantees: a snapshot is built only through the `audit`
+//! module (`integrity::verify_log`, `query::query`, `report::signals`); one build at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+
+use crate::audit::query::{Filter, query};
+use crate::audit::report::{EmployeeSignals, SignalOptions, WorkingHours, signals};
+use crate::audit::{ReviewVerdict, Verdict};
+
+/// The latest checkpoint as shown.
+#[derive(Debug, Clone)]
+pub struct CheckpointView {
+    pub tree_size: u64,
+    /// The key name on the signature line (the log's origin).
+    pub signer: String,
+    /// The key id (hex) on the signature line.
+    pub key_id: String,
+}
+
+/// One break-glass request.
+#[derive(Debug, Clone)]
+pub struct BreakGlassView {
+    pub seq: u64,
+    pub time: String,
+    pub employee: String,
+    pub reason: String,
+}
+
+/// One access record.
+#[derive(Debug, Clone)]
+pub struct AccessView {
+    pub time: String,
+    pub by: String,
+    pub view: String,
+    pub query: String,
+}
+
+impl AccessView {
+    /// The row of an access record.
+    pub fn of(
+        by: &str,
+        name: Option<&str>,
+        view: &str,
+        query: &BTreeMap<String, String>,
+    ) -> AccessView {
+        AccessView {
+            time: now(),
+            by: match name {
+                Some(n) => format!("{by} ({n})"),
+                None => by.to_string(),
+            },
+            view: view.to_string(),
+            query: query
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+/// The whole-log figures.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub built: String,
+    pub took_ms: u128,
+    /// Records in the log when the snapshot was built.
+    pub records: u64,
+    /// `Ok((last seq, checked at))` or why the chain does not hold.
+    pub chain: Result<(u64, String), String>,
+    pub checkpoint: Option<CheckpointView>,
+    /// Day (`YYYY-MM-DD`) → (allowed, denied).
+    pub per_day: BTreeMap<String, (u64, u64)>,
+    pub refusals: Vec<(String, u64)>,
+    pub break_glass_count: u64,
+    /// The newest break-glass requests (at most 20).
+    pub break_glass: Vec<BreakGlassView>,
+    pub signals: Vec<EmployeeSignals>,
+    /// Reviewed seq → latest verdict.
+    pub reviews: HashMap<u64, ReviewVerdict>,
+    pub open_signals: usize,
+    /// The newest access records (at most 20).
+    pub accesses: Vec<AccessView>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Builds a snapshot of the log in `dir` (blocking: reads the whole log twice).
+pub fn build(
+    dir: &std::path::Path,
+    hours: &WorkingHours,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<Snapshot, String> {
+    let started = Instant::now();
+    let (chain, checkpoint) = match crate::audit::integrity::verify_log(dir, key) {
+        Ok(s) => {
+            let cp = s.latest.as_ref().map(|(size, note)| {
+                // The signature line: `— <name> <base64(key id || signature)>`.
+                let sig = note
+                    .lines()
+                    .find(|l| l.starts_with('\u{2014}'))
+                    .unwrap_or_default();
+                let mut parts = sig.split(' ').skip(1);
+                let signer = parts.next().unwrap_or_default().to_string();
+                let key_id = parts
+                    .next()
+                    .and_then(|b| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.decode(b).ok()
+                    })
+                    .map(|b| hex::encode(&b[..b.len().min(4)]))
+                    .unwrap_or_default();
+                CheckpointView {
+                    tree_size: *size,
+                    signer,
+                    key_id,
+                }
+            });
+            (Ok((s.records, now())), cp)
+        }
+        Err(f) => (
+            Err(match f.seq {
+                Some(seq) => format!("at seq {seq}: {}", f.message),
+                None => f.message,
+            }),
+            None,
+        ),
+    };
+    let result = query(dir, &Filter::default()).map_err(|e| e.to_string())?;
+    let mut per_day: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut refusals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut break_glass = Vec::new();
+    let mut break_glass_count = 0;
+    for row in &result.rows {
+        let day = row.time.get(..10).unwrap_or_default().to_string();
+        let entry = per_day.entry(day).or_default();
+        match row.decision {
+            Verdict::Allow => entry.0 += 1,
+            Verdict::Deny => {
+                entry.1 += 1;
+                *refusals
+                    .entry(row.code.clone().unwrap_or_else(|| "-".into()))
+                    .or_default() += 1;
+            }
+        }
+        if row.break_glass {
+            break_glass_count += 1;
+            break_glass.push(BreakGlassView {
+                seq: row.seq,
+                time: row.time.clone(),
+                employee: row.employee.clone().unwrap_or_default(),
+                reason: row.reason.clone().unwrap_or_default(),
+            });
+        }
+    }
+    break_glass.reverse();
+    break_glass.truncate(20);
+    let mut refusals: Vec<(String, u64)> = refusals.into_iter().collect();
+    refusals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut reviews = HashMap::new();
+    for r in &result.reviews {
+        reviews.insert(r.target_seq, r.verdict);
+    }
+    let list = signals(&result, &SignalOptions::new(hours.clone()));
+    let open_signals = list
+        .iter()
+        .flat_map(|e| &e.signals)
+        .filter(|s| s.seqs.iter().any(|q| !reviews.contains_key(q)))
+        .count();
+    let accesses = result
+        .accesses
+        .iter()
+        .rev()
+        .take(20)
+        .map(|a| AccessView {
+            time: a.time.clone(),
+            ..AccessView::of(&a.by, a.name.as_deref(), &a.view, &a.query)
+        })
+        .collect();
+    Ok(Snapshot {
+        built: now(),
+        records: result.records,
+        took_ms: started.elapsed().as_millis(),
+        chain,
+        checkpoint,
+        per_day,
+        refusals,
+        break_glass_count,
+        break_glass,
+        signals: list,
+        reviews,
+        open_signals,
+        accesses,
+    })
+}
+
+/// The current snapshot of one log.
+pub struct Snapshots {
+    dir: PathBuf,
+    hours: WorkingHours,
+    key: Option<ed25519_dalek::VerifyingKey>,
+    current: ArcSwapOption<Snapshot>,
+    building: tokio::sync::Mutex<()>,
+}
+
+impl Snapshots {
+    pub fn new(
+        dir: PathBuf,
+        hours: WorkingHours,
+        key: Option<ed25519_dalek::VerifyingKey>,
+    ) -> Snapshots {
+        Snapshots {
+            dir,
+            hours,
+            key,
+            current: ArcSwapOption::empty(),
+            building: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current snapshot, built now when there is none yet.
+    pub async fn get(&self) -> Result<Arc<Snapshot>, String> {
+        match self.current.load_full() {
+            Some(s) => Ok(s),
+            None => self.rebuild().await,
+        }
+    }
+
+    /// Builds a new snapshot and makes it current.
+    pub async fn rebuild(&self) -> Result<Arc<Snapshot>, String> {
+        let _one = self.building.lock().await;
+        let (dir, hours, key) = (self.dir.clone(), self.hours.clone(), self.key);
+        let snap = tokio::task::spawn_blocking(move || build(&dir, &hours, key.as_ref()))
+            .await
+            .map_err(|e| format!("the snapshot task failed: {e}"))??;
+        let snap = Arc::new(snap);
+        self.current.store(Some(snap.clone()));
+        Ok(snap)
+    }
+}
+
+/// The lookups per day as an inline SVG bar chart (the last 31 days that have lookups).
+pub fn chart(per_day: &BTreeMap<String, (u64, u64)>, title: &str, desc: &str) -> String {
+    use crate::audit::report::html_escape as esc;
+    let days: Vec<(&String, &(u64, u64))> = per_day.iter().rev().take(31).collect();
+    let days: Vec<_> = days.into_iter().rev().collect();
+    let max = days
+        .iter()
+        .map(|(_, (a, d))| a + d)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (w, h, left, bottom) = (760u64, 220u64, 40u64, 40u64);
+    let slot = if days.is_empty() {
+        w
+    } else {
+        (w - left) / days.len() as u64
+    };
+    let bar = slot.saturating_sub(4).max(2);
+    let plot = h - bottom - 10;
+    let mut svg = format!(
+        "<svg class=\"chart\" role=\"img\" aria-labelledby=\"chart-title chart-desc\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" xmlns=\"http://www.w3.org/2000/svg\"><title id=\"chart-title\">{}</title><desc id=\"chart-desc\">{}</desc>",
+        esc(title),
+        esc(desc)
+    );
+    svg.push_str(&format!(
+        "<text x=\"0\" y=\"12\">{max}</text><text x=\"0\" y=\"{}\">0</text><line x1=\"{left}\" y1=\"{}\" x2=\"{w}\" y2=\"{}\" stroke=\"#767676\"/>",
+        h - bottom,
+        h - bottom,
+        h - bottom
+    ));
+    for (i, (day, (allow, deny))) in days.iter().enumerate() {
+        let x = left + i as u64 * slot + 2;
+        let ha = allow * plot / max;
+        let hd = deny * plot / max;
+        let base = h - bottom;
+        svg.push_str(&format!(
+            "<g><title>{}: {allow} / {deny}</title><rect class=\"allow\" x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{ha}\"/><rect class=\"deny\" x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{hd}\"/></g>",
+            esc(day),
+            base - ha,
+            base - ha - hd
+        ));
+        if days.len() <= 10 || i % 5 == 0 {
+            svg.push_str(&format!(
+                "<text x=\"{x}\" y=\"{}\">{}</text>",
+                h - bottom + 14,
+                esc(day.get(5..).unwrap_or(day))
+            ));
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
