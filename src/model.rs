@@ -279,13 +279,78 @@ pub mod keys {
         {
             return None;
         }
-        let surname: Vec<String> = crate::audit::surname::surname_keys(geslachtsnaam)
+        let surname: Vec<String> = super::names::surname_keys(geslachtsnaam)
             .into_iter()
             .collect();
         if surname.is_empty() {
             return None;
         }
         Some(format!("{}:{geboortedatum}", surname.join("-")))
+    }
+}
+
+/// Dutch surnames reduced to comparable keys (the shared-surname signal, and the name keys of
+/// release decisions): see [`names::surname_keys`].
+pub mod names {
+    use std::collections::BTreeSet;
+
+    use unicode_normalization::UnicodeNormalization;
+
+    /// Words that are voorvoegsels (surname prefixes) in the BRP, after normalisation
+    /// (RvIG voorvoegseltabel, Dutch and the most common foreign ones).
+    const VOORVOEGSELS: &[&str] = &[
+        "aan", "af", "al", "am", "auf", "aus", "ben", "bij", "bin", "d", "da", "dal", "dalla",
+        "das", "de", "degli", "dei", "del", "della", "dem", "den", "der", "des", "di", "die", "do",
+        "don", "dos", "du", "el", "het", "i", "im", "in", "l", "la", "las", "le", "les", "lo",
+        "los", "onder", "op", "over", "s", "t", "te", "ten", "ter", "tho", "thoe", "thor", "to",
+        "toe", "tot", "uit", "uijt", "unter", "van", "ver", "vom", "von", "voor", "vor", "zu",
+        "zum", "zur",
+    ];
+
+    /// The normalised word forms of `name`: diacritics dropped, lowercase, only letters and digits.
+    fn words(part: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut word = String::new();
+        for c in part.nfkd() {
+            if unicode_normalization::char::is_combining_mark(c) {
+                continue;
+            }
+            if c.is_alphanumeric() {
+                word.extend(c.to_lowercase());
+            } else if matches!(c, '\'' | '\u{2019}' | '\u{2018}' | '`' | '.') {
+                // `'t`, `d'Ancona`, `St.`: the apostrophe or dot ends a prefix word.
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+            } else if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+        }
+        if !word.is_empty() {
+            out.push(word);
+        }
+        out
+    }
+
+    /// The keys of a surname as compared by the signal (see the module docs); empty for a name
+    /// without letters.
+    pub fn surname_keys(name: &str) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        // `Berg, van der` (surname, then its voorvoegsels) is `van der Berg`.
+        let name = name.split(',').next().unwrap_or_default();
+        for part in name.split(['-', '\u{2010}', '\u{2013}']) {
+            let w = words(part);
+            let start = w
+                .iter()
+                .position(|x| !VOORVOEGSELS.contains(&x.as_str()))
+                // A name of prefix words only (e.g. the surname `Van`) keeps its last word.
+                .unwrap_or(w.len().saturating_sub(1));
+            let key = w.get(start..).unwrap_or_default().join(" ");
+            if !key.is_empty() {
+                keys.insert(key);
+            }
+        }
+        keys
     }
 }
 
@@ -410,14 +475,6 @@ impl Action {
     /// The action id as written in policies and the audit log.
     pub fn as_str(self) -> &'static str {
         self.0
-    }
-
-    /// The action with this id, when the gate decides one (a registry's, or `release`).
-    pub fn parse(id: &str) -> Option<Action> {
-        if id == Action::RELEASE.as_str() {
-            return Some(Action::RELEASE);
-        }
-        crate::registry::Registries::standard().action(id)
     }
 }
 

@@ -730,7 +730,8 @@ fn demo_config_loads() {
         cfg.auth.jwks_file.as_deref(),
         Some(demo_dir().join("keys/jwks.json").as_path())
     );
-    assert_eq!(cfg.effective_routes().len(), 3);
+    // BRP Personen, BRP Bewoning, RDW vehicle and holder.
+    assert_eq!(cfg.effective_routes().len(), 4);
 }
 
 #[test]

@@ -218,6 +218,13 @@ fn print_guide(
     println!(
         "curl -s {gate}/rdw/voertuigen/GZ-123-K/tenaamstelling -H \"Authorization: Bearer $T107\" -H 'X-Case-Id: Z-2026-000201'\n"
     );
+    println!(
+        "# 9. BRP Bewoning: who lives at the address the enforcement case names (each resident decided)"
+    );
+    println!(
+        "curl -s -i {gate}/haalcentraal/api/bewoning/bewoningen -H \"Authorization: Bearer $T107\" -H 'X-Case-Id: Z-2026-000201' -H 'Content-Type: application/json' -d '{{\"type\":\"BewoningMetPeildatum\",\"peildatum\":\"{}\",\"adresseerbaarObjectIdentificatie\":\"0363010000088001\"}}'\n",
+        chrono::Utc::now().date_naive()
+    );
     println!("# then: is the audit log intact?");
     println!(
         "cargo run --quiet -- audit verify --dir {}",

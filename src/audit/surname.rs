@@ -17,66 +17,10 @@
 //! Refuses: a file that is neither a JSON object of strings nor CSV with the expected header
 //! columns, an empty id, a duplicate id with another name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use unicode_normalization::UnicodeNormalization;
-
-/// Words that are voorvoegsels (surname prefixes) in the BRP, after normalisation
-/// (RvIG voorvoegseltabel, Dutch and the most common foreign ones).
-const VOORVOEGSELS: &[&str] = &[
-    "aan", "af", "al", "am", "auf", "aus", "ben", "bij", "bin", "d", "da", "dal", "dalla", "das",
-    "de", "degli", "dei", "del", "della", "dem", "den", "der", "des", "di", "die", "do", "don",
-    "dos", "du", "el", "het", "i", "im", "in", "l", "la", "las", "le", "les", "lo", "los", "onder",
-    "op", "over", "s", "t", "te", "ten", "ter", "tho", "thoe", "thor", "to", "toe", "tot", "uit",
-    "uijt", "unter", "van", "ver", "vom", "von", "voor", "vor", "zu", "zum", "zur",
-];
-
-/// The normalised word forms of `name`: diacritics dropped, lowercase, only letters and digits.
-fn words(part: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    for c in part.nfkd() {
-        if unicode_normalization::char::is_combining_mark(c) {
-            continue;
-        }
-        if c.is_alphanumeric() {
-            word.extend(c.to_lowercase());
-        } else if matches!(c, '\'' | '\u{2019}' | '\u{2018}' | '`' | '.') {
-            // `'t`, `d'Ancona`, `St.`: the apostrophe or dot ends a prefix word.
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-        } else if !word.is_empty() {
-            out.push(std::mem::take(&mut word));
-        }
-    }
-    if !word.is_empty() {
-        out.push(word);
-    }
-    out
-}
-
-/// The keys of a surname as compared by the signal (see the module docs); empty for a name
-/// without letters.
-pub fn surname_keys(name: &str) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    // `Berg, van der` (surname, then its voorvoegsels) is `van der Berg`.
-    let name = name.split(',').next().unwrap_or_default();
-    for part in name.split(['-', '\u{2010}', '\u{2013}']) {
-        let w = words(part);
-        let start = w
-            .iter()
-            .position(|x| !VOORVOEGSELS.contains(&x.as_str()))
-            // A name of prefix words only (e.g. the surname `Van`) keeps its last word.
-            .unwrap_or(w.len().saturating_sub(1));
-        let key = w.get(start..).unwrap_or_default().join(" ");
-        if !key.is_empty() {
-            keys.insert(key);
-        }
-    }
-    keys
-}
+pub use crate::model::names::surname_keys;
 
 /// Whether two surnames share a key; the shared key, if any.
 pub fn shared_surname(a: &str, b: &str) -> Option<String> {

@@ -92,7 +92,13 @@ pub fn rebuild(d: &ReadDecision, audit_dir: &Path) -> Result<Recorded, NotReplay
             return Err(NotReplayable::NotAPolicyDecision);
         }
     }
-    let action = Action::parse(action).ok_or_else(|| missing("unknown action"))?;
+    let action = if action == Action::RELEASE.as_str() {
+        Action::RELEASE
+    } else {
+        crate::registry::Registries::standard()
+            .action(action)
+            .ok_or_else(|| missing("unknown action"))?
+    };
     let resource = match resource.kind.as_str() {
         "Person" => Resource::Person(Bsn::parse(&resource.id).map_err(|_| {
             missing("the person is pseudonymised (subject_key): the gate keeps no BSN to decide on")
