@@ -354,7 +354,8 @@ async fn answers_the_gate_cannot_read_are_refused_recorded_and_not_passed_on() {
     }
 
     // A JSON error answer that names nobody is the registry's, passed on and recorded as such.
-    let not_found = br#"{"type":"about:blank","title":"Opgevraagde resource bestaat niet.","status":404,"detail":"niet gevonden","code":"notFound"}"#;
+    // A Haal Centraal Foutbericht as the registry writes it (`instance` the URI of the call).
+    let not_found = br#"{"type":"https://www.rfc-editor.org/rfc/rfc9110#name-404-not-found","title":"Opgevraagde resource bestaat niet.","status":404,"detail":"niet gevonden","instance":"https://brp.example/personen","code":"notFound"}"#;
     fake.set(Canned::new(404, &[problem], not_found));
     let a = lookup(&h, &[]).await;
     assert_eq!(a.status, 404);
