@@ -82,8 +82,19 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// The audit directory.
-        #[arg(long, value_name = "DIR")]
-        audit: PathBuf,
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "db",
+            conflicts_with = "db"
+        )]
+        audit: Option<PathBuf>,
+        /// The central store (`postgres://…`): replay every gate's shipped decisions.
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
+        /// With `--db`: only this gate.
+        #[arg(long, value_name = "ID", requires = "db")]
+        gate: Option<String>,
         #[command(flatten)]
         period: PeriodArgs,
         /// Output format.
@@ -97,8 +108,19 @@ pub enum PolicyCommand {
     /// condition held or failed.
     Explain {
         /// The audit directory.
-        #[arg(long, value_name = "DIR")]
-        audit: PathBuf,
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "db",
+            conflicts_with = "db"
+        )]
+        audit: Option<PathBuf>,
+        /// The central store (`postgres://…`).
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
+        /// With `--db`: the gate whose record `--seq` is (needed when the store holds several).
+        #[arg(long, value_name = "ID", requires = "db")]
+        gate: Option<String>,
         /// The decision record.
         #[arg(long, value_name = "N")]
         seq: u64,
@@ -459,11 +481,34 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
         PolicyCommand::Replay {
             dir,
             audit,
+            db,
+            gate,
             period,
             format,
             accept,
-        } => return policy_replay(dir, audit, period, *format, accept.as_deref()),
-        PolicyCommand::Explain { audit, seq, dir } => {
+        } => {
+            let source = match (audit, db) {
+                (Some(a), _) => ReplaySource::Dir(a),
+                (None, Some(url)) => ReplaySource::Db(url, gate.as_deref()),
+                (None, None) => return usage_error("give `--audit DIR` or `--db URL`"),
+            };
+            return policy_replay(dir, source, period, *format, accept.as_deref());
+        }
+        PolicyCommand::Explain {
+            audit,
+            db: Some(url),
+            gate,
+            seq,
+            dir,
+        } if audit.is_none() => {
+            return crate::store::cli::explain(url, gate.as_deref(), dir, *seq);
+        }
+        PolicyCommand::Explain {
+            audit, seq, dir, ..
+        } => {
+            let Some(audit) = audit else {
+                return usage_error("give `--audit DIR` or `--db URL`");
+            };
             return match crate::policy::explain::explain(dir, audit, *seq) {
                 Ok(text) => {
                     print!("{text}");
@@ -557,9 +602,15 @@ fn policy_prove(args: &PolicyArgs, solver: Option<&Path>) -> ExitCode {
     }
 }
 
+/// Where `policy replay` reads the recorded decisions.
+enum ReplaySource<'a> {
+    Dir(&'a Path),
+    Db(&'a str, Option<&'a str>),
+}
+
 fn policy_replay(
     dir: &Path,
-    audit: &Path,
+    source: ReplaySource<'_>,
     period_args: &PeriodArgs,
     format: TableFormat,
     accept: Option<&Path>,
@@ -569,11 +620,14 @@ fn policy_replay(
         Ok(p) => p,
         Err(code) => return code,
     };
-    if !dir.is_dir() || !audit.is_dir() {
-        eprintln!(
-            "error: directory `{}` does not exist",
-            if dir.is_dir() { audit } else { dir }.display()
-        );
+    if !dir.is_dir() {
+        eprintln!("error: directory `{}` does not exist", dir.display());
+        return ExitCode::from(2);
+    }
+    if let ReplaySource::Dir(audit) = source
+        && !audit.is_dir()
+    {
+        eprintln!("error: directory `{}` does not exist", audit.display());
         return ExitCode::from(2);
     }
     let accept = match accept.map(replay::load_accept).transpose() {
@@ -585,12 +639,18 @@ fn policy_replay(
         until,
         accept,
     };
-    let report = match replay::replay(dir, audit, &opts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let report = match source {
+        ReplaySource::Dir(audit) => match replay::replay(dir, audit, &opts) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        ReplaySource::Db(url, gate) => match crate::store::cli::replay(url, gate, dir, &opts) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
     };
     match format {
         TableFormat::Table => print!("{}", replay::render_table(&report)),

@@ -455,3 +455,45 @@ fn coverage_lists_determining_tests_and_conditions_never_false() {
     let text = out(&o);
     assert!(text.contains("never false: !resource.protected"), "{text}");
 }
+
+#[test]
+fn replay_and_explain_without_an_answer_from_the_store_exit_2() {
+    let policies = common::repo().join("policies");
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    let url = "postgres://auditor@127.0.0.1:9/purpose_gate";
+    let o = gate()
+        .args(["policy", "replay", "--db", url, "--dir"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("store unavailable"),
+        "{}",
+        out(&o)
+    );
+    let o = gate()
+        .args(["policy", "explain", "--db", url, "--seq", "1", "--dir"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("store unavailable"),
+        "{}",
+        out(&o)
+    );
+    // A directory and a store at once, or neither, is a usage error.
+    let o = gate()
+        .args(["policy", "replay", "--db", url, "--audit", "/tmp", "--dir"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let o = gate()
+        .args(["policy", "explain", "--seq", "1", "--dir"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+}

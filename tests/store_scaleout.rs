@@ -266,13 +266,24 @@ async fn lookup(
     token: &str,
     bsn: &str,
 ) -> Result<(StatusCode, String, String), String> {
+    lookup_in(client, port, token, bsn, "Z-OPEN").await
+}
+
+/// A BRP lookup of `bsn` in case `case`: (status, request id, code).
+async fn lookup_in(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    port: u16,
+    token: &str,
+    bsn: &str,
+    case: &str,
+) -> Result<(StatusCode, String, String), String> {
     let body = raadpleeg(&[bsn], &["naam"]).to_string();
     let req = Request::post(format!(
         "http://127.0.0.1:{port}/haalcentraal/api/brp/personen"
     ))
     .header("authorization", format!("Bearer {token}"))
     .header("content-type", "application/json")
-    .header("x-case-id", "Z-OPEN")
+    .header("x-case-id", case)
     .body(Full::new(Bytes::from(body)))
     .map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
@@ -896,4 +907,247 @@ async fn a_gate_refuses_a_store_schema_newer_than_it_knows() {
     // The auditor commands refuse it too.
     let verify = run(&["audit", "verify", "--db", &url]);
     assert_ne!(verify.status.code(), Some(0), "{}", text(&verify));
+}
+
+/// A copy of the shipped policies without the protected-person checks (the permit's
+/// `!resource.protected` and `forbid-protected-person`).
+fn weakened_policies(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["gate.cedarschema", "entities.json"] {
+        std::fs::copy(repo().join("policies").join(f), to.join(f)).unwrap();
+    }
+    let src = std::fs::read_to_string(repo().join("policies/gate.cedar")).unwrap();
+    let mut weak = src.replacen(
+        "  context.case.case_type.allowed_fields.containsAll(context.fields) &&\n  !resource.protected &&\n",
+        "  context.case.case_type.allowed_fields.containsAll(context.fields) &&\n",
+        1,
+    );
+    assert_ne!(weak, src, "the permit to weaken is in the shipped policies");
+    let start = weak.find("@id(\"forbid-protected-person\")").unwrap();
+    let end = weak.find("@id(\"forbid-volume-limit\")").unwrap();
+    weak.replace_range(start..end, "");
+    std::fs::write(to.join("gate.cedar"), weak).unwrap();
+}
+
+/// The flips of a `policy replay --format json` report, without the gate: (seq, direction,
+/// policy, code, principal, resource, case).
+fn flips_of(report: &Value) -> Vec<(u64, String, String, String, String, String, String)> {
+    report["flips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (
+                f["seq"].as_u64().unwrap(),
+                s("direction"),
+                s("policy"),
+                s("code"),
+                s("principal"),
+                s("resource"),
+                s("case_id"),
+            )
+        })
+        .collect()
+}
+
+fn replay_json(args: &[&str], expect: i32) -> Value {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(expect), "{args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_explain_over_the_store_match_the_gate_directories() {
+    let Some(base) = base_url("replay_and_explain_over_the_store") else {
+        return;
+    };
+    let url = fresh_db(&base, "policy_db").await;
+    let db = sql(&url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let mut a = Gate::new(tmp.path(), "gate-a", &upstream, &store_section(&url, ""));
+    let mut b = Gate::new(tmp.path(), "gate-b", &upstream, &store_section(&url, ""));
+    a.start().await;
+    b.start().await;
+    let client = http_client();
+    let tok = token("emp-042");
+    for (gate, bsn, case, status) in [
+        (&a, "999993653", "Z-OPEN", StatusCode::OK),
+        (&a, "999990639", "Z-PROTECTED", StatusCode::FORBIDDEN),
+        (&a, "999993653", "Z-OPEN", StatusCode::OK),
+        (&b, "999993653", "Z-OPEN", StatusCode::OK),
+        (&b, "999990639", "Z-PROTECTED", StatusCode::FORBIDDEN),
+    ] {
+        let (got, _, _) = lookup_in(&client, gate.port, &tok, bsn, case)
+            .await
+            .unwrap();
+        assert_eq!(got, status, "{} {bsn} {case}", gate.id);
+    }
+    wait_shipped(&db, &a).await;
+    wait_shipped(&db, &b).await;
+    a.stop();
+    b.stop();
+
+    // Every case snapshot a shipped record names is in the store, byte for byte.
+    for g in [&a, &b] {
+        for entry in std::fs::read_dir(g.dir.join("cases")).unwrap() {
+            let path = entry.unwrap().path();
+            let hash = path.file_stem().unwrap().to_str().unwrap().to_string();
+            let row = db
+                .query_opt(
+                    "SELECT snapshot FROM pg_case_snapshots WHERE hash = $1",
+                    &[&hash],
+                )
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{}: snapshot {hash} not shipped", g.id));
+            assert_eq!(row.get::<_, Vec<u8>>(0), std::fs::read(&path).unwrap());
+        }
+    }
+
+    let weak = tmp.path().join("weak");
+    weakened_policies(&weak);
+    let weak = weak.to_str().unwrap();
+    let shipped = repo().join("policies");
+    let shipped = shipped.to_str().unwrap();
+    let a_dir = a.dir.to_str().unwrap();
+
+    // The shipped policies change nothing, from the store as from the directory.
+    let quiet = replay_json(
+        &[
+            "policy", "replay", "--dir", shipped, "--db", &url, "--format", "json",
+        ],
+        0,
+    );
+    assert_eq!(quiet["replayed"], 5, "{quiet}");
+    assert_eq!(quiet["unchanged"], 5, "{quiet}");
+
+    // The weakened candidate: the same flips from the store as from gate-a's directory.
+    let from_dir = replay_json(
+        &[
+            "policy", "replay", "--dir", weak, "--audit", a_dir, "--format", "json",
+        ],
+        1,
+    );
+    let from_db = replay_json(
+        &[
+            "policy", "replay", "--dir", weak, "--db", &url, "--gate", "gate-a", "--format", "json",
+        ],
+        1,
+    );
+    let flips = flips_of(&from_dir);
+    assert_eq!(flips.len(), 1, "{from_dir}");
+    assert_eq!(flips[0].1, "deny->allow");
+    assert_eq!(flips[0].3, "protectedPerson");
+    assert_eq!(flips_of(&from_db), flips, "{from_db}");
+    assert_eq!(from_db["replayed"], from_dir["replayed"]);
+    assert_eq!(from_db["unchanged"], from_dir["unchanged"]);
+    assert_eq!(from_db["not_replayed"], Value::Array(vec![]), "{from_db}");
+    assert_eq!(from_db["flips"][0]["gate"], "gate-a");
+    assert!(from_dir["flips"][0].get("gate").is_none(), "{from_dir}");
+
+    // Without --gate: every gate's flips, each naming its gate.
+    let all = replay_json(
+        &[
+            "policy", "replay", "--dir", weak, "--db", &url, "--format", "json",
+        ],
+        1,
+    );
+    let mut gates: Vec<&str> = all["flips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["gate"].as_str().unwrap())
+        .collect();
+    gates.sort_unstable();
+    assert_eq!(gates, ["gate-a", "gate-b"], "{all}");
+    let table = run(&["policy", "replay", "--dir", weak, "--db", &url]);
+    assert_eq!(table.status.code(), Some(1));
+    assert!(
+        text(&table).contains("gate gate-b seq "),
+        "{}",
+        text(&table)
+    );
+
+    // Explain prints the same from the store as from the directory, for every decision.
+    let seq = flips[0].0.to_string();
+    let explain_dir = run(&[
+        "policy", "explain", "--audit", a_dir, "--seq", &seq, "--dir", shipped,
+    ]);
+    assert!(explain_dir.status.success(), "{}", text(&explain_dir));
+    let explain_db = run(&[
+        "policy", "explain", "--db", &url, "--gate", "gate-a", "--seq", &seq, "--dir", shipped,
+    ]);
+    assert!(explain_db.status.success(), "{}", text(&explain_db));
+    assert_eq!(explain_db.stdout, explain_dir.stdout);
+    let words = String::from_utf8_lossy(&explain_db.stdout);
+    assert!(words.contains("forbid-protected-person"), "{words}");
+    assert!(words.contains("Z-PROTECTED"), "{words}");
+    for seq in a.local_lines().keys() {
+        let seq = seq.to_string();
+        let d = run(&[
+            "policy", "explain", "--audit", a_dir, "--seq", &seq, "--dir", shipped,
+        ]);
+        let s = run(&[
+            "policy", "explain", "--db", &url, "--gate", "gate-a", "--seq", &seq, "--dir", shipped,
+        ]);
+        assert_eq!(s.status.code(), d.status.code(), "seq {seq}: {}", text(&s));
+        assert_eq!(s.stdout, d.stdout, "seq {seq}");
+    }
+
+    // Several gates: explain needs --gate; an unknown gate is a usage error.
+    let ambiguous = run(&[
+        "policy", "explain", "--db", &url, "--seq", &seq, "--dir", shipped,
+    ]);
+    assert_eq!(ambiguous.status.code(), Some(2), "{}", text(&ambiguous));
+    assert!(
+        text(&ambiguous).contains("give `--gate ID`"),
+        "{}",
+        text(&ambiguous)
+    );
+    let unknown = run(&[
+        "policy", "replay", "--dir", shipped, "--db", &url, "--gate", "gate-x",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+
+    // A snapshot missing from the store is reported, not guessed.
+    db.execute("DELETE FROM pg_case_snapshots", &[])
+        .await
+        .unwrap();
+    let missing = replay_json(
+        &[
+            "policy", "replay", "--dir", shipped, "--db", &url, "--gate", "gate-a", "--format",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(missing["replayed"], 0, "{missing}");
+    assert_eq!(
+        missing["not_replayed"].as_array().unwrap().len(),
+        3,
+        "{missing}"
+    );
+    assert!(
+        missing["not_replayed"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("is not in the store"),
+        "{missing}"
+    );
+    // `audit ship` stores the snapshots of records shipped before (idempotent).
+    for expect in ["2 case snapshots stored", "0 case snapshots stored"] {
+        let ship = run(&[
+            "audit", "ship", "--dir", a_dir, "--db", &url, "--gate", "gate-a",
+        ]);
+        assert!(ship.status.success(), "{}", text(&ship));
+        assert!(text(&ship).contains(expect), "{}", text(&ship));
+    }
+    let back = replay_json(
+        &[
+            "policy", "replay", "--dir", weak, "--db", &url, "--gate", "gate-a", "--format", "json",
+        ],
+        1,
+    );
+    assert_eq!(flips_of(&back), flips, "{back}");
 }

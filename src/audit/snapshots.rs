@@ -102,13 +102,15 @@ pub fn read_snapshot(audit_dir: &Path, hash: &str) -> Result<Case, String> {
     let path = audit_dir.join(CASES_DIR).join(format!("{hash}.json"));
     let bytes = std::fs::read(&path)
         .map_err(|e| format!("case snapshot `{}`: cannot read: {e}", path.display()))?;
-    if hex::encode(Sha256::digest(&bytes)) != hash {
-        return Err(format!(
-            "case snapshot `{}` does not match its hash (altered)",
-            path.display()
-        ));
+    parse_snapshot(hash, &bytes, &format!("case snapshot `{}`", path.display()))
+}
+
+/// Parses a snapshot's bytes, checking that they hash to `hash`; `what` names it in errors.
+pub fn parse_snapshot(hash: &str, bytes: &[u8], what: &str) -> Result<Case, String> {
+    if hex::encode(Sha256::digest(bytes)) != hash {
+        return Err(format!("{what} does not match its hash (altered)"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("case snapshot `{}`: {e}", path.display()))
+    serde_json::from_slice(bytes).map_err(|e| format!("{what}: {e}"))
 }
 
 /// The `inputs` member of the decision records of one request: the case snapshotted (durably,

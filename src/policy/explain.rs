@@ -13,7 +13,7 @@ use cedar_policy::PolicyId;
 
 use super::PolicyEngine;
 use super::conditions::{Conditions, Outcome, in_words};
-use super::replay::{NotReplayable, rebuild, recorded_allow};
+use super::replay::{NotReplayable, SnapshotSource, dir_snapshots, rebuild, recorded_allow};
 use crate::audit::{ReadDecision, Record};
 
 /// The explanation of the decision record `seq` in `audit_dir` under the policies in `dir`.
@@ -31,6 +31,16 @@ pub fn explain(dir: &Path, audit_dir: &Path, seq: u64) -> Result<String, String>
         }
     }
     let d = found.ok_or_else(|| format!("no record with seq {seq}"))?;
+    explain_decision(&engine, &d, &dir_snapshots(audit_dir))
+}
+
+/// The explanation of one decision record under `engine`, with the case snapshots of
+/// `snapshots` (a gate's directory, or the central store).
+pub fn explain_decision(
+    engine: &PolicyEngine,
+    d: &ReadDecision,
+    snapshots: SnapshotSource<'_>,
+) -> Result<String, String> {
     let mut s = String::new();
 
     let who = match &d.principal {
@@ -67,7 +77,7 @@ pub fn explain(dir: &Path, audit_dir: &Path, seq: u64) -> Result<String, String>
     let _ = writeln!(
         s,
         "recorded: {}{}{}",
-        if recorded_allow(&d) { "allow" } else { "deny" },
+        if recorded_allow(d) { "allow" } else { "deny" },
         d.code
             .as_deref()
             .map(|c| format!(" `{c}`"))
@@ -82,7 +92,7 @@ pub fn explain(dir: &Path, audit_dir: &Path, seq: u64) -> Result<String, String>
         let _ = writeln!(s, "  reason: {r}");
     }
 
-    let rec = match rebuild(&d, audit_dir) {
+    let rec = match rebuild(d, snapshots) {
         Ok(r) => r,
         Err(NotReplayable::NotAPolicyDecision) => {
             let _ = writeln!(

@@ -77,8 +77,17 @@ pub fn recorded_allow(d: &ReadDecision) -> bool {
     d.decision == Verdict::Allow || d.code.as_deref() == Some("requestDenied")
 }
 
-/// Rebuilds a decision record; `audit_dir` holds the case snapshots.
-pub fn rebuild(d: &ReadDecision, audit_dir: &Path) -> Result<Recorded, NotReplayable> {
+/// Where the case snapshots come from: a hash to the case, checked against the hash (the audit
+/// directory's `cases/`, or the central store's `pg_case_snapshots`).
+pub type SnapshotSource<'a> = &'a dyn Fn(&str) -> Result<Case, String>;
+
+/// The snapshots beside a gate's log in `audit_dir`.
+pub fn dir_snapshots(audit_dir: &Path) -> impl Fn(&str) -> Result<Case, String> + '_ {
+    move |hash| read_snapshot(audit_dir, hash)
+}
+
+/// Rebuilds a decision record; `snapshots` gives the case snapshots.
+pub fn rebuild(d: &ReadDecision, snapshots: SnapshotSource<'_>) -> Result<Recorded, NotReplayable> {
     let missing = |s: &str| NotReplayable::Missing(s.to_string());
     let (Some(principal), Some(action), Some(resource)) = (&d.principal, &d.action, &d.resource)
     else {
@@ -116,7 +125,7 @@ pub fn rebuild(d: &ReadDecision, audit_dir: &Path) -> Result<Recorded, NotReplay
         Some(inputs) => {
             let case = match &inputs.case {
                 None => None,
-                Some(hash) => Some(read_snapshot(audit_dir, hash).map_err(NotReplayable::Missing)?),
+                Some(hash) => Some(snapshots(hash).map_err(NotReplayable::Missing)?),
             };
             let search = match &inputs.search {
                 None => None,
@@ -190,6 +199,9 @@ impl Direction {
 /// One recorded decision that the candidate decides the other way.
 #[derive(Debug, Clone, Serialize)]
 pub struct Flip {
+    /// The gate that decided (set when replaying from the central store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
     pub seq: u64,
     pub time: String,
     pub direction: Direction,
@@ -216,6 +228,9 @@ pub struct Flip {
 /// A record that was not compared, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
+    /// The gate that decided (set when replaying from the central store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
     pub seq: u64,
     pub why: String,
 }
@@ -305,63 +320,98 @@ pub fn replay(
     audit_dir: &Path,
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, String> {
-    let engine = PolicyEngine::load(candidate).map_err(|e| e.to_string())?;
+    let mut replayer = Replayer::new(candidate, opts)?;
     let records = crate::audit::read_records(audit_dir).map_err(|e| e.to_string())?;
-    let mut report = ReplayReport::default();
+    let snapshots = dir_snapshots(audit_dir);
     for item in records {
         let (_, record) = item.map_err(|e| e.to_string())?;
-        let Record::Decision(d) = record else {
-            continue;
-        };
+        if let Record::Decision(d) = record {
+            replayer.add(&d, None, &snapshots);
+        }
+    }
+    Ok(replayer.finish())
+}
+
+/// Replays decision records one by one, from whatever source (a directory, the central store).
+pub struct Replayer {
+    engine: PolicyEngine,
+    opts: ReplayOptions,
+    report: ReplayReport,
+}
+
+impl Replayer {
+    /// Loads the candidate policies.
+    pub fn new(candidate: &Path, opts: &ReplayOptions) -> Result<Replayer, String> {
+        Ok(Replayer {
+            engine: PolicyEngine::load(candidate).map_err(|e| e.to_string())?,
+            opts: opts.clone(),
+            report: ReplayReport::default(),
+        })
+    }
+
+    /// Replays one decision record of `gate` (named in the report when given).
+    pub fn add(&mut self, d: &ReadDecision, gate: Option<&str>, snapshots: SnapshotSource<'_>) {
+        let opts = &self.opts;
+        let report = &mut self.report;
         if let Ok(t) = DateTime::parse_from_rfc3339(&d.time) {
             let t = t.with_timezone(&Utc);
             if opts.since.is_some_and(|s| t < s) || opts.until.is_some_and(|u| t >= u) {
-                continue;
+                return;
             }
         }
-        let rec = match rebuild(&d, audit_dir) {
+        let rec = match rebuild(d, snapshots) {
             Ok(r) => r,
             Err(NotReplayable::NotAPolicyDecision) => {
                 report.not_policy_decisions += 1;
-                continue;
+                return;
             }
             Err(NotReplayable::Missing(why)) => {
-                report.not_replayed.push(Skipped { seq: d.seq, why });
-                continue;
+                report.not_replayed.push(Skipped {
+                    gate: gate.map(str::to_string),
+                    seq: d.seq,
+                    why,
+                });
+                return;
             }
         };
         report.replayed += 1;
         if rec.approximate {
             report.approximate += 1;
         }
-        let new = engine.decide(&rec.input());
-        let old_allow = recorded_allow(&d);
+        let new = self.engine.decide(&rec.input());
+        let old_allow = recorded_allow(d);
         if new.allow == old_allow {
             report.unchanged += 1;
-            continue;
+            return;
         }
-        let mut flip = flip_of(&d, &rec, &new, old_allow);
+        let mut flip = flip_of(d, &rec, &new, old_allow);
+        flip.gate = gate.map(str::to_string);
         flip.accepted = opts.accept.iter().any(|a| a.matches(&flip));
         report.flips.push(flip);
     }
-    let mut groups: BTreeMap<(Direction, String, String), Group> = BTreeMap::new();
-    for f in &report.flips {
-        let g = groups
-            .entry((f.direction, f.policy.clone(), f.code.clone()))
-            .or_insert_with(|| Group {
-                direction: f.direction,
-                policy: f.policy.clone(),
-                code: f.code.clone(),
-                count: 0,
-                accepted: 0,
-                seqs: vec![],
-            });
-        g.count += 1;
-        g.accepted += usize::from(f.accepted);
-        g.seqs.push(f.seq);
+
+    /// The report, flips grouped by direction, policy and code.
+    pub fn finish(self) -> ReplayReport {
+        let mut report = self.report;
+        let mut groups: BTreeMap<(Direction, String, String), Group> = BTreeMap::new();
+        for f in &report.flips {
+            let g = groups
+                .entry((f.direction, f.policy.clone(), f.code.clone()))
+                .or_insert_with(|| Group {
+                    direction: f.direction,
+                    policy: f.policy.clone(),
+                    code: f.code.clone(),
+                    count: 0,
+                    accepted: 0,
+                    seqs: vec![],
+                });
+            g.count += 1;
+            g.accepted += usize::from(f.accepted);
+            g.seqs.push(f.seq);
+        }
+        report.groups = groups.into_values().collect();
+        report
     }
-    report.groups = groups.into_values().collect();
-    Ok(report)
 }
 
 fn flip_of(d: &ReadDecision, rec: &Recorded, new: &Decision, old_allow: bool) -> Flip {
@@ -383,6 +433,7 @@ fn flip_of(d: &ReadDecision, rec: &Recorded, new: &Decision, old_allow: bool) ->
     };
     let (kind, id) = rec.resource.type_and_id();
     Flip {
+        gate: None,
         seq: d.seq,
         time: d.time.clone(),
         direction,
@@ -442,7 +493,11 @@ pub fn render_table(r: &ReplayReport) -> String {
         for f in &r.flips {
             let _ = writeln!(
                 s,
-                "seq {} {} {} {} {} {}{}: {} -> {}{}",
+                "{}seq {} {} {} {} {} {}{}: {} -> {}{}",
+                f.gate
+                    .as_deref()
+                    .map(|g| format!("gate {g} "))
+                    .unwrap_or_default(),
                 f.seq,
                 f.time,
                 f.direction.as_str(),
@@ -469,7 +524,12 @@ pub fn render_table(r: &ReplayReport) -> String {
     if !r.not_replayed.is_empty() {
         let _ = writeln!(s, "could not replay {} decision(s):", r.not_replayed.len());
         for k in &r.not_replayed {
-            let _ = writeln!(s, "  seq {}: {}", k.seq, k.why);
+            let gate = k
+                .gate
+                .as_deref()
+                .map(|g| format!("gate {g} "))
+                .unwrap_or_default();
+            let _ = writeln!(s, "  {gate}seq {}: {}", k.seq, k.why);
         }
     }
     s

@@ -789,6 +789,79 @@ fn test_fixtures_carry_the_shipped_static_entities_unchanged() {
     }
 }
 
+/// The gaps of a coverage report, one line each: a policy never determining, a condition never
+/// false.
+fn coverage_gaps(report: &coverage::CoverageReport) -> Vec<String> {
+    let mut gaps = Vec::new();
+    for p in &report.policies {
+        if p.reached == 0 {
+            gaps.push(format!("{}: no test reaches it", p.id));
+        }
+        if p.determining.is_empty() {
+            gaps.push(format!("{}: determining in no test", p.id));
+        }
+        for c in p.never_false() {
+            gaps.push(format!("{}: never false: {c}", p.id));
+        }
+    }
+    gaps
+}
+
+#[test]
+fn shipped_tests_reach_every_policy_and_falsify_every_condition() {
+    let (tests, report) = coverage::run(&shipped_dir()).unwrap();
+    assert!(tests.ok(), "{tests}");
+    assert_eq!(report.policies.len(), engine().policies().len());
+    let gaps = coverage_gaps(&report);
+    assert!(
+        gaps.is_empty(),
+        "the shipped tests in policies/tests/ leave gaps; add a test for each:\n{}",
+        gaps.join("\n")
+    );
+    assert!(report.complete());
+}
+
+#[test]
+fn a_policy_without_tests_is_a_coverage_gap() {
+    let shipped = std::fs::read_to_string(shipped_dir().join("gate.cedar")).unwrap();
+    let extra = r#"
+@id("permit-untested")
+permit (principal, action == Gate::Action::"rdw:vehicle", resource)
+when { context.lookups_last_day > 100000 && !context.break_glass };
+"#;
+    let tmp = dir_with_policies(&format!("{shipped}{extra}"));
+    let tests = tmp.path().join("tests");
+    std::fs::create_dir_all(tests.join("fixtures")).unwrap();
+    for entry in std::fs::read_dir(shipped_dir().join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, tests.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(
+        shipped_dir().join("tests/fixtures/entities.json"),
+        tests.join("fixtures/entities.json"),
+    )
+    .unwrap();
+    let (_, report) = coverage::run(tmp.path()).unwrap();
+    let gaps = coverage_gaps(&report);
+    assert!(!report.complete());
+    assert!(
+        gaps.iter()
+            .any(|g| g == "permit-untested: determining in no test"),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps.iter()
+            .any(|g| g == "permit-untested: never false: !context.break_glass"),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps.iter().all(|g| g.starts_with("permit-untested: ")),
+        "{gaps:?}"
+    );
+}
+
 #[test]
 fn run_tests_reports_a_readable_diff_on_failure() {
     let tmp =

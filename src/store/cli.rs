@@ -48,7 +48,7 @@ async fn connect(url: &str) -> Result<deadpool_postgres::Client, StoreError> {
 fn store_failed(e: &StoreError) -> ExitCode {
     eprintln!("error: {e}");
     match e {
-        StoreError::Config(_) => ExitCode::from(2),
+        StoreError::Config(_) | StoreError::Usage(_) => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
 }
@@ -148,8 +148,13 @@ pub fn ship(dir: &Path, url: &str, gate: Option<&str>) -> ExitCode {
         progress.done();
         match result {
             Ok((n, at)) => {
+                // Snapshots of records shipped before schema version 2 (idempotent).
+                let snapshots = match super::ship::ship_snapshots(&pool, &gate_id, dir).await {
+                    Ok(k) => k,
+                    Err(e) => return store_failed(&e),
+                };
                 println!(
-                    "ok: gate `{gate_id}`: shipped {n} records, the store holds seq 1..={}",
+                    "ok: gate `{gate_id}`: shipped {n} records, the store holds seq 1..={}; {snapshots} case snapshots stored",
                     at.seq
                 );
                 ExitCode::SUCCESS
@@ -226,5 +231,49 @@ pub fn query(url: &str, gate: Option<&str>, filter: &Filter) -> Result<QueryResu
             .await
             .map_err(|e| store_failed(&e))?;
         Ok(super::query::merge(per_gate))
+    })
+}
+
+/// The policy tools' exit when the store gives no answer: 2, as for any replay or explain that
+/// cannot answer (1 means flips found).
+fn no_answer(e: &StoreError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// `policy replay --db URL [--gate ID]`: the store's decisions replayed under `candidate`.
+pub fn replay(
+    url: &str,
+    gate: Option<&str>,
+    candidate: &Path,
+    opts: &crate::policy::replay::ReplayOptions,
+) -> Result<crate::policy::replay::ReplayReport, ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = connect(url).await.map_err(|e| no_answer(&e))?;
+        super::policy::replay_store(&client, candidate, gate, opts)
+            .await
+            .map_err(|e| no_answer(&e))
+    })
+}
+
+/// `policy explain --db URL [--gate ID] --seq N`.
+pub fn explain(url: &str, gate: Option<&str>, dir: &Path, seq: u64) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let client = match connect(url).await {
+            Ok(c) => c,
+            Err(e) => return no_answer(&e),
+        };
+        match super::policy::explain_store(&client, dir, gate, seq).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => no_answer(&e),
+        }
     })
 }

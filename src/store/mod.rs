@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod counters;
+pub mod policy;
 pub mod query;
 pub mod schema;
 pub mod ship;
@@ -35,6 +36,10 @@ pub enum StoreError {
     /// A configuration value cannot be used.
     #[error("store config: {0}")]
     Config(String),
+    /// The command asks for something the store cannot answer as asked (an unknown gate, a
+    /// missing `--gate`, a record that is no decision).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl From<tokio_postgres::Error> for StoreError {

@@ -10,12 +10,13 @@ use deadpool_postgres::GenericClient;
 use super::StoreError;
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// `(version, SQL)`, in order. Never edit a released migration: add the next one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE pg_gates (
     gate_id      text PRIMARY KEY,
     shipped_seq  bigint NOT NULL DEFAULT 0,
@@ -71,7 +72,22 @@ CREATE TABLE pg_equivocations (
     detected_at  timestamptz NOT NULL DEFAULT now()
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Case snapshots (`cases/<sha256>.json` beside each gate's log), keyed by the lowercase hex
+-- SHA-256 of their bytes, shipped with the first record that names them: `policy replay --db`
+-- and `policy explain --db` decide again with the case as it was.
+CREATE TABLE pg_case_snapshots (
+    hash       text PRIMARY KEY,
+    snapshot   bytea NOT NULL,
+    first_gate text NOT NULL,
+    stored_at  timestamptz NOT NULL DEFAULT now()
+);
+"#,
+    ),
+];
 
 /// Creates the version table when absent and applies every missing migration; returns the
 /// versions applied now (empty when the schema was current).

@@ -201,6 +201,8 @@ pub struct ShipLine {
     pub lookup: bool,
     /// The checkpoint file named by a checkpoint record.
     pub checkpoint_file: Option<(u64, String)>,
+    /// The case snapshot (hash) named by a decision record's `inputs.case`.
+    pub case_snapshot: Option<String>,
 }
 
 /// Separator of subject ids in the batch insert (never in an id we store).
@@ -217,8 +219,10 @@ impl ShipLine {
         let mut employee = None;
         let mut lookup = false;
         let mut checkpoint_file = None;
+        let mut case_snapshot = None;
         let kind = match &record {
             Record::Decision(d) => {
+                case_snapshot = d.inputs.as_ref().and_then(|i| i.case.clone());
                 employee = d.principal.as_ref().map(|p| p.id.clone());
                 if let Some(r) = &d.resource {
                     subjects.insert(r.id.clone());
@@ -250,6 +254,7 @@ impl ShipLine {
             subjects: subjects.into_iter().collect(),
             lookup,
             checkpoint_file,
+            case_snapshot,
         })
     }
 }
@@ -459,6 +464,22 @@ pub async fn ship_batch(
             .await?;
         }
     }
+    let mut snapshots: BTreeSet<&str> = BTreeSet::new();
+    for l in batch {
+        if let Some(hash) = &l.case_snapshot
+            && snapshots.insert(hash.as_str())
+            && let Some(bytes) = case_snapshot(dir, hash)
+        {
+            // A snapshot missing or altered locally is not shipped: replay reports it missing,
+            // as it does over the directory.
+            tx.execute(
+                "INSERT INTO pg_case_snapshots (hash, snapshot, first_gate) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO NOTHING",
+                &[&hash.as_str(), &bytes, &gate_id],
+            )
+            .await?;
+        }
+    }
     tx.execute(
         "UPDATE pg_gates SET shipped_seq = $2, shipped_hash = $3, shipped_at = now() WHERE gate_id = $1",
         &[&gate_id, &to_i64(last.seq), &last.hash.as_slice()],
@@ -469,6 +490,52 @@ pub async fn ship_batch(
         seq: last.seq,
         hash: last.hash,
     }))
+}
+
+/// Stores every case snapshot in `dir/cases/` that matches its hash and is not in the store
+/// yet (for records shipped before schema version 2); returns how many were new.
+pub async fn ship_snapshots(pool: &Pool, gate_id: &str, dir: &Path) -> Result<u64, StoreError> {
+    let client = pool.get().await?;
+    let entries = match std::fs::read_dir(dir.join(crate::audit::snapshots::CASES_DIR)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot list the case snapshots of `{}`: {e}",
+                dir.display()
+            )));
+        }
+    };
+    let mut stored = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(hash) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if let Some(bytes) = case_snapshot(dir, hash) {
+            stored += client
+                .execute(
+                    "INSERT INTO pg_case_snapshots (hash, snapshot, first_gate) VALUES ($1, $2, $3)
+                     ON CONFLICT (hash) DO NOTHING",
+                    &[&hash, &bytes, &gate_id],
+                )
+                .await?;
+        }
+    }
+    Ok(stored)
+}
+
+/// The bytes of the snapshot `hash` in the audit directory, when present and matching its hash.
+fn case_snapshot(dir: &Path, hash: &str) -> Option<Vec<u8>> {
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes = std::fs::read(
+        dir.join(crate::audit::snapshots::CASES_DIR)
+            .join(format!("{hash}.json")),
+    )
+    .ok()?;
+    (hex::encode(Sha256::digest(&bytes)) == hash).then_some(bytes)
 }
 
 fn checkpoint_note(dir: &Path, file: &str) -> String {
