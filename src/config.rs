@@ -165,6 +165,12 @@ pub struct ConsoleConfig {
     /// `[audit] signing_key` when the console can read it.
     #[serde(default)]
     pub public_key_file: Option<PathBuf>,
+    /// The central store (`postgres://…`, as `[store] url`): *Overzicht* (per gate, with its
+    /// shipping lag) and the searches read every gate's shipped records from it instead of
+    /// `[audit] dir`. Access and review records are still written through the writer of
+    /// `[audit] dir` (a gate's log, which that gate ships). Default: none.
+    #[serde(default)]
+    pub db: Option<String>,
 }
 
 fn default_console_listen() -> SocketAddr {

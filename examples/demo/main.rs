@@ -1,13 +1,21 @@
 //! The demo: the example registry and the gate in front of it, with the shipped policies, the
-//! sample cases and demo keys; prints ready-to-paste curl commands with valid tokens.
+//! sample cases and demo keys; prints ready-to-paste curl commands with valid tokens. Also the
+//! auditor console over the demo's audit log, behind the example identity provider, and the
+//! console's URL with a login.
 //!
-//! `cargo run --example demo [-- --listen 127.0.0.1:8080]`
+//! `cargo run --example demo [-- --listen 127.0.0.1:8080 --console 127.0.0.1:8081 --idp 127.0.0.1:8082]`
+//!
+//! The console and the IdP listen next to the gate (its port + 1 and + 2) unless told otherwise;
+//! port `0` picks a free one.
 
+#[path = "../common/idp.rs"]
+mod idp;
 #[path = "../common/registry.rs"]
 mod registry;
 #[path = "../common/tokens.rs"]
 mod tokens;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -31,17 +39,30 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let mut listen = "127.0.0.1:8080".to_string();
+    let mut console_listen = None;
+    let mut idp_listen = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().ok_or("`--listen` needs an address")?,
+            "--console" => {
+                console_listen = Some(args.next().ok_or("`--console` needs an address")?)
+            }
+            "--idp" => idp_listen = Some(args.next().ok_or("`--idp` needs an address")?),
             "-h" | "--help" => {
-                println!("usage: cargo run --example demo [-- --listen ADDR]");
+                println!(
+                    "usage: cargo run --example demo [-- --listen ADDR] [--console ADDR] [--idp ADDR]"
+                );
                 return Ok(());
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
+    let gate_addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("`--listen {listen}`: {e}"))?;
+    let console_addr = beside(&gate_addr, console_listen.as_deref(), 1, "--console")?;
+    let idp_addr = beside(&gate_addr, idp_listen.as_deref(), 2, "--idp")?;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = repo.join("target/demo");
     std::fs::create_dir_all(&work)
@@ -60,6 +81,22 @@ fn run() -> Result<(), String> {
         let (reg_addr, reg_task) = registry::spawn(data)
             .await
             .map_err(|e| format!("cannot start the example registry: {e}"))?;
+        // The example IdP for the console's login (users `auditor`/`auditor`, `medewerker`/`medewerker`).
+        let idp_listener = tokio::net::TcpListener::bind(idp_addr)
+            .await
+            .map_err(|e| format!("cannot listen on `{idp_addr}` for the example IdP: {e}"))?;
+        let (idp_issuer, idp_task) = idp::spawn(
+            idp_listener,
+            CONSOLE_CLIENT,
+            CONSOLE_SECRET,
+            idp::demo_users(),
+        )
+        .await?;
+        let console_addr = free_if_zero(console_addr)?;
+        std::fs::write(work.join("console-session.key"), rand::random::<[u8; 32]>())
+            .map_err(|e| format!("cannot write the console's session key: {e}"))?;
+        std::fs::write(work.join("console-client.secret"), CONSOLE_SECRET)
+            .map_err(|e| format!("cannot write the console's client secret: {e}"))?;
         let config = format!(
             r#"# Written by the demo; examples/demo/config.toml is the hand-written equivalent.
 gate_id = "demo-gate"
@@ -80,6 +117,14 @@ url = "http://{reg_addr}"
 headers = {{ "X-Api-Key" = "demo-upstream-key" }}
 [upstreams.rdw]
 url = "http://{reg_addr}"
+[console]
+listen = "{console_addr}"
+name = "demo-console"
+issuer = "{idp_issuer}"
+client_id = "{CONSOLE_CLIENT}"
+client_secret_file = "console-client.secret"
+redirect_url = "http://{console_addr}/callback"
+session_key_file = "console-session.key"
 "#,
             issuer = tokens::DEMO_ISSUER,
             audience = tokens::DEMO_AUDIENCE,
@@ -93,15 +138,70 @@ url = "http://{reg_addr}"
         let running = purpose_gate::listener::start(&cfg)
             .await
             .map_err(|e| e.to_string())?;
+        // The console appends its access records through the gate's writer (the spool), so it
+        // starts after the gate holds the log.
+        let console = purpose_gate::console::start(&cfg).await?;
         let key = std::fs::read(repo.join("examples/demo/keys/demo-signing-key.pem"))
             .map_err(|e| format!("cannot read the demo signing key: {e}"))?;
         print_guide(&format!("http://{}", running.addr), reg_addr, &key, &work)?;
+        print_console(&format!("http://{}", console.addr), &idp_issuer, &work);
         purpose_gate::listener::shutdown_signal().await;
         println!("\nstopping: flushing the audit log");
+        console.shutdown().await;
         running.shutdown().await;
         reg_task.abort();
+        idp_task.abort();
         Ok(())
     })
+}
+
+/// The console's client at the example IdP.
+const CONSOLE_CLIENT: &str = "purpose-gate-console";
+/// The demo client's secret (a demo value, written to `target/demo/console-client.secret`).
+const CONSOLE_SECRET: &str = "demo-console-secret";
+
+/// The address given, or the gate's with its port moved by `offset`.
+fn beside(
+    gate: &SocketAddr,
+    given: Option<&str>,
+    offset: u16,
+    flag: &str,
+) -> Result<SocketAddr, String> {
+    match given {
+        Some(a) => a.parse().map_err(|e| format!("`{flag} {a}`: {e}")),
+        None if gate.port() == 0 => Ok(SocketAddr::new(gate.ip(), 0)),
+        None => {
+            let port = gate
+                .port()
+                .checked_add(offset)
+                .ok_or_else(|| format!("no port beside {gate}: give `{flag}`"))?;
+            Ok(SocketAddr::new(gate.ip(), port))
+        }
+    }
+}
+
+/// `addr`, or a free port on its address when its port is `0` (the console's callback URL must
+/// name the port before the console listens).
+fn free_if_zero(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a free port on `{}`: {e}", addr.ip()))
+}
+
+fn print_console(console: &str, issuer: &str, work: &Path) {
+    println!("\nauditor console (the audit log in the browser)");
+    println!("  console:           {console}/");
+    println!("  example IdP:       {issuer}");
+    println!("  login:             auditor / auditor   (role `auditor`)");
+    println!("                     medewerker / medewerker   (no console role: 403)");
+    println!(
+        "  or by hand:        cargo run --quiet -- console --config {}",
+        work.join("gate.toml").display()
+    );
+    println!("                     (stop the demo first: it serves the same port)");
 }
 
 /// Copies the sample cases, moving every date by the days since they were written, so that

@@ -56,6 +56,8 @@ pub(crate) struct State {
     pub pubkey_pem: Option<String>,
     pub subject_key: Option<crate::audit::pseudonym::SubjectKey>,
     pub snapshots: snapshot::Snapshots,
+    /// `[console] db`: the central store the pages read, instead of `[audit] dir`.
+    pub store: Option<deadpool_postgres::Pool>,
     /// This console's newest access records (seq, view), newest last: Overzicht shows those
     /// newer than its snapshot.
     pub recent: std::sync::Mutex<std::collections::VecDeque<(u64, snapshot::AccessView)>>,
@@ -127,8 +129,23 @@ pub async fn start(cfg: &Config) -> Result<RunningConsole, String> {
         .map(crate::audit::pseudonym::SubjectKey::load)
         .transpose()?;
     let hours = crate::audit::report::WorkingHours::parse(&cfg.audit.working_hours)?;
+    // With `db`, the pages read every gate's shipped records from the central store
+    // (connections open lazily: a store that is down makes pages say so, not the start fail).
+    let store = match &console.db {
+        Some(url) => Some(
+            crate::store::pool(&crate::store::StoreConfig::from_url(url))
+                .map_err(|e| format!("`console.db`: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(State {
-        snapshots: snapshot::Snapshots::new(cfg.audit.dir.clone(), hours, verifying_key),
+        snapshots: snapshot::Snapshots::new(
+            cfg.audit.dir.clone(),
+            hours,
+            verifying_key,
+            store.clone(),
+        ),
+        store,
         cfg: console.clone(),
         audit: cfg.audit.clone(),
         sessions,
@@ -501,6 +518,34 @@ async fn callback(st: &Arc<State>, r: &Req) -> Response<Full<Bytes>> {
         Err(e) => {
             tracing::warn!(error = %e, "console: login refused");
             pages::message(r, None, StatusCode::FORBIDDEN, t.login_failed, &e, "/login")
+        }
+    }
+}
+
+/// Runs a query over the log the console reads: `[audit] dir`, or with `[console] db` every
+/// gate's shipped records in the central store (rows of all gates, by time), through the same
+/// query function as `audit query --dir` / `--db`.
+pub(crate) async fn query(
+    st: &Arc<State>,
+    filter: crate::audit::query::Filter,
+) -> Result<crate::audit::query::QueryResult, String> {
+    match &st.store {
+        Some(pool) => {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| crate::store::StoreError::from(e).to_string())?;
+            let per_gate = crate::store::query::query_store(&client, &filter, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(crate::store::query::merge(per_gate))
+        }
+        None => {
+            let dir = st.audit.dir.clone();
+            tokio::task::spawn_blocking(move || crate::audit::query::query(&dir, &filter))
+                .await
+                .map_err(|e| format!("the query task failed: {e}"))?
+                .map_err(|e| e.to_string())
         }
     }
 }

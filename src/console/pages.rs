@@ -12,7 +12,7 @@ use http_body_util::Full;
 use super::i18n::Texts;
 use super::session::Session;
 use super::{Req, State, record_access, redirect, response};
-use crate::audit::query::{Filter, Row, normalise_kenteken, query};
+use crate::audit::query::{Filter, Row, normalise_kenteken};
 use crate::audit::{ReviewVerdict, Verdict};
 
 /// Most timeline rows on one page.
@@ -419,11 +419,9 @@ pub async fn search(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
         "kenteken" => filter.kenteken = Some(normalise_kenteken(&q)),
         _ => filter.action = Some("brp:search".into()),
     }
-    let dir = st.audit.dir.clone();
-    let result = match tokio::task::spawn_blocking(move || query(&dir, &filter)).await {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => return unavailable(r, session, &e.to_string()),
-        Err(e) => return unavailable(r, session, &e.to_string()),
+    let result = match super::query(st, filter).await {
+        Ok(res) => res,
+        Err(e) => return unavailable(r, session, &e),
     };
     let needle = q.to_lowercase();
     let mut rows: Vec<&Row> = result
@@ -493,11 +491,9 @@ pub async fn subject(st: &Arc<State>, r: &Req, session: &Session) -> Response<Fu
         subject: Some(stored.clone()),
         ..Default::default()
     };
-    let dir = st.audit.dir.clone();
-    let result = match tokio::task::spawn_blocking(move || query(&dir, &filter)).await {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => return unavailable(r, session, &e.to_string()),
-        Err(e) => return unavailable(r, session, &e.to_string()),
+    let result = match super::query(st, filter).await {
+        Ok(res) => res,
+        Err(e) => return unavailable(r, session, &e),
     };
     let report = crate::audit::report::subject_report(&result, &bsn, &stored, None, None);
     let by_seq: std::collections::HashMap<u64, &Row> =
@@ -556,11 +552,9 @@ pub async fn incident(st: &Arc<State>, r: &Req, session: &Session) -> Response<F
         employee: Some(employee.clone()),
         ..Default::default()
     };
-    let dir = st.audit.dir.clone();
-    let result = match tokio::task::spawn_blocking(move || query(&dir, &filter)).await {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => return unavailable(r, session, &e.to_string()),
-        Err(e) => return unavailable(r, session, &e.to_string()),
+    let result = match super::query(st, filter).await {
+        Ok(res) => res,
+        Err(e) => return unavailable(r, session, &e),
     };
     page.report = Some(crate::audit::report::incident_report(&result, &employee));
     render(StatusCode::OK, &page)

@@ -7,6 +7,12 @@
 //! path (at start, every 30 s, and right after a review made in the console), and the pages
 //! show it with the time it was built. Guarantees: a snapshot is built only through the `audit`
 //! module (`integrity::verify_log`, `query::query`, `report::signals`); one build at a time.
+//!
+//! With the central store (`[console] db`), the snapshot also holds each gate's state there —
+//! chain verified from the stored rows (`store::verify`), shipped up to seq N at time T, the
+//! shipping lag — and the lookups per day, refusals and break-glass use count every gate's
+//! shipped records (`store::query`). The signals and their reviews stay those of `[audit] dir`,
+//! the log the console writes its reviews into (a review names a seq of that log).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -71,9 +77,29 @@ impl AccessView {
     }
 }
 
+/// One gate in the central store.
+#[derive(Debug, Clone)]
+pub struct GateView {
+    pub gate: String,
+    /// The last seq the store holds for the gate.
+    pub shipped_seq: u64,
+    /// When the gate last shipped (RFC 3339), empty when never.
+    pub shipped_at: String,
+    /// Seconds since the gate last shipped, when it has.
+    pub lag_secs: Option<i64>,
+    /// `Ok(checkpoints matched)` or why the stored chain does not hold.
+    pub chain: Result<u64, String>,
+    /// Shipping stopped on an equivocation.
+    pub stopped: bool,
+}
+
 /// The whole-log figures.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// With the central store: every gate there (else empty).
+    pub gates: Vec<GateView>,
+    /// With the central store: why it could not be read, when it could not.
+    pub store_error: Option<String>,
     pub built: String,
     pub took_ms: u128,
     /// Records in the log when the snapshot was built.
@@ -97,6 +123,53 @@ pub struct Snapshot {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Lookups per day, refusals by code and break-glass use of a set of rows.
+struct Figures {
+    per_day: BTreeMap<String, (u64, u64)>,
+    refusals: Vec<(String, u64)>,
+    break_glass_count: u64,
+    break_glass: Vec<BreakGlassView>,
+}
+
+fn figures(rows: &[crate::audit::query::Row]) -> Figures {
+    let mut per_day: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut refusals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut break_glass = Vec::new();
+    let mut break_glass_count = 0;
+    for row in rows {
+        let day = row.time.get(..10).unwrap_or_default().to_string();
+        let entry = per_day.entry(day).or_default();
+        match row.decision {
+            Verdict::Allow => entry.0 += 1,
+            Verdict::Deny => {
+                entry.1 += 1;
+                *refusals
+                    .entry(row.code.clone().unwrap_or_else(|| "-".into()))
+                    .or_default() += 1;
+            }
+        }
+        if row.break_glass {
+            break_glass_count += 1;
+            break_glass.push(BreakGlassView {
+                seq: row.seq,
+                time: row.time.clone(),
+                employee: row.employee.clone().unwrap_or_default(),
+                reason: row.reason.clone().unwrap_or_default(),
+            });
+        }
+    }
+    break_glass.reverse();
+    break_glass.truncate(20);
+    let mut refusals: Vec<(String, u64)> = refusals.into_iter().collect();
+    refusals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Figures {
+        per_day,
+        refusals,
+        break_glass_count,
+        break_glass,
+    }
 }
 
 /// Builds a snapshot of the log in `dir` (blocking: reads the whole log twice).
@@ -141,36 +214,12 @@ pub fn build(
         ),
     };
     let result = query(dir, &Filter::default()).map_err(|e| e.to_string())?;
-    let mut per_day: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut refusals: BTreeMap<String, u64> = BTreeMap::new();
-    let mut break_glass = Vec::new();
-    let mut break_glass_count = 0;
-    for row in &result.rows {
-        let day = row.time.get(..10).unwrap_or_default().to_string();
-        let entry = per_day.entry(day).or_default();
-        match row.decision {
-            Verdict::Allow => entry.0 += 1,
-            Verdict::Deny => {
-                entry.1 += 1;
-                *refusals
-                    .entry(row.code.clone().unwrap_or_else(|| "-".into()))
-                    .or_default() += 1;
-            }
-        }
-        if row.break_glass {
-            break_glass_count += 1;
-            break_glass.push(BreakGlassView {
-                seq: row.seq,
-                time: row.time.clone(),
-                employee: row.employee.clone().unwrap_or_default(),
-                reason: row.reason.clone().unwrap_or_default(),
-            });
-        }
-    }
-    break_glass.reverse();
-    break_glass.truncate(20);
-    let mut refusals: Vec<(String, u64)> = refusals.into_iter().collect();
-    refusals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let Figures {
+        per_day,
+        refusals,
+        break_glass_count,
+        break_glass,
+    } = figures(&result.rows);
     let mut reviews = HashMap::new();
     for r in &result.reviews {
         reviews.insert(r.target_seq, r.verdict);
@@ -192,6 +241,8 @@ pub fn build(
         })
         .collect();
     Ok(Snapshot {
+        gates: Vec::new(),
+        store_error: None,
         built: now(),
         records: result.records,
         took_ms: started.elapsed().as_millis(),
@@ -208,8 +259,74 @@ pub fn build(
     })
 }
 
+/// Adds the central store's part to `snap`: each gate's stored chain and shipping position,
+/// and the figures over every gate's shipped records (replacing those of the local log).
+pub async fn add_store(
+    pool: &deadpool_postgres::Pool,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    snap: &mut Snapshot,
+) -> Result<(), String> {
+    use crate::store::StoreError;
+    use crate::store::verify::{VerifyError, verify_store};
+    let started = Instant::now();
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::from(e).to_string())?;
+    let rows = client
+        .query(
+            "SELECT gate_id, shipped_seq, shipped_at, stopped,
+                    EXTRACT(EPOCH FROM now() - shipped_at)::bigint
+               FROM pg_gates ORDER BY gate_id",
+            &[],
+        )
+        .await
+        .map_err(|e| StoreError::from(e).to_string())?;
+    let mut gates = Vec::new();
+    for row in rows {
+        let get = |e: tokio_postgres::Error| StoreError::from(e).to_string();
+        let gate: String = row.try_get(0).map_err(get)?;
+        let shipped_seq: i64 = row.try_get(1).map_err(get)?;
+        let shipped_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get(2).map_err(get)?;
+        let stopped: bool = row.try_get(3).map_err(get)?;
+        let lag_secs: Option<i64> = row.try_get(4).map_err(get)?;
+        // Each gate on its own: one broken chain does not hide the others' state.
+        let chain = match verify_store(&client, key, Some(&gate), |_| {}).await {
+            Ok(list) => Ok(list.iter().map(|g| g.checkpoints).sum()),
+            Err(VerifyError::Failed(f)) => Err(match f.seq {
+                Some(seq) => format!("at seq {seq}: {}", f.message),
+                None => f.message,
+            }),
+            Err(VerifyError::Store(e)) => return Err(e.to_string()),
+        };
+        gates.push(GateView {
+            gate,
+            shipped_seq: u64::try_from(shipped_seq).unwrap_or(0),
+            shipped_at: shipped_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            lag_secs,
+            chain,
+            stopped,
+        });
+    }
+    let per_gate = crate::store::query::query_store(&client, &Filter::default(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let all = crate::store::query::merge(per_gate);
+    let f = figures(&all.rows);
+    snap.per_day = f.per_day;
+    snap.refusals = f.refusals;
+    snap.break_glass_count = f.break_glass_count;
+    snap.break_glass = f.break_glass;
+    snap.gates = gates;
+    snap.took_ms += started.elapsed().as_millis();
+    Ok(())
+}
+
 /// The current snapshot of one log.
 pub struct Snapshots {
+    store: Option<deadpool_postgres::Pool>,
     dir: PathBuf,
     hours: WorkingHours,
     key: Option<ed25519_dalek::VerifyingKey>,
@@ -222,8 +339,10 @@ impl Snapshots {
         dir: PathBuf,
         hours: WorkingHours,
         key: Option<ed25519_dalek::VerifyingKey>,
+        store: Option<deadpool_postgres::Pool>,
     ) -> Snapshots {
         Snapshots {
+            store,
             dir,
             hours,
             key,
@@ -247,6 +366,13 @@ impl Snapshots {
         let snap = tokio::task::spawn_blocking(move || build(&dir, &hours, key.as_ref()))
             .await
             .map_err(|e| format!("the snapshot task failed: {e}"))??;
+        let mut snap = snap;
+        if let Some(pool) = &self.store
+            && let Err(e) = add_store(pool, self.key.as_ref(), &mut snap).await
+        {
+            tracing::warn!(error = %e, "console: the central store could not be read");
+            snap.store_error = Some(e);
+        }
         let snap = Arc::new(snap);
         self.current.store(Some(snap.clone()));
         Ok(snap)
