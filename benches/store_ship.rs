@@ -8,75 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use purpose_gate::audit::{
-    AuditLog, AuditOptions, DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal,
-    PurposeRecord, RecordBody, RequestRecord, ResourceRef, Verdict,
-};
+use purpose_gate::audit::{AuditLog, AuditOptions};
 use purpose_gate::store;
 
-fn bsn(i: u64) -> String {
-    format!("{:09}", 100_000_000 + (i * 7919) % 10_000)
-}
-
-fn request(i: u64) -> Vec<RecordBody> {
-    let request_id = format!("0190f3a2-7c4e-7b1a-9d2e-{i:012}");
-    let subject = bsn(i);
-    vec![
-        RecordBody::Decision(Box::new(DecisionRecord {
-            inputs: None,
-            time: "2026-03-01T09:15:00.123Z".into(),
-            kind: DecisionKind::Decision,
-            gate: "gate-1".into(),
-            request_id: request_id.clone(),
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            principal: Some(Principal {
-                id: format!("emp-{:03}", i % 200),
-                org: "0363".into(),
-                roles: vec!["handhaver".into()],
-            }),
-            action: Some("brp:lookup".into()),
-            resource: Some(ResourceRef {
-                kind: "Person".into(),
-                id: subject.clone(),
-            }),
-            case_id: Some(format!("Z-2026-{:06}", i % 5000)),
-            case_url: None,
-            purpose: PurposeRecord {
-                doelbinding: Some("BRPACT-Toezicht".into()),
-                verwerking: Some("Handhaving".into()),
-                break_glass: false,
-                reason: None,
-            },
-            fields: vec!["naam".into(), "verblijfplaats".into()],
-            decision: Verdict::Allow,
-            code: None,
-            policies: vec!["permit-case-handler".into()],
-            reasons: vec![],
-            errors: vec![],
-            request: RequestRecord {
-                method: "POST".into(),
-                path: "/haalcentraal/api/brp/personen".into(),
-                client_ip: Some("10.0.0.7".into()),
-            },
-            policy_version: Some("sha256:0f1e2d3c".into()),
-        })),
-        RecordBody::Outcome(OutcomeRecord {
-            release: Vec::new(),
-            time: "2026-03-01T09:15:00.140Z".into(),
-            kind: OutcomeKind::Outcome,
-            request_id,
-            status: 200,
-            upstream_ms: 17,
-            disclosed: vec![ResourceRef {
-                kind: "Person".into(),
-                id: subject,
-            }],
-            code: None,
-            upstream_status: None,
-            fsc_transaction_id: None,
-        }),
-    ]
-}
+#[path = "common/million.rs"]
+mod million;
+use million::{bsn, request};
 
 fn write_log(dir: &std::path::Path, records: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
