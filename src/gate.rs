@@ -666,12 +666,16 @@ impl Gate {
                 } else if up.status.is_success() {
                     match registry.read(&subjects, &up.body) {
                         Ok(read) => {
+                            // Each person's decision names the person; the request's own
+                            // resource only fills the base input (and may be absent in shadow
+                            // mode, where a request without subjects is forwarded too).
+                            let nobody = Resource::PersonSearch(String::new());
                             let released = self.release(
                                 &policy,
                                 &DecisionInput {
                                     employee: &employee,
                                     action: Action::RELEASE,
-                                    resource: &subjects.resources[0],
+                                    resource: subjects.resources.first().unwrap_or(&nobody),
                                     case: case.as_deref(),
                                     break_glass: purpose.break_glass_reason.is_some(),
                                     reason: purpose.break_glass_reason.as_deref(),
