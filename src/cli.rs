@@ -384,6 +384,17 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// The multi-threaded runtime of a long-running command; exit code 2 when it cannot start.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        })
+}
+
 fn serve(config: &Path) -> ExitCode {
     let cfg = match load_config(config) {
         Ok(c) => c,
@@ -392,15 +403,9 @@ fn serve(config: &Path) -> ExitCode {
     if let Err(code) = init_logging(&cfg.log) {
         return code;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let running = match crate::listener::start(&cfg).await {
@@ -432,15 +437,9 @@ fn console(config: &Path) -> ExitCode {
     if let Err(code) = init_logging(&cfg.log) {
         return code;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let running = match crate::console::start(&cfg).await {

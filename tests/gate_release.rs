@@ -22,6 +22,30 @@ async fn gate_in_front_of_fake(extra: &str) -> (Harness, Fake) {
     (h, fake)
 }
 
+/// emp-042 looks up 999993653, the subject of `Z-OPEN`, asking for `naam`.
+async fn lookup_of_the_case_subject(h: &Harness) -> common::Answer {
+    h.brp(
+        &h.emp042(),
+        Some("Z-OPEN"),
+        &raadpleeg(&["999993653"], &["naam"]),
+    )
+    .await
+}
+
+/// The holder of GZ123K, a vehicle `Z-WIJK` names, asked by `token`.
+async fn holder_of_gz123k(h: &Harness, token: &str) -> common::Answer {
+    h.send(
+        "GET",
+        "/rdw/voertuigen/GZ123K/tenaamstelling",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-case-id", "Z-WIJK"),
+        ],
+        None,
+    )
+    .await
+}
+
 fn person(bsn: &str, name: &str) -> Value {
     json!({"burgerservicenummer": bsn, "naam": {"voornamen": name, "geslachtsnaam": "X"}})
 }
@@ -67,13 +91,7 @@ async fn a_lookup_answered_with_an_extra_person_releases_only_the_person_asked_f
         json!({"type": "RaadpleegMetBurgerservicenummer", "personen": [
         person("999993653", "Suzanne"), person("999991802", "Pieter")]}),
     );
-    let a = h
-        .brp(
-            &h.emp042(),
-            Some("Z-OPEN"),
-            &raadpleeg(&["999993653"], &["naam"]),
-        )
-        .await;
+    let a = lookup_of_the_case_subject(&h).await;
     assert_eq!(a.status, 200, "{:?}", a.json());
     let body = String::from_utf8_lossy(&a.body).to_string();
     assert!(body.contains("Suzanne"), "{body}");
@@ -102,13 +120,7 @@ async fn a_lookup_answered_with_another_person_releases_nobody() {
         json!({"type": "RaadpleegMetBurgerservicenummer", "personen": [
         person("999991802", "Pieter")]}),
     );
-    let a = h
-        .brp(
-            &h.emp042(),
-            Some("Z-OPEN"),
-            &raadpleeg(&["999993653"], &["naam"]),
-        )
-        .await;
+    let a = lookup_of_the_case_subject(&h).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["personen"], json!([]));
     let (outcome, entries) = release_of(&h, &a);
@@ -128,13 +140,7 @@ async fn persons_the_answer_does_not_identify_are_withheld() {
         {"burgerservicenummer": "123456789", "naam": {"voornamen": "Invalid"}},
         "Jan Jansen, Herengracht 1",
         null]}));
-    let a = h
-        .brp(
-            &h.emp042(),
-            Some("Z-OPEN"),
-            &raadpleeg(&["999993653"], &["naam"]),
-        )
-        .await;
+    let a = lookup_of_the_case_subject(&h).await;
     assert_eq!(a.status, 200);
     let body = String::from_utf8_lossy(&a.body).to_string();
     for leaked in ["Nobody", "Invalid", "Herengracht"] {
@@ -156,13 +162,7 @@ async fn a_person_the_answer_marks_secret_is_released_only_with_break_glass() {
     let (h, fake) = gate_in_front_of_fake("").await;
     fake.answer(json!({"personen": [{"burgerservicenummer": "999993653",
         "naam": {"voornamen": "Suzanne"}, "geheimhoudingPersoonsgegevens": true}]}));
-    let a = h
-        .brp(
-            &h.emp042(),
-            Some("Z-OPEN"),
-            &raadpleeg(&["999993653"], &["naam"]),
-        )
-        .await;
+    let a = lookup_of_the_case_subject(&h).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["personen"], json!([]));
     let (_, entries) = release_of(&h, &a);
@@ -325,13 +325,7 @@ async fn shadow_mode_records_withholdings_and_passes_the_answer_on() {
     fake.answer(
         json!({"personen": [person("999993653", "Suzanne"), person("999991802", "Pieter")]}),
     );
-    let a = h
-        .brp(
-            &h.emp042(),
-            Some("Z-OPEN"),
-            &raadpleeg(&["999993653"], &["naam"]),
-        )
-        .await;
+    let a = lookup_of_the_case_subject(&h).await;
     assert_eq!(a.status, 200, "{:?}", a.json());
     assert_eq!(a.json()["personen"].as_array().unwrap().len(), 2);
     let (outcome, entries) = release_of(&h, &a);
@@ -353,17 +347,7 @@ async fn a_vehicle_holder_that_may_not_be_released_refuses_the_whole_answer() {
         json!({"kenteken": "GZ123K", "houder": {"burgerservicenummer": "999990639",
         "naam": "Protected Person", "adres": "Kinkerstraat 12A"}}),
     );
-    let a = h
-        .send(
-            "GET",
-            "/rdw/voertuigen/GZ123K/tenaamstelling",
-            &[
-                ("authorization", &format!("Bearer {emp107}")),
-                ("x-case-id", "Z-WIJK"),
-            ],
-            None,
-        )
-        .await;
+    let a = holder_of_gz123k(&h, &emp107).await;
     assert_eq!(a.status, 403);
     assert_eq!(a.code(), "protectedPerson");
     assert!(!String::from_utf8_lossy(&a.body).contains("Kinkerstraat"));
@@ -376,17 +360,7 @@ async fn a_vehicle_holder_that_may_not_be_released_refuses_the_whole_answer() {
     );
     // A holder who may be released: vehicle and holder are disclosed.
     fake.answer(json!({"kenteken": "GZ123K", "houder": {"burgerservicenummer": "999991802"}}));
-    let a = h
-        .send(
-            "GET",
-            "/rdw/voertuigen/GZ123K/tenaamstelling",
-            &[
-                ("authorization", &format!("Bearer {emp107}")),
-                ("x-case-id", "Z-WIJK"),
-            ],
-            None,
-        )
-        .await;
+    let a = holder_of_gz123k(&h, &emp107).await;
     assert_eq!(a.status, 200);
     let (outcome, entries) = release_of(&h, &a);
     assert_eq!(disclosed(&outcome), ["GZ123K", "999991802"]);
