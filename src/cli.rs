@@ -805,7 +805,12 @@ fn audit_subject_report(
         Ok(r) => r,
         Err(code) => return code,
     };
-    let report = crate::audit::report::subject_report(&result, bsn, &stored, since, until);
+    let mut report = crate::audit::report::subject_report(&result, bsn, &stored, since, until);
+    // The case types from the case snapshots beside the log (the console also reads them
+    // from the central store).
+    if let Some(dir) = &source.dir {
+        report.fill_case_types(|hash| crate::audit::snapshots::read_snapshot(dir, hash).ok());
+    }
     match format {
         ReportFormat::Text => {
             print!("{}", report.text());

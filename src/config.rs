@@ -586,6 +586,10 @@ pub struct ClaimNames {
     pub roles: String,
     #[serde(default = "default_org")]
     pub org: String,
+    /// The claim that names the employee's department (a string, or a dotted path into nested
+    /// objects), recorded as `principal.department`; optional in the token. Default `department`.
+    #[serde(default = "default_department")]
+    pub department: String,
 }
 
 fn default_sub() -> String {
@@ -597,6 +601,9 @@ fn default_roles() -> String {
 fn default_org() -> String {
     "org".into()
 }
+fn default_department() -> String {
+    "department".into()
+}
 
 impl Default for ClaimNames {
     fn default() -> Self {
@@ -604,6 +611,7 @@ impl Default for ClaimNames {
             subject: default_sub(),
             roles: default_roles(),
             org: default_org(),
+            department: default_department(),
         }
     }
 }

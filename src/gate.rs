@@ -1095,6 +1095,7 @@ fn principal(e: &Employee) -> Principal {
         id: e.id.clone(),
         org: e.org.clone(),
         roles: e.roles.clone(),
+        department: e.department.clone(),
     }
 }
 

@@ -16,6 +16,9 @@ pub struct Employee {
     pub org: String,
     /// Role names (the `roles` claim by default).
     pub roles: Vec<String>,
+    /// Department (the `department` claim by default), when the token names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
 }
 
 /// Whether a case is still open.

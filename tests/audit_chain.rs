@@ -23,6 +23,7 @@ fn decision(request_id: &str, bsn: &str, verdict: Verdict) -> RecordBody {
             id: "e123".into(),
             org: "gm0363".into(),
             roles: vec!["handhaver".into()],
+            department: None,
         }),
         action: Some("brp:lookup".into()),
         resource: Some(ResourceRef {

@@ -28,6 +28,7 @@ fn decision(request_id: &str, bsn: &str) -> RecordBody {
             id: "emp-042".into(),
             org: "0363".into(),
             roles: vec!["handhaver".into()],
+            department: None,
         }),
         action: Some("brp:lookup".into()),
         resource: Some(ResourceRef {

@@ -37,6 +37,22 @@ fn find_tool(names: &[&str]) -> Option<PathBuf> {
     None
 }
 
+const DEPARTMENT: &str = "Handhaving en Toezicht";
+const CASE_TYPE: &str = "handhaving-woonfraude";
+
+/// The case snapshot of `case` (type [`CASE_TYPE`]) in `audit_dir`, as the gate writes it; its hash.
+fn case_snapshot(audit_dir: &Path, case: &str) -> String {
+    let case: purpose_gate::model::Case = serde_json::from_value(serde_json::json!({
+        "id": case, "type": CASE_TYPE, "status": "open",
+        "opened": "2026-01-01T00:00:00Z", "organization": "gm0363",
+        "handlers": ["emp-042"], "subjects": ["999993653"]
+    }))
+    .unwrap();
+    purpose_gate::audit::snapshots::CaseSnapshots::new(audit_dir)
+        .put(&purpose_gate::audit::snapshots::snapshot_bytes(&case, None))
+        .unwrap()
+}
+
 fn decision(
     request_id: &str,
     time: &str,
@@ -44,9 +60,16 @@ fn decision(
     bsn: &str,
     case: &str,
     break_glass: Option<&str>,
+    snapshot: Option<String>,
 ) -> RecordBody {
     RecordBody::Decision(Box::new(DecisionRecord {
-        inputs: None,
+        inputs: snapshot.map(|hash| DecisionInputs {
+            v: 1,
+            case: Some(hash),
+            lookups_last_hour: 1,
+            lookups_last_day: 1,
+            search: None,
+        }),
         time: time.into(),
         kind: DecisionKind::Decision,
         gate: "gate-1".into(),
@@ -56,6 +79,7 @@ fn decision(
             id: employee.into(),
             org: "gm0363".into(),
             roles: vec!["handhaver".into()],
+            department: Some(DEPARTMENT.into()),
         }),
         action: Some("brp:lookup".into()),
         resource: Some(ResourceRef {
@@ -235,6 +259,7 @@ async fn an_auditor_works_through_the_console_in_chromium() {
             bsn,
             "Z-2026-000123",
             None,
+            Some(case_snapshot(&audit_dir, "Z-2026-000123")),
         ),
         outcome("r1", "2026-03-02T09:15:01Z", bsn, Some("999990639")),
     ])
@@ -248,6 +273,7 @@ async fn an_auditor_works_through_the_console_in_chromium() {
             bsn,
             HOSTILE_CASE,
             Some(HOSTILE_REASON),
+            None,
         ),
         outcome("r2", "2026-03-03T02:10:01Z", bsn, None),
     ])
@@ -448,6 +474,12 @@ session_key_file = "session.key"
         serde_json::json!("undefined"),
         "an injected script ran"
     );
+    // The auditors' views of this person are found by the search too (this one included).
+    let views = text(&c, "#person-views").await;
+    assert!(
+        views.contains("search") && views.contains(&format!("bsn={bsn}")),
+        "{views}"
+    );
     screenshot(&c, "03-zoeken").await;
 
     // Inzage burger.
@@ -458,6 +490,40 @@ session_key_file = "session.key"
         rows.contains("gm0363") && rows.contains("Z-2026-000123"),
         "{rows}"
     );
+    // Per disclosure: organisation and department, role, case type and reference, the fields.
+    let first = c
+        .find(Locator::XPath(
+            "//table[@id='subject-rows']//tr[td[contains(., 'Z-2026-000123')]]",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "gm0363",
+        DEPARTMENT,
+        "handhaver",
+        CASE_TYPE,
+        "Z-2026-000123",
+        "ja: naam, verblijfplaats",
+    ] {
+        assert!(first.contains(want), "`{want}` missing in {first}");
+    }
+    // The break-glass lookup named no case snapshot: its case type is not recorded, not guessed.
+    let second = c
+        .find(Locator::XPath(
+            "//table[@id='subject-rows']//tr[td[contains(., 'emp-900') or contains(., 'break-glass')]]",
+        ))
+        .await
+        .unwrap()
+        .find(Locator::Css("td.case-type"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(second, "niet vastgelegd");
     screenshot(&c, "04-inzage").await;
 
     // Bewijs: show, then download through the auditor's session and check it.
@@ -494,6 +560,52 @@ session_key_file = "session.key"
         out.status.success() && stdout.starts_with("ok: record seq 1 is included"),
         "{stdout}"
     );
+
+    // The command Bewijs shows for checking without this software: the downloaded script,
+    // then OpenSSL on the note and signature it writes, against the downloaded public key.
+    let shown = text(&c, "#check-without").await;
+    assert!(
+        shown.contains("python3 check-proof.py proof-1.json")
+            && shown.contains("openssl pkeyutl -verify"),
+        "{shown}"
+    );
+    let (status, _, script) =
+        reqwest_free_get(&format!("{base}/bewijs/check-proof.py"), Some(&session)).await;
+    assert_eq!(status, 200);
+    std::fs::write(tmp.path().join("check-proof.py"), script).unwrap();
+    std::fs::write(tmp.path().join("audit-pubkey.pem"), &pem).unwrap();
+    let offline = offline_check(tmp.path(), "proof-1.json");
+    assert!(offline.is_ok(), "{offline:?}");
+    // A record altered in the proof: the Merkle root no longer matches.
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&proof_file).unwrap()).unwrap();
+    let mut altered = good.clone();
+    altered["line"] =
+        serde_json::Value::String(good["line"].as_str().unwrap().replace("emp-042", "emp-043"));
+    std::fs::write(
+        tmp.path().join("altered.json"),
+        serde_json::to_vec(&altered).unwrap(),
+    )
+    .unwrap();
+    let err = offline_check(tmp.path(), "altered.json").unwrap_err();
+    assert!(err.contains("Merkle root does not match"), "{err}");
+    // A forged signature on the checkpoint: the script's tree check passes, OpenSSL refuses.
+    let note = good["checkpoint"].as_str().unwrap();
+    let (body, sig_line) = note.trim_end().rsplit_once('\n').unwrap();
+    let (prefix, sig) = sig_line.rsplit_once(' ').unwrap();
+    let mut raw = base64_decode(sig);
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    let mut forged = good.clone();
+    forged["checkpoint"] =
+        serde_json::Value::String(format!("{body}\n{prefix} {}\n", base64_encode(&raw)));
+    std::fs::write(
+        tmp.path().join("forged.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    let err = offline_check(tmp.path(), "forged.json").unwrap_err();
+    assert!(err.starts_with("openssl"), "{err}");
 
     // English.
     c.goto(&format!("{base}/lang?to=en")).await.unwrap();
@@ -547,6 +659,55 @@ session_key_file = "session.key"
     console.shutdown().await;
     log.close().await;
     assert!(purpose_gate::audit::verify(&audit_dir).is_ok());
+}
+
+/// Runs the offline check that *Bewijs* shows in `dir` (holding `check-proof.py` and
+/// `audit-pubkey.pem`): `python3 check-proof.py PROOF`, then `openssl pkeyutl -verify` on the
+/// note and signature it wrote. `Err` names the step that failed and its output.
+fn offline_check(dir: &Path, proof: &str) -> Result<(), String> {
+    let run = |cmd: &mut Command| {
+        let out = cmd.current_dir(dir).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(Command::new("python3").args(["check-proof.py", proof]));
+    if !ok {
+        return Err(format!("python3: {text}"));
+    }
+    assert!(
+        text.starts_with("ok: record seq 1 is in the tree"),
+        "{text}"
+    );
+    let (ok, text) = run(Command::new("openssl").args([
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        "audit-pubkey.pem",
+        "-rawin",
+        "-in",
+        &format!("{proof}.note"),
+        "-sigfile",
+        &format!("{proof}.sig"),
+    ]));
+    if !ok || !text.contains("Signature Verified Successfully") {
+        return Err(format!("openssl: {text}"));
+    }
+    Ok(())
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 /// A plain GET with an optional cookie: status, `Location`, body.

@@ -41,6 +41,7 @@ fn decision(gate: &str, request_id: &str, case: &str) -> RecordBody {
             id: "emp-042".into(),
             org: "gm0363".into(),
             roles: vec!["handhaver".into()],
+            department: None,
         }),
         action: Some("brp:lookup".into()),
         resource: Some(ResourceRef {

@@ -38,6 +38,7 @@ pub fn request(i: u64) -> Vec<RecordBody> {
                 id: format!("emp-{:03}", i % 200),
                 org: "0363".into(),
                 roles: vec!["handhaver".into()],
+                department: None,
             }),
             action: Some("brp:lookup".into()),
             resource: Some(ResourceRef {

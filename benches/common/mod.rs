@@ -20,6 +20,7 @@ pub fn decision(i: u64) -> RecordBody {
             id: "e123456".into(),
             org: "gm0363".into(),
             roles: vec!["handhaver".into()],
+            department: None,
         }),
         action: Some("brp:lookup".into()),
         resource: Some(ResourceRef {

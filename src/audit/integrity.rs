@@ -265,26 +265,61 @@ pub fn prove(dir: &Path, seq: u64) -> Result<InclusionProof, VerifyFailure> {
             ),
         ));
     }
-    if super::merkle::root_of(&leaves) != file.checkpoint.root {
+    proof_from_leaves(
+        seq,
+        line_of_seq.unwrap_or_default(),
+        &leaves,
+        &file.checkpoint,
+        &file.text,
+        &format!("checkpoint `{}`", file.relative),
+    )
+}
+
+/// Builds the proof of record `seq` (whose line is `line`) from the leaf hashes of records
+/// 1..=`checkpoint.tree_size` and the checkpoint's note text, after checking that the leaves
+/// give the checkpoint's root (`what` names the checkpoint in errors). [`prove`] reads the
+/// leaves from the log; the console reads them from the central store.
+pub fn proof_from_leaves(
+    seq: u64,
+    line: String,
+    leaves: &[Hash],
+    checkpoint: &Checkpoint,
+    note: &str,
+    what: &str,
+) -> Result<InclusionProof, VerifyFailure> {
+    if leaves.len() as u64 != checkpoint.tree_size {
         return Err(fail(
             None,
             format!(
-                "checkpoint `{}`: root does not match the records",
-                file.relative
+                "{what} covers {} records, {} were read",
+                checkpoint.tree_size,
+                leaves.len()
             ),
         ));
     }
+    if super::merkle::root_of(leaves) != checkpoint.root {
+        return Err(fail(
+            None,
+            format!("{what}: root does not match the records"),
+        ));
+    }
+    if seq == 0 || seq > checkpoint.tree_size {
+        return Err(fail(
+            Some(seq),
+            format!("seq {seq} is not covered by {what}"),
+        ));
+    }
     let index = usize::try_from(seq - 1).map_err(|_| fail(Some(seq), "seq too large".into()))?;
-    let path = inclusion_proof(&leaves, index)
+    let path = inclusion_proof(leaves, index)
         .ok_or_else(|| fail(Some(seq), "seq outside the tree".into()))?;
     Ok(InclusionProof {
         format: PROOF_FORMAT.into(),
         seq,
-        line: line_of_seq.unwrap_or_default(),
+        line,
         leaf_index: seq - 1,
-        tree_size: *size,
+        tree_size: checkpoint.tree_size,
         audit_path: path.iter().map(|h| B64.encode(h)).collect(),
-        checkpoint: file.text.clone(),
+        checkpoint: note.to_string(),
     })
 }
 

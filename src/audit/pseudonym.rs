@@ -4,7 +4,8 @@
 //! Guarantees: the same key and BSN always give the same pseudonym, so auditors who hold the
 //! key find every record of a person by deriving it from the clear BSN; `verify` needs no key
 //! (it hashes lines, whatever they contain). Refuses: a key file shorter than 32 bytes.
-//! Only `Person` ids are pseudonymised; kentekens and search descriptions are not.
+//! Only `Person` ids are pseudonymised (in decision, outcome and the console's `access`
+//! records); kentekens and search descriptions are not.
 
 use std::path::Path;
 
@@ -87,6 +88,33 @@ pub fn pseudonymise_refs(
     }
 }
 
+/// The keys of an `access` record's `query` whose values may be a BSN: `bsn` (a search or
+/// report by citizen) and `address` (free text, where a BSN may be typed).
+pub const ACCESS_PERSON_KEYS: [&str; 2] = ["bsn", "address"];
+
+/// An `access` record's `query` as stored: a BSN under [`ACCESS_PERSON_KEYS`] becomes its
+/// pseudonym when a key is configured ([`subject_id`]), so a pseudonymised log holds no BSN
+/// in clear through the console's records either, and a search by the pseudonym finds them.
+pub fn pseudonymise_query(
+    key: Option<&SubjectKey>,
+    query: std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    match key {
+        None => query,
+        Some(_) => query
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if ACCESS_PERSON_KEYS.contains(&k.as_str()) {
+                    subject_id(key, "Person", &v)
+                } else {
+                    v
+                };
+                (k, v)
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -116,6 +144,21 @@ mod tests {
             subject_id(Some(&key), "Person", "unidentified"),
             "unidentified"
         );
+    }
+
+    #[test]
+    fn access_queries_carry_the_pseudonym_of_a_bsn_only() {
+        let key = SubjectKey::new(vec![2; 32]).unwrap();
+        let q = std::collections::BTreeMap::from([
+            ("bsn".to_string(), "999993653".to_string()),
+            ("seq".to_string(), "123456789".to_string()),
+            ("employee".to_string(), "emp-042".to_string()),
+        ]);
+        let stored = pseudonymise_query(Some(&key), q.clone());
+        assert_eq!(stored["bsn"], key.pseudonymise("999993653"));
+        assert_eq!(stored["seq"], "123456789", "a seq is no BSN");
+        assert_eq!(stored["employee"], "emp-042");
+        assert_eq!(pseudonymise_query(None, q.clone()), q);
     }
 
     #[test]

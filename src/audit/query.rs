@@ -73,9 +73,16 @@ pub struct Row {
     pub employee: Option<String>,
     pub org: Option<String>,
     pub roles: Vec<String>,
+    /// The employee's department, when the token named one (format 1.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     pub action: Option<String>,
     pub resource: Option<ResourceRef>,
     pub case_id: Option<String>,
+    /// SHA-256 of the case snapshot (`cases/<hash>.json`) the decision saw (format 1.2
+    /// `inputs.case`): the case's type and window as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case_snapshot: Option<String>,
     /// The case's URL in the case registry (a ZGW zaak URL); absent when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub case_url: Option<String>,
@@ -114,9 +121,11 @@ impl Row {
                 .as_ref()
                 .map(|p| p.roles.clone())
                 .unwrap_or_default(),
+            department: d.principal.as_ref().and_then(|p| p.department.clone()),
             action: d.action.clone(),
             resource: d.resource.clone(),
             case_id: d.case_id.clone(),
+            case_snapshot: d.inputs.as_ref().and_then(|i| i.case.clone()),
             case_url: d.case_url.clone(),
             doelbinding: d.purpose.doelbinding.clone(),
             verwerking: d.purpose.verwerking.clone(),
@@ -426,7 +435,9 @@ pub fn query_lines(
     }
 
     let mut latest_review: HashMap<u64, &ReadReview> = HashMap::new();
-    for r in &result.reviews {
+    // A review naming another gate's log (`target_gate`, made over the central store) is not
+    // about this log's seqs.
+    for r in result.reviews.iter().filter(|r| r.target_gate.is_none()) {
         latest_review.insert(r.target_seq, r);
     }
     for d in decisions.values() {
@@ -594,6 +605,7 @@ mod tests {
                 id: emp.into(),
                 org: "0363".into(),
                 roles: vec![],
+                department: None,
             }),
             action: Some(action.into()),
             resource: Some(ResourceRef {

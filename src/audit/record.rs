@@ -12,8 +12,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Minor version of the record format: optional members added in a way readers of the same
 /// major version can ignore (1.1: the outcome's `code`, `upstream_status`,
 /// `fsc_transaction_id`; 1.2: the decision's `inputs`; 1.3: the `access` record kind of the
-/// auditor console).
-pub const FORMAT_MINOR_VERSION: u32 = 3;
+/// auditor console; 1.4: the principal's `department`, the review's `target_gate`).
+pub const FORMAT_MINOR_VERSION: u32 = 4;
 
 /// What a Cedar decision depended on besides the record's own members (principal, action,
 /// resource, purpose, fields, time, client ip), so that `policy replay` and `policy explain`
@@ -50,6 +50,10 @@ pub struct Principal {
     pub id: String,
     pub org: String,
     pub roles: Vec<String>,
+    /// The employee's department from the token's department claim (`[auth.claims]
+    /// department`); absent when the token names none, and in records before format 1.4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
 }
 
 /// A data subject: `{"type": "Person", "id": "999993653"}`.
@@ -214,6 +218,11 @@ pub struct ReviewRecord {
     pub kind: ReviewKind,
     /// The seq of the reviewed record (a decision).
     pub target_seq: u64,
+    /// The gate whose log holds the reviewed record, when that is not the log this review is
+    /// in: a review made in the console over the central store, where seqs are per gate
+    /// (format 1.4). Absent: `target_seq` is a seq of this log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_gate: Option<String>,
     /// Who reviewed (the auditor's id).
     pub by: String,
     pub verdict: ReviewVerdict,
@@ -358,6 +367,9 @@ pub struct ReadReview {
     pub prev: String,
     pub time: String,
     pub target_seq: u64,
+    /// Absent: the reviewed record is in the same log (always before format 1.4).
+    #[serde(default)]
+    pub target_gate: Option<String>,
     pub by: String,
     pub verdict: ReviewVerdict,
     #[serde(default)]

@@ -7,7 +7,7 @@
 //! (inline CSS, no scripts, no external resources) with every text HTML-escaped.
 //! Refuses nothing: an empty result is a report that says so.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike, Utc, Weekday};
 use serde::Serialize;
@@ -102,8 +102,21 @@ pub struct SubjectEntry {
     pub seq: u64,
     pub time: String,
     pub organisation: Option<String>,
+    /// The employee's department, when the token named one (format 1.4).
+    pub department: Option<String>,
+    /// The employee's roles.
+    pub roles: Vec<String>,
     pub employee: Option<String>,
     pub case_id: Option<String>,
+    /// The case's type (zaaktype) from the case snapshot the decision saw; filled in by
+    /// [`SubjectReport::fill_case_types`] (none when the decision named no case or the snapshot
+    /// cannot be read).
+    pub case_type: Option<String>,
+    /// SHA-256 of that case snapshot.
+    #[serde(skip)]
+    pub case_snapshot: Option<String>,
+    /// The fields asked for; what was disclosed when `disclosed`.
+    pub fields: Vec<String>,
     pub purpose: String,
     pub action: Option<String>,
     pub decision: Verdict,
@@ -171,8 +184,13 @@ pub fn subject_report(
                 seq: r.seq,
                 time: r.time.clone(),
                 organisation: r.org.clone(),
+                department: r.department.clone(),
+                roles: r.roles.clone(),
                 employee: r.employee.clone(),
                 case_id: r.case_id.clone(),
+                case_type: None,
+                case_snapshot: r.case_snapshot.clone(),
+                fields: r.fields.clone(),
                 purpose: purpose_text(r),
                 action: r.action.clone(),
                 decision: r.decision,
@@ -207,10 +225,13 @@ pub fn subject_report(
     }
 }
 
-const SUBJECT_HEADERS: [(&str, &str); 10] = [
+const SUBJECT_HEADERS: [(&str, &str); 13] = [
     ("Tijdstip", "Time"),
     ("Organisatie", "Organisation"),
+    ("Afdeling", "Department"),
+    ("Rol", "Role"),
     ("Medewerker", "Employee"),
+    ("Zaaktype", "Case type"),
     ("Zaak", "Case"),
     ("Doel", "Purpose"),
     ("Handeling", "Action"),
@@ -224,12 +245,19 @@ fn subject_cells(e: &SubjectEntry) -> Vec<String> {
     vec![
         e.time.clone(),
         e.organisation.clone().unwrap_or_default(),
+        e.department.clone().unwrap_or_default(),
+        e.roles.join(", "),
         e.employee.clone().unwrap_or_default(),
+        e.case_type.clone().unwrap_or_default(),
         e.case_id.clone().unwrap_or_default(),
         e.purpose.clone(),
         e.action.clone().unwrap_or_default(),
         verdict_text(e.decision).to_string(),
-        if e.disclosed { "ja / yes" } else { "nee / no" }.to_string(),
+        if e.disclosed {
+            format!("ja / yes: {}", e.fields.join(", "))
+        } else {
+            "nee / no".to_string()
+        },
         e.review.clone(),
         e.seq.to_string(),
     ]
@@ -247,6 +275,21 @@ fn checkpoint_sentence(report: &SubjectReport) -> String {
 }
 
 impl SubjectReport {
+    /// Fills in each entry's case type from its case snapshot: `case_of(hash)` reads the
+    /// snapshot (from `cases/` beside the log, or the central store) and checks its hash.
+    /// Each snapshot is read once.
+    pub fn fill_case_types(&mut self, mut case_of: impl FnMut(&str) -> Option<crate::model::Case>) {
+        let mut types: HashMap<String, Option<String>> = HashMap::new();
+        for e in &mut self.entries {
+            if let Some(hash) = &e.case_snapshot {
+                e.case_type = types
+                    .entry(hash.clone())
+                    .or_insert_with(|| case_of(hash).map(|c| c.case_type))
+                    .clone();
+            }
+        }
+    }
+
     /// Plain text.
     pub fn text(&self) -> String {
         let mut out = format!(
@@ -878,12 +921,14 @@ mod tests {
             employee: Some(emp.into()),
             org: Some("0363".into()),
             roles: vec![],
+            department: None,
             action: Some("brp:lookup".into()),
             resource: Some(crate::audit::ResourceRef {
                 kind: "Person".into(),
                 id: bsn.into(),
             }),
             case_id: Some(case.into()),
+            case_snapshot: None,
             case_url: None,
             doelbinding: None,
             verwerking: None,
@@ -1050,6 +1095,72 @@ mod tests {
             signals(&result, &opts)
                 .iter()
                 .all(|e| e.signals.iter().all(|s| s.kind != "shared_surname"))
+        );
+    }
+
+    #[test]
+    fn subject_report_names_department_role_case_type_and_fields() {
+        let mut looked_up = row(
+            1,
+            "emp-042",
+            "2026-03-02T09:15:00Z",
+            Verdict::Allow,
+            "Z-1",
+            "999993653",
+        );
+        looked_up.department = Some("Handhaving".into());
+        looked_up.roles = vec!["handhaver".into()];
+        looked_up.case_snapshot = Some("ab".repeat(32));
+        looked_up.fields = vec!["naam".into(), "verblijfplaats".into()];
+        looked_up.disclosed = vec![crate::audit::ResourceRef {
+            kind: "Person".into(),
+            id: "999993653".into(),
+        }];
+        // A decision before format 1.4 and without a case snapshot.
+        let older = row(
+            2,
+            "emp-043",
+            "2026-03-02T10:00:00Z",
+            Verdict::Deny,
+            "Z-2",
+            "999993653",
+        );
+        let result = QueryResult {
+            rows: vec![looked_up, older],
+            ..Default::default()
+        };
+        let mut report = subject_report(&result, "999993653", "999993653", None, None);
+        let mut asked = Vec::new();
+        report.fill_case_types(|hash| {
+            asked.push(hash.to_string());
+            serde_json::from_value(serde_json::json!({
+                "id": "Z-1", "type": "handhaving-parkeren", "status": "open",
+                "opened": "2026-01-01T00:00:00Z", "organization": "0363"
+            }))
+            .ok()
+        });
+        assert_eq!(asked, vec!["ab".repeat(32)], "one read per snapshot");
+        let e = &report.entries[0];
+        assert_eq!(e.department.as_deref(), Some("Handhaving"));
+        assert_eq!(e.case_type.as_deref(), Some("handhaving-parkeren"));
+        assert!(e.disclosed);
+        assert_eq!(report.entries[1].case_type, None);
+        assert_eq!(report.entries[1].department, None);
+        let text = report.text();
+        assert!(
+            text.contains("Department") && text.contains("Case type"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Handhaving") && text.contains("handhaver"),
+            "{text}"
+        );
+        assert!(text.contains("handhaving-parkeren"), "{text}");
+        assert!(text.contains("ja / yes: naam, verblijfplaats"), "{text}");
+        let html = report.html();
+        assert!(
+            html.contains("Afdeling") && html.contains("Zaaktype"),
+            "{html}"
         );
     }
 

@@ -69,7 +69,34 @@ pub fn append_review(
         }
         None => return Err(ReviewError::Usage(format!("seq {seq} is not in the log"))),
     }
-    let request = ReviewRequest::new(seq, by, verdict, note);
+    submit_review(dir, ReviewRequest::new(seq, by, verdict, note), timeout)
+}
+
+/// Appends, to the log in `dir`, a review of decision `seq` of another gate's log `gate` (the
+/// auditor console over the central store). The caller has checked that the store holds
+/// that gate's record `seq` and that it is a decision: this log cannot.
+pub fn append_review_of_gate(
+    dir: &Path,
+    gate: &str,
+    seq: u64,
+    by: &str,
+    verdict: ReviewVerdict,
+    note: Option<String>,
+    timeout: Duration,
+) -> Result<Appended, ReviewError> {
+    if by.trim().is_empty() {
+        return Err(ReviewError::Usage("a review names the reviewer".into()));
+    }
+    let mut request = ReviewRequest::new(seq, by, verdict, note);
+    request.target_gate = Some(gate.to_string());
+    submit_review(dir, request, timeout)
+}
+
+fn submit_review(
+    dir: &Path,
+    request: ReviewRequest,
+    timeout: Duration,
+) -> Result<Appended, ReviewError> {
     let id = spool::submit(dir, &request).map_err(ReviewError::Spool)?;
     let (answer, by_gate) = wait_for_writer(dir, &id, timeout)?;
     match answer {
@@ -159,6 +186,7 @@ fn confirm(dir: &Path, seq: u64, request: &ReviewRequest) -> Result<(), ReviewEr
     match record_at(dir, seq)? {
         Some(Record::Review(r))
             if r.target_seq == request.target_seq
+                && r.target_gate == request.target_gate
                 && r.by == request.by
                 && r.verdict == request.verdict
                 && r.note == request.note =>

@@ -56,6 +56,10 @@ pub struct ReviewRequest {
     pub format: String,
     /// The seq of the reviewed decision record.
     pub target_seq: u64,
+    /// The gate whose log holds it, when not this log (a review over the central store; the
+    /// console checked it there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_gate: Option<String>,
     /// The reviewer.
     pub by: String,
     pub verdict: ReviewVerdict,
@@ -71,6 +75,7 @@ impl ReviewRequest {
         ReviewRequest {
             format: REQUEST_FORMAT.into(),
             target_seq,
+            target_gate: None,
             by: by.to_string(),
             verdict,
             note,
@@ -91,7 +96,17 @@ impl ReviewRequest {
         if self.note.as_ref().is_some_and(|n| n.len() > MAX_NOTE) {
             return Err(format!("`note` is longer than {MAX_NOTE} bytes"));
         }
-        if self.target_seq == 0 || self.target_seq >= next_seq {
+        if self
+            .target_gate
+            .as_ref()
+            .is_some_and(|g| g.trim().is_empty() || g.len() > MAX_BY)
+        {
+            return Err(format!(
+                "`target_gate` must name a gate in 1 to {MAX_BY} bytes"
+            ));
+        }
+        // A record of another gate's log cannot be checked against this log's seqs.
+        if self.target_seq == 0 || (self.target_gate.is_none() && self.target_seq >= next_seq) {
             return Err(format!(
                 "seq {} is not in the log (last seq {})",
                 self.target_seq,
@@ -107,6 +122,7 @@ impl ReviewRequest {
             time: now(),
             kind: ReviewKind::Review,
             target_seq: self.target_seq,
+            target_gate: self.target_gate.clone(),
             by: self.by.clone(),
             verdict: self.verdict,
             note: self.note.clone(),

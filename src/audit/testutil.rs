@@ -19,6 +19,7 @@ pub(crate) fn decision(request_id: &str) -> RecordBody {
             id: "e123".into(),
             org: "gm0363".into(),
             roles: vec!["handhaver".into()],
+            department: None,
         }),
         action: Some("brp:lookup".into()),
         resource: Some(ResourceRef {

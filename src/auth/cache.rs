@@ -191,6 +191,7 @@ mod tests {
             id: id.into(),
             org: "0363".into(),
             roles: vec!["burgerzaken".into()],
+            department: None,
         }
     }
 

@@ -5,7 +5,8 @@
 //! later than now + leeway, and the token's lifetime (`exp - iat`, or `exp - now` without `iat`)
 //! may not exceed the configured maximum; `iss` must equal the configured issuer and
 //! `aud` (a string or an array of strings, RFC 7519 §4.1.3) must contain the configured audience.
-//! The subject, organisation and roles claims must be present and of the right type.
+//! The subject, organisation and roles claims must be present and of the right type; the
+//! department claim is optional, but a string when present.
 
 use serde_json::{Map, Value};
 
@@ -106,7 +107,23 @@ pub(crate) fn check(
         }
         Some(_) => return Err(invalid(&names.roles, "an array of non-empty strings")),
     };
-    Ok((Employee { id, org, roles }, exp))
+    // Optional: absent (or empty) means the token names no department; any other type is
+    // refused like every malformed identity claim, so no record names a department by guess.
+    let department = match lookup(claims, &names.department) {
+        None => None,
+        Some(Value::String(d)) if d.is_empty() => None,
+        Some(Value::String(d)) => Some(d.clone()),
+        Some(_) => return Err(invalid(&names.department, "a string")),
+    };
+    Ok((
+        Employee {
+            id,
+            org,
+            roles,
+            department,
+        },
+        exp,
+    ))
 }
 
 fn invalid(name: &str, expected: &'static str) -> AuthError {
@@ -194,6 +211,22 @@ mod tests {
         assert_eq!(e.id, "e1");
         assert_eq!(e.org, "0363");
         assert_eq!(e.roles, vec!["burgerzaken".to_string()]);
+        assert_eq!(e.department, None, "no department claim: none recorded");
+    }
+
+    #[test]
+    fn department_claim_is_optional_but_must_be_a_string() {
+        let mut c = good();
+        c["department"] = json!("Handhaving en Toezicht");
+        let (e, _) = run(c.clone(), &names(), 900).unwrap();
+        assert_eq!(e.department.as_deref(), Some("Handhaving en Toezicht"));
+        c["department"] = json!("");
+        assert_eq!(run(c.clone(), &names(), 900).unwrap().0.department, None);
+        c["department"] = json!(["a", "b"]);
+        match run(c, &names(), 900) {
+            Err(AuthError::InvalidClaim { name, .. }) => assert_eq!(name, "department"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -284,13 +317,15 @@ mod tests {
             subject: "employee_id".into(),
             roles: "realm_access.roles".into(),
             org: "https://gemeente.example/org".into(),
+            department: "afdeling.naam".into(),
         };
         let c = json!({"iss": "https://idp.example", "aud": "purpose-gate", "exp": 1000,
             "employee_id": "e9", "https://gemeente.example/org": "0599",
-            "realm_access": {"roles": ["bijzondere-zaken"]}});
+            "realm_access": {"roles": ["bijzondere-zaken"]}, "afdeling": {"naam": "Burgerzaken"}});
         let (e, _) = run(c, &names, 900).unwrap();
         assert_eq!(e.id, "e9");
         assert_eq!(e.org, "0599");
         assert_eq!(e.roles, vec!["bijzondere-zaken".to_string()]);
+        assert_eq!(e.department.as_deref(), Some("Burgerzaken"));
     }
 }

@@ -115,6 +115,7 @@ fn employee() -> Employee {
         id: "e1001".into(),
         org: "0363".into(),
         roles: vec!["burgerzaken".into()],
+        department: None,
     }
 }
 

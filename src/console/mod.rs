@@ -550,6 +550,74 @@ pub(crate) async fn query(
     }
 }
 
+/// The case snapshots `hashes` (content-addressed, each checked against its hash): from the
+/// central store with `[console] db` (shipped with the records that name them), else from
+/// `cases/` in `[audit] dir`. A snapshot that cannot be read or does not match its hash is
+/// left out (the page then says "not recorded"), and logged.
+pub(crate) async fn case_snapshots(
+    st: &Arc<State>,
+    hashes: std::collections::BTreeSet<String>,
+) -> HashMap<String, crate::model::Case> {
+    let mut out = HashMap::new();
+    if hashes.is_empty() {
+        return out;
+    }
+    match &st.store {
+        Some(pool) => {
+            let wanted: Vec<&str> = hashes.iter().map(String::as_str).collect();
+            let rows = match pool.get().await {
+                Ok(client) => client
+                    .query(
+                        "SELECT hash, snapshot FROM pg_case_snapshots WHERE hash = ANY($1)",
+                        &[&wanted],
+                    )
+                    .await
+                    .map_err(|e| crate::store::StoreError::from(e).to_string()),
+                Err(e) => Err(crate::store::StoreError::from(e).to_string()),
+            };
+            match rows {
+                Ok(rows) => {
+                    for row in rows {
+                        let (Ok(hash), Ok(bytes)) =
+                            (row.try_get::<_, String>(0), row.try_get::<_, Vec<u8>>(1))
+                        else {
+                            continue;
+                        };
+                        let what = format!("stored case snapshot `{hash}`");
+                        match crate::audit::snapshots::parse_snapshot(&hash, &bytes, &what) {
+                            Ok(case) => {
+                                out.insert(hash, case);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "console: case snapshot refused"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "console: case snapshots not read"),
+            }
+        }
+        None => {
+            let dir = st.audit.dir.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut out = HashMap::new();
+                for hash in hashes {
+                    match crate::audit::snapshots::read_snapshot(&dir, &hash) {
+                        Ok(case) => {
+                            out.insert(hash, case);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "console: case snapshot not read"),
+                    }
+                }
+                out
+            })
+            .await;
+            if let Ok(read) = read {
+                out = read;
+            }
+        }
+    }
+    out
+}
+
 /// The access record of a page view, appended durably before the page is answered.
 pub(crate) async fn record_access(
     st: &Arc<State>,
@@ -566,7 +634,8 @@ pub(crate) async fn record_access(
         name: session.name.clone(),
         roles: session.roles.clone(),
         view: view.to_string(),
-        query,
+        // In a pseudonymised log the record names the person by pseudonym, like every record.
+        query: crate::audit::pseudonym::pseudonymise_query(st.subject_key.as_ref(), query),
         client_ip: Some(r.peer.ip().to_string()),
     };
     let view = snapshot::AccessView::of(&access.by, access.name.as_deref(), view, &access.query);

@@ -164,7 +164,12 @@ pub async fn overview(st: &Arc<State>, r: &Req, session: &Session) -> Response<F
 // ------------------------------------------------------------------ Signalen
 
 struct SeqView {
-    seq: u64,
+    /// The record as shown: `seq`, or `gate seq` from the central store.
+    label: String,
+    /// The review form's value for it: `seq`, or `seq@gate`.
+    value: String,
+    /// Its *Bewijs* page.
+    href: String,
     review: Option<&'static str>,
 }
 
@@ -219,12 +224,23 @@ pub async fn signals(st: &Arc<State>, r: &Req, session: &Session) -> Response<Fu
                         .seqs
                         .iter()
                         .take(20)
-                        .map(|q| SeqView {
-                            seq: *q,
-                            review: snap.reviews.get(q).map(|v| match v {
-                                ReviewVerdict::Ok => t.verdict_ok,
-                                ReviewVerdict::Suspicious => t.verdict_suspicious,
-                            }),
+                        .map(|q| {
+                            let target = snap.target(*q);
+                            let (label, value) = match &target.0 {
+                                Some(g) => {
+                                    (format!("{g} {}", target.1), format!("{}@{g}", target.1))
+                                }
+                                None => (target.1.to_string(), target.1.to_string()),
+                            };
+                            SeqView {
+                                label,
+                                value,
+                                href: super::snapshot::proof_href(target.0.as_deref(), target.1),
+                                review: snap.reviews.get(&target).map(|v| match v {
+                                    ReviewVerdict::Ok => t.verdict_ok,
+                                    ReviewVerdict::Suspicious => t.verdict_suspicious,
+                                }),
+                            }
                         })
                         .collect(),
                 })
@@ -245,7 +261,14 @@ pub async fn signals(st: &Arc<State>, r: &Req, session: &Session) -> Response<Fu
 /// The review form: appends a `review` record through the log's writer.
 pub async fn review(st: &Arc<State>, r: &Req, session: &Session) -> Response<Full<Bytes>> {
     let t = r.lang();
-    let seq: Option<u64> = r.form.get("seq").and_then(|s| s.trim().parse().ok());
+    // `seq` of `[audit] dir`, or `seq@gate` of a gate in the central store.
+    let (seq, gate) = match r.form.get("seq").map(|s| s.trim()) {
+        Some(v) => match v.split_once('@') {
+            Some((seq, gate)) => (seq.parse::<u64>().ok(), Some(gate.to_string())),
+            None => (v.parse::<u64>().ok(), None),
+        },
+        None => (None, None),
+    };
     let verdict = match r.form.get("verdict").map(String::as_str) {
         Some("ok") => Some(ReviewVerdict::Ok),
         Some("suspicious") => Some(ReviewVerdict::Suspicious),
@@ -266,11 +289,52 @@ pub async fn review(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
         .get("note")
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty());
+    let gate = match (&st.store, gate) {
+        (Some(pool), Some(gate)) => {
+            // The reviewed record is in the store, not in the log the review goes into: check
+            // it there.
+            if let Err(e) = stored_decision(pool, &gate, seq).await {
+                return message(
+                    r,
+                    Some(session),
+                    StatusCode::BAD_REQUEST,
+                    t.bad_request,
+                    &e,
+                    "/signalen",
+                );
+            }
+            Some(gate)
+        }
+        (Some(_), None) => {
+            return message(
+                r,
+                Some(session),
+                StatusCode::BAD_REQUEST,
+                t.bad_request,
+                "over the central store a review names its record as `seq@gate`",
+                "/signalen",
+            );
+        }
+        (None, Some(_)) => {
+            return message(
+                r,
+                Some(session),
+                StatusCode::BAD_REQUEST,
+                t.bad_request,
+                "this console reads no central store: a review names a seq of its log",
+                "/signalen",
+            );
+        }
+        (None, None) => None,
+    };
     let dir = st.audit.dir.clone();
     let by = session.sub.clone();
     let timeout = st.cfg.access_timeout.0;
-    let done = tokio::task::spawn_blocking(move || {
-        crate::audit::review::append_review(&dir, seq, &by, verdict, note, timeout)
+    let done = tokio::task::spawn_blocking(move || match gate {
+        Some(gate) => crate::audit::review::append_review_of_gate(
+            &dir, &gate, seq, &by, verdict, note, timeout,
+        ),
+        None => crate::audit::review::append_review(&dir, seq, &by, verdict, note, timeout),
     })
     .await;
     match done {
@@ -290,9 +354,42 @@ pub async fn review(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
     }
 }
 
+/// `Ok` when the central store holds record `seq` of `gate` and it is a decision.
+async fn stored_decision(
+    pool: &deadpool_postgres::Pool,
+    gate: &str,
+    seq: u64,
+) -> Result<(), String> {
+    use crate::store::StoreError;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::from(e).to_string())?;
+    let at = i64::try_from(seq).map_err(|_| format!("seq {seq} is too large"))?;
+    let row = client
+        .query_opt(
+            "SELECT kind FROM pg_records WHERE gate_id = $1 AND seq = $2",
+            &[&gate, &at],
+        )
+        .await
+        .map_err(|e| StoreError::from(e).to_string())?;
+    match row.map(|r| r.try_get::<_, String>(0)) {
+        Some(Ok(kind)) if kind == "decision" => Ok(()),
+        Some(Ok(_)) => Err(format!(
+            "seq {seq} of gate `{gate}` is not a decision record"
+        )),
+        Some(Err(e)) => Err(StoreError::from(e).to_string()),
+        None => Err(format!("the store holds no seq {seq} of gate `{gate}`")),
+    }
+}
+
 // ------------------------------------------------------------------ Zoeken
 
 struct RowView {
+    /// The gate whose log holds the record (from the central store), else empty.
+    gate: String,
+    /// The *Bewijs* page of the record.
+    proof_href: String,
     seq: u64,
     time: String,
     employee: String,
@@ -333,6 +430,8 @@ fn refs(list: &[crate::audit::ResourceRef]) -> String {
 
 fn row_view(row: &Row) -> RowView {
     RowView {
+        gate: row.gate.clone().unwrap_or_default(),
+        proof_href: super::snapshot::proof_href(row.gate.as_deref(), row.seq),
         seq: row.seq,
         time: row.time.clone(),
         employee: row.employee.clone().unwrap_or_default(),
@@ -365,6 +464,8 @@ struct SearchPage {
     searched: bool,
     truncated: bool,
     rows: Vec<RowView>,
+    /// A search by BSN: the auditors' views of this person (access records).
+    accesses: Vec<super::snapshot::AccessView>,
 }
 
 /// Address searches: the `brp:search` types that take an address.
@@ -397,6 +498,7 @@ pub async fn search(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
         searched: false,
         truncated: false,
         rows: Vec::new(),
+        accesses: Vec::new(),
     };
     if q.is_empty() {
         return render(StatusCode::OK, &page);
@@ -406,14 +508,9 @@ pub async fn search(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
         return resp;
     }
     let mut filter = Filter::default();
+    let person = crate::audit::pseudonym::subject_id(st.subject_key.as_ref(), "Person", &q);
     match by.as_str() {
-        "bsn" => {
-            filter.subject = Some(crate::audit::pseudonym::subject_id(
-                st.subject_key.as_ref(),
-                "Person",
-                &q,
-            ))
-        }
+        "bsn" => filter.subject = Some(person.clone()),
         "employee" => filter.employee = Some(q.clone()),
         "case" => filter.case = Some(q.clone()),
         "kenteken" => filter.kenteken = Some(normalise_kenteken(&q)),
@@ -441,6 +538,21 @@ pub async fn search(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
         })
         .collect();
     rows.reverse();
+    if by == "bsn" {
+        // The console's own views of this person, found by the id they are stored under (the
+        // pseudonym in a pseudonymised log), newest first.
+        page.accesses = result
+            .accesses
+            .iter()
+            .rev()
+            .filter(|a| a.query.get("bsn") == Some(&person))
+            .take(MAX_ROWS)
+            .map(|a| super::snapshot::AccessView {
+                time: a.time.clone(),
+                ..super::snapshot::AccessView::of(&a.by, a.name.as_deref(), &a.view, &a.query)
+            })
+            .collect();
+    }
     page.truncated = rows.len() > MAX_ROWS;
     page.rows = rows.into_iter().take(MAX_ROWS).map(row_view).collect();
     page.searched = true;
@@ -452,12 +564,14 @@ pub async fn search(st: &Arc<State>, r: &Req, session: &Session) -> Response<Ful
 struct SubjectRow {
     time: String,
     org: String,
+    department: String,
     roles: String,
     purpose: String,
     case_type: String,
     case_id: String,
     decision: String,
-    disclosed: bool,
+    /// The fields disclosed, when the answer disclosed the person.
+    disclosed: Option<String>,
 }
 
 #[derive(Template)]
@@ -495,29 +609,39 @@ pub async fn subject(st: &Arc<State>, r: &Req, session: &Session) -> Response<Fu
         Ok(res) => res,
         Err(e) => return unavailable(r, session, &e),
     };
-    let report = crate::audit::report::subject_report(&result, &bsn, &stored, None, None);
-    let by_seq: std::collections::HashMap<u64, &Row> =
-        result.rows.iter().map(|row| (row.seq, row)).collect();
+    let mut report = crate::audit::report::subject_report(&result, &bsn, &stored, None, None);
+    let hashes = report
+        .entries
+        .iter()
+        .filter_map(|e| e.case_snapshot.clone())
+        .collect();
+    let cases = super::case_snapshots(st, hashes).await;
+    report.fill_case_types(|hash| cases.get(hash).cloned());
     let t = r.lang();
     page.generated = report.generated.clone();
     page.rows = report
         .entries
         .iter()
-        .map(|e| {
-            let row = by_seq.get(&e.seq);
-            SubjectRow {
-                time: e.time.clone(),
-                org: e.organisation.clone().unwrap_or_default(),
-                roles: row.map(|r| r.roles.join(", ")).unwrap_or_default(),
-                purpose: e.purpose.clone(),
-                case_type: t.not_recorded.to_string(),
-                case_id: e.case_id.clone().unwrap_or_default(),
-                decision: match e.decision {
-                    Verdict::Allow => "allow".into(),
-                    Verdict::Deny => "deny".into(),
-                },
-                disclosed: e.disclosed,
-            }
+        .map(|e| SubjectRow {
+            time: e.time.clone(),
+            org: e.organisation.clone().unwrap_or_default(),
+            department: e
+                .department
+                .clone()
+                .unwrap_or_else(|| t.not_recorded.to_string()),
+            roles: e.roles.join(", "),
+            purpose: e.purpose.clone(),
+            case_type: match (&e.case_type, &e.case_id) {
+                (Some(ty), _) => ty.clone(),
+                (None, Some(_)) => t.not_recorded.to_string(),
+                (None, None) => String::new(),
+            },
+            case_id: e.case_id.clone().unwrap_or_default(),
+            decision: match e.decision {
+                Verdict::Allow => "allow".into(),
+                Verdict::Deny => "deny".into(),
+            },
+            disclosed: e.disclosed.then(|| e.fields.join(", ")),
         })
         .collect();
     page.shown = true;
@@ -567,39 +691,109 @@ pub async fn incident(st: &Arc<State>, r: &Req, session: &Session) -> Response<F
 struct ProofPage {
     c: Chrome,
     seq: String,
+    /// With the central store: the gate whose record is proved.
+    gate: String,
+    store: bool,
     error: Option<String>,
     proof: Option<crate::audit::integrity::InclusionProof>,
+    /// The download link of the proof.
+    download: String,
+    /// The proof file's name.
+    file: String,
     has_key: bool,
 }
 
+/// The proof of record `seq`: of `[audit] dir`, or with `[console] db` of `gate` in the
+/// central store (its stored lines and latest shipped checkpoint).
 async fn prove(
     st: &Arc<State>,
+    gate: Option<&str>,
     seq: u64,
 ) -> Result<crate::audit::integrity::InclusionProof, String> {
-    let dir = st.audit.dir.clone();
-    tokio::task::spawn_blocking(move || crate::audit::integrity::prove(&dir, seq))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|f| f.message)
+    match (&st.store, gate) {
+        (Some(pool), Some(gate)) => {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| crate::store::StoreError::from(e).to_string())?;
+            crate::store::prove::prove_stored(&client, gate, seq).await
+        }
+        (Some(_), None) => Err(
+            "this console reads the central store, where seqs are per gate: name the gate".into(),
+        ),
+        (None, Some(_)) => {
+            Err("this console reads no central store: a proof names a seq of its log".into())
+        }
+        (None, None) => {
+            let dir = st.audit.dir.clone();
+            tokio::task::spawn_blocking(move || crate::audit::integrity::prove(&dir, seq))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|f| f.message)
+        }
+    }
+}
+
+/// The proof file's name: `proof-N.json`, or `proof-GATE-N.json` (the gate's id kept to
+/// letters, digits, `-` and `_`).
+fn proof_file(gate: Option<&str>, seq: u64) -> String {
+    match gate {
+        Some(g) => {
+            let safe: String = g
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("proof-{safe}-{seq}.json")
+        }
+        None => format!("proof-{seq}.json"),
+    }
+}
+
+fn gate_param(r: &Req) -> Option<String> {
+    Some(r.q("gate").to_string()).filter(|g| !g.is_empty())
 }
 
 pub async fn proof(st: &Arc<State>, r: &Req, session: &Session) -> Response<Full<Bytes>> {
+    let gate = gate_param(r);
     let mut page = ProofPage {
         c: chrome(r, Some(session), "proof"),
         seq: r.q("seq").to_string(),
+        gate: gate.clone().unwrap_or_default(),
+        store: st.store.is_some(),
         error: None,
         proof: None,
+        download: String::new(),
+        file: String::new(),
         has_key: st.pubkey_pem.is_some(),
     };
     let Ok(seq) = r.q("seq").parse::<u64>() else {
         return render(StatusCode::OK, &page);
     };
-    let asked = BTreeMap::from([("seq".to_string(), seq.to_string())]);
+    let mut asked = BTreeMap::from([("seq".to_string(), seq.to_string())]);
+    if let Some(g) = &gate {
+        asked.insert("gate".into(), g.clone());
+    }
     if let Err(resp) = audited(st, r, session, "proof", asked).await {
         return resp;
     }
-    match prove(st, seq).await {
-        Ok(p) => page.proof = Some(p),
+    match prove(st, gate.as_deref(), seq).await {
+        Ok(p) => {
+            let file = proof_file(gate.as_deref(), seq);
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(g) = &gate {
+                q.append_pair("gate", g);
+            }
+            q.append_pair("seq", &seq.to_string());
+            page.download = format!("/bewijs/{file}?{}", q.finish());
+            page.file = file;
+            page.proof = Some(p);
+        }
         Err(e) => page.error = Some(e),
     }
     render(StatusCode::OK, &page)
@@ -616,17 +810,21 @@ pub async fn proof_download(st: &Arc<State>, r: &Req, session: &Session) -> Resp
             "/bewijs",
         );
     };
-    let asked = BTreeMap::from([("seq".to_string(), seq.to_string())]);
+    let gate = gate_param(r);
+    let mut asked = BTreeMap::from([("seq".to_string(), seq.to_string())]);
+    if let Some(g) = &gate {
+        asked.insert("gate".into(), g.clone());
+    }
     if let Err(resp) = audited(st, r, session, "proof-download", asked).await {
         return resp;
     }
-    match prove(st, seq).await.and_then(|p| {
+    match prove(st, gate.as_deref(), seq).await.and_then(|p| {
         serde_json::to_string_pretty(&p).map_err(|e| format!("cannot encode the proof: {e}"))
     }) {
         Ok(json) => {
             let mut resp = response(StatusCode::OK, "application/json", json, &[]);
-            if let Ok(v) =
-                http::HeaderValue::from_str(&format!("attachment; filename=\"proof-{seq}.json\""))
+            let file = proof_file(gate.as_deref(), seq);
+            if let Ok(v) = http::HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
             {
                 resp.headers_mut()
                     .insert(http::header::CONTENT_DISPOSITION, v);

@@ -10,9 +10,11 @@
 //!
 //! With the central store (`[console] db`), the snapshot also holds each gate's state there —
 //! chain verified from the stored rows (`store::verify`), shipped up to seq N at time T, the
-//! shipping lag — and the lookups per day, refusals and break-glass use count every gate's
-//! shipped records (`store::query`). The signals and their reviews stay those of `[audit] dir`,
-//! the log the console writes its reviews into (a review names a seq of that log).
+//! shipping lag — and the lookups per day, refusals, break-glass use and the signals are
+//! computed over every gate's shipped records (`store::query`, `report::signals`), with the
+//! reviews of every gate's shipped log. Seqs are per gate there: a signal names its records
+//! as (gate, seq) ([`Target`]), and a review made over the store names its gate
+//! (`target_gate`, format 1.4) in the log the console writes to (`[audit] dir`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -21,9 +23,12 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
-use crate::audit::query::{Filter, query};
+use crate::audit::query::{Filter, ReviewState, query};
 use crate::audit::report::{EmployeeSignals, SignalOptions, WorkingHours, signals};
 use crate::audit::{ReviewVerdict, Verdict};
+
+/// A reviewable record: (gate, seq) — the gate is `None` for a record of `[audit] dir`.
+pub type Target = (Option<String>, u64);
 
 /// The latest checkpoint as shown.
 #[derive(Debug, Clone)]
@@ -35,10 +40,24 @@ pub struct CheckpointView {
     pub key_id: String,
 }
 
+/// The *Bewijs* page of record `seq` (of `gate`, in the central store).
+pub fn proof_href(gate: Option<&str>, seq: u64) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(g) = gate {
+        q.append_pair("gate", g);
+    }
+    q.append_pair("seq", &seq.to_string());
+    format!("/bewijs?{}", q.finish())
+}
+
 /// One break-glass request.
 #[derive(Debug, Clone)]
 pub struct BreakGlassView {
+    /// With the central store: the gate whose log holds it.
+    pub gate: Option<String>,
     pub seq: u64,
+    /// Its *Bewijs* page.
+    pub href: String,
     pub time: String,
     pub employee: String,
     pub reason: String,
@@ -113,12 +132,48 @@ pub struct Snapshot {
     pub break_glass_count: u64,
     /// The newest break-glass requests (at most 20).
     pub break_glass: Vec<BreakGlassView>,
+    /// The signals; their `seqs` are seqs of `[audit] dir`, or with the central store
+    /// 1-based indexes into `targets` (see [`Snapshot::target`]).
     pub signals: Vec<EmployeeSignals>,
-    /// Reviewed seq → latest verdict.
-    pub reviews: HashMap<u64, ReviewVerdict>,
+    /// With the central store: the (gate, seq) of each record the signals name.
+    pub targets: Vec<Target>,
+    /// Reviewed record → latest verdict.
+    pub reviews: HashMap<Target, ReviewVerdict>,
+    /// Reviews in `[audit] dir` of records of the central store (`target_gate`): shown at
+    /// once, before their gate has shipped them.
+    pub local_store_reviews: Vec<(Target, ReviewState)>,
     pub open_signals: usize,
     /// The newest access records (at most 20).
     pub accesses: Vec<AccessView>,
+}
+
+impl Snapshot {
+    /// The record a signal's seq names.
+    pub fn target(&self, n: u64) -> Target {
+        if self.targets.is_empty() {
+            return (None, n);
+        }
+        usize::try_from(n)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.targets.get(i))
+            .cloned()
+            .unwrap_or((None, n))
+    }
+
+    fn count_open(&mut self) {
+        let open = self
+            .signals
+            .iter()
+            .flat_map(|e| &e.signals)
+            .filter(|s| {
+                s.seqs
+                    .iter()
+                    .any(|q| !self.reviews.contains_key(&self.target(*q)))
+            })
+            .count();
+        self.open_signals = open;
+    }
 }
 
 fn now() -> String {
@@ -153,7 +208,9 @@ fn figures(rows: &[crate::audit::query::Row]) -> Figures {
         if row.break_glass {
             break_glass_count += 1;
             break_glass.push(BreakGlassView {
+                gate: row.gate.clone(),
                 seq: row.seq,
+                href: proof_href(row.gate.as_deref(), row.seq),
                 time: row.time.clone(),
                 employee: row.employee.clone().unwrap_or_default(),
                 reason: row.reason.clone().unwrap_or_default(),
@@ -221,15 +278,28 @@ pub fn build(
         break_glass,
     } = figures(&result.rows);
     let mut reviews = HashMap::new();
-    for r in &result.reviews {
-        reviews.insert(r.target_seq, r.verdict);
+    // Reviews naming another gate (made over the central store) are not about this log.
+    for r in result.reviews.iter().filter(|r| r.target_gate.is_none()) {
+        reviews.insert((None, r.target_seq), r.verdict);
     }
-    let list = signals(&result, &SignalOptions::new(hours.clone()));
-    let open_signals = list
+    let local_store_reviews = result
+        .reviews
         .iter()
-        .flat_map(|e| &e.signals)
-        .filter(|s| s.seqs.iter().any(|q| !reviews.contains_key(q)))
-        .count();
+        .filter_map(|r| {
+            let gate = r.target_gate.clone()?;
+            Some((
+                (Some(gate), r.target_seq),
+                ReviewState {
+                    seq: r.seq,
+                    by: r.by.clone(),
+                    verdict: r.verdict,
+                    note: r.note.clone(),
+                    time: r.time.clone(),
+                },
+            ))
+        })
+        .collect();
+    let list = signals(&result, &SignalOptions::new(hours.clone()));
     let accesses = result
         .accesses
         .iter()
@@ -240,7 +310,7 @@ pub fn build(
             ..AccessView::of(&a.by, a.name.as_deref(), &a.view, &a.query)
         })
         .collect();
-    Ok(Snapshot {
+    let mut snap = Snapshot {
         gates: Vec::new(),
         store_error: None,
         built: now(),
@@ -253,10 +323,14 @@ pub fn build(
         break_glass_count,
         break_glass,
         signals: list,
+        targets: Vec::new(),
         reviews,
-        open_signals,
+        local_store_reviews,
+        open_signals: 0,
         accesses,
-    })
+    };
+    snap.count_open();
+    Ok(snap)
 }
 
 /// Adds the central store's part to `snap`: each gate's stored chain and shipping position,
@@ -264,6 +338,7 @@ pub fn build(
 pub async fn add_store(
     pool: &deadpool_postgres::Pool,
     key: Option<&ed25519_dalek::VerifyingKey>,
+    hours: &WorkingHours,
     snap: &mut Snapshot,
 ) -> Result<(), String> {
     use crate::store::StoreError;
@@ -313,13 +388,58 @@ pub async fn add_store(
     let per_gate = crate::store::query::query_store(&client, &Filter::default(), None)
         .await
         .map_err(|e| e.to_string())?;
-    let all = crate::store::query::merge(per_gate);
+    // Every gate's reviews, latest first wins per (gate, seq): a review names its target's gate,
+    // or is about a record of the log it is in.
+    let mut stored_reviews: Vec<(&str, Target, ReviewState)> = Vec::new();
+    for (gate, result) in &per_gate {
+        for r in &result.reviews {
+            let target_gate = r.target_gate.clone().unwrap_or_else(|| gate.clone());
+            stored_reviews.push((
+                r.time.as_str(),
+                (Some(target_gate), r.target_seq),
+                ReviewState {
+                    seq: r.seq,
+                    by: r.by.clone(),
+                    verdict: r.verdict,
+                    note: r.note.clone(),
+                    time: r.time.clone(),
+                },
+            ));
+        }
+    }
+    for (target, state) in &snap.local_store_reviews {
+        stored_reviews.push((state.time.as_str(), target.clone(), state.clone()));
+    }
+    stored_reviews.sort_by(|a, b| a.0.cmp(b.0));
+    let latest: HashMap<Target, ReviewState> = stored_reviews
+        .into_iter()
+        .map(|(_, target, state)| (target, state))
+        .collect();
+    let mut all = crate::store::query::merge(per_gate);
     let f = figures(&all.rows);
     snap.per_day = f.per_day;
     snap.refusals = f.refusals;
     snap.break_glass_count = f.break_glass_count;
     snap.break_glass = f.break_glass;
     snap.gates = gates;
+    // The signals over every gate's records: each row numbered by its place (seqs repeat
+    // across gates), with the review of its (gate, seq); the numbers map back through
+    // `targets`.
+    let mut targets = Vec::with_capacity(all.rows.len());
+    for (i, row) in all.rows.iter_mut().enumerate() {
+        let target = (row.gate.clone(), row.seq);
+        row.review = latest.get(&target).cloned();
+        targets.push(target);
+        row.seq = i as u64 + 1;
+        row.outcome_seq = None;
+    }
+    snap.signals = signals(&all, &SignalOptions::new(hours.clone()));
+    snap.reviews = latest
+        .into_iter()
+        .map(|(target, state)| (target, state.verdict))
+        .collect();
+    snap.targets = targets;
+    snap.count_open();
     snap.took_ms += started.elapsed().as_millis();
     Ok(())
 }
@@ -368,7 +488,7 @@ impl Snapshots {
             .map_err(|e| format!("the snapshot task failed: {e}"))??;
         let mut snap = snap;
         if let Some(pool) = &self.store
-            && let Err(e) = add_store(pool, self.key.as_ref(), &mut snap).await
+            && let Err(e) = add_store(pool, self.key.as_ref(), &self.hours, &mut snap).await
         {
             tracing::warn!(error = %e, "console: the central store could not be read");
             snap.store_error = Some(e);

@@ -196,6 +196,7 @@ impl Input {
                 id: pick(rng, &EMPLOYEES).to_string(),
                 org: pick(rng, &ORGS).to_string(),
                 roles: subset(rng, roles),
+                department: None,
             },
             action,
             resource,

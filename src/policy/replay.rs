@@ -163,6 +163,7 @@ pub fn rebuild(d: &ReadDecision, snapshots: SnapshotSource<'_>) -> Result<Record
             id: principal.id.clone(),
             org: principal.org.clone(),
             roles: principal.roles.clone(),
+            department: principal.department.clone(),
         },
         action,
         resource,

@@ -33,6 +33,7 @@ fn employee(id: &str, org: &str, roles: &[&str]) -> Employee {
         id: id.into(),
         org: org.into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
+        department: None,
     }
 }
 

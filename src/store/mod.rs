@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod counters;
 pub mod policy;
+pub mod prove;
 pub mod query;
 pub mod schema;
 pub mod ship;

@@ -115,7 +115,10 @@ pub fn merge(mut per_gate: Vec<(String, QueryResult)>) -> QueryResult {
     for (_, r) in per_gate {
         all.records += r.records;
         all.rows.extend(r.rows);
+        // Access records name no seq of another record: they mean the same in every gate.
+        all.accesses.extend(r.accesses);
     }
+    all.accesses.sort_by(|a, b| a.time.cmp(&b.time));
     all.rows
         .sort_by(|a, b| (a.when(), &a.gate, a.seq).cmp(&(b.when(), &b.gate, b.seq)));
     all

@@ -240,7 +240,15 @@ impl ShipLine {
             }
             Record::Review(_) => "review",
             Record::Config(_) => "config",
-            Record::Access(_) => "access",
+            Record::Access(a) => {
+                // An auditor's view of a person: found by the person's id like the lookups.
+                subjects.extend(
+                    crate::audit::pseudonym::ACCESS_PERSON_KEYS
+                        .iter()
+                        .filter_map(|k| a.query.get(*k).cloned()),
+                );
+                "access"
+            }
         };
         subjects.retain(|s| !s.contains(SUBJECT_SEP));
         Ok(ShipLine {

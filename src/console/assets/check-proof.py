@@ -35,8 +35,10 @@ body, _, sigs = note.partition("\n\n")
 origin, tree_size, root = body.split("\n")[:3]
 if int(tree_size) != size: sys.exit("FAILED: the checkpoint is for another tree size")
 if base64.b64decode(root) != r: sys.exit("FAILED: the Merkle root does not match the checkpoint")
-sig_line = [l for l in sigs.split("\n") if l.startswith("\u2014 " + origin + " ")][0]
-sig = base64.b64decode(sig_line.split(" ")[2])[4:]
+sig_lines = [l for l in sigs.split("\n") if l.startswith("\u2014 " + origin + " ")]
+if not sig_lines: sys.exit("FAILED: the checkpoint carries no signature of `" + origin + "`")
+sig = base64.b64decode(sig_lines[0].split(" ")[2])[4:]
+if len(sig) != 64: sys.exit("FAILED: the checkpoint's signature is not an Ed25519 signature")
 open(sys.argv[1] + ".note", "wb").write((body + "\n").encode())
 open(sys.argv[1] + ".sig", "wb").write(sig)
 print(f"ok: record seq {proof['seq']} is in the tree of {size} records of `{origin}`; now check the signature with openssl")
