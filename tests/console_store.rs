@@ -1,7 +1,11 @@
-//! The auditor console over the central PostgreSQL store (`[console] db`): two gates' logs are
-//! shipped into a fresh database; the console's *Overzicht* lists both gates with their stored
-//! chain and shipping position, a BSN search finds the lookups of both gates, and the access
-//! record of that search is written through the console's `[audit] dir`.
+//! The auditor console over the central PostgreSQL store (`[console] db`): two gates' logs
+//! (pseudonymised, with signed checkpoints) are shipped into a fresh database; the console's
+//! *Overzicht* lists both gates with their stored chain and shipping position; a BSN search finds
+//! the lookups of both gates, and — once shipped — the console's own access records of that
+//! person, which carry the pseudonym, never the BSN; *Signalen* is computed over both gates'
+//! stored records with the reviews stored in another gate's log, and a review of another
+//! gate's record is recorded with its gate; *Bewijs* builds a proof from the stored records that
+//! `audit check-proof` accepts.
 //!
 //! Needs `PURPOSE_GATE_TEST_DATABASE_URL` (as `tests/store_scaleout.rs`): without it the test
 //! says why and passes; set but unusable, it fails.
@@ -18,7 +22,7 @@ use std::process::Command;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use purpose_gate::audit::record::*;
-use purpose_gate::audit::{AuditLog, AuditOptions, Record, read_records};
+use purpose_gate::audit::{AuditLog, Record, read_records};
 
 const URL_VAR: &str = "PURPOSE_GATE_TEST_DATABASE_URL";
 const BIN: &str = env!("CARGO_BIN_EXE_purpose-gate");
@@ -29,32 +33,44 @@ type Client = hyper_util::client::legacy::Client<
     Full<Bytes>,
 >;
 
-fn decision(gate: &str, request_id: &str, case: &str) -> RecordBody {
+fn decision(
+    gate: &str,
+    request_id: &str,
+    case: &str,
+    subject: &str,
+    time: &str,
+    break_glass: Option<&str>,
+) -> RecordBody {
     RecordBody::Decision(Box::new(DecisionRecord {
         inputs: None,
-        time: "2026-03-02T09:15:00Z".into(),
+        time: time.into(),
         kind: DecisionKind::Decision,
         gate: gate.into(),
         request_id: request_id.into(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         principal: Some(Principal {
-            id: "emp-042".into(),
+            id: if break_glass.is_some() {
+                "emp-900"
+            } else {
+                "emp-042"
+            }
+            .into(),
             org: "gm0363".into(),
             roles: vec!["handhaver".into()],
-            department: None,
+            department: Some("Handhaving".into()),
         }),
         action: Some("brp:lookup".into()),
         resource: Some(ResourceRef {
             kind: "Person".into(),
-            id: BSN.into(),
+            id: subject.into(),
         }),
         case_id: Some(case.into()),
         case_url: None,
         purpose: PurposeRecord {
             doelbinding: Some("BRPACT-Toezicht".into()),
             verwerking: None,
-            break_glass: false,
-            reason: None,
+            break_glass: break_glass.is_some(),
+            reason: break_glass.map(str::to_string),
         },
         fields: vec!["naam".into()],
         decision: Verdict::Allow,
@@ -71,18 +87,7 @@ fn decision(gate: &str, request_id: &str, case: &str) -> RecordBody {
     }))
 }
 
-/// Writes one lookup of `BSN` by `gate` (case `case`) to `dir` and ships it into the store.
-async fn gate_log(dir: &Path, gate: &str, case: &str, url: &str) {
-    let log = AuditLog::open(&AuditOptions {
-        dir: dir.to_path_buf(),
-        segment_max_bytes: 1 << 20,
-        max_batch: 64,
-    })
-    .unwrap();
-    log.append(vec![decision(gate, &format!("{gate}-r1"), case)])
-        .await
-        .unwrap();
-    log.close().await;
+fn ship(dir: &Path, gate: &str, url: &str) {
     let out = Command::new(BIN)
         .args(["audit", "ship", "--dir"])
         .arg(dir)
@@ -95,6 +100,23 @@ async fn gate_log(dir: &Path, gate: &str, case: &str, url: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Writes `records` (then a signed checkpoint over them) to `dir` as `gate`'s log.
+async fn gate_log(dir: &Path, signing_key: &Path, records: Vec<Vec<RecordBody>>) {
+    let log = AuditLog::open_from_config(&purpose_gate::config::AuditConfig {
+        dir: dir.to_path_buf(),
+        signing_key: Some(signing_key.to_path_buf()),
+        checkpoint_every: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    for batch in records {
+        log.append(batch).await.unwrap();
+    }
+    // Let a checkpoint cover the records.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    log.close().await;
 }
 
 struct Answer {
@@ -195,9 +217,64 @@ async fn the_console_reads_every_gate_from_the_store() {
     assert!(out.status.success(), "migrate failed");
 
     let tmp = tempfile::tempdir().unwrap();
+    let (private, public) =
+        purpose_gate::audit::checkpoint::keygen(&tmp.path().join("keys")).unwrap();
+    // A pseudonymised log: every record names the person by pseudonym.
+    std::fs::write(tmp.path().join("subject.key"), "ab".repeat(32)).unwrap();
+    let key =
+        purpose_gate::audit::pseudonym::SubjectKey::load(&tmp.path().join("subject.key")).unwrap();
+    let pseudonym = key.pseudonymise(BSN);
     let dir_a = tmp.path().join("gate-a");
-    gate_log(&dir_a, "gate-a", "Z-GATE-A-1", &url).await;
-    gate_log(&tmp.path().join("gate-b"), "gate-b", "Z-GATE-B-1", &url).await;
+    let dir_b = tmp.path().join("gate-b");
+    gate_log(
+        &dir_a,
+        &private,
+        vec![vec![decision(
+            "gate-a",
+            "gate-a-r1",
+            "Z-GATE-A-1",
+            &pseudonym,
+            "2026-03-02T09:15:00Z",
+            None,
+        )]],
+    )
+    .await;
+    // Gate B: two break-glass lookups at night; the first reviewed in gate B's own log.
+    let reason = Some("urgent: threat to life, no case yet");
+    gate_log(
+        &dir_b,
+        &private,
+        vec![
+            vec![decision(
+                "gate-b",
+                "gate-b-r1",
+                "Z-GATE-B-1",
+                &pseudonym,
+                "2026-03-02T02:15:00Z",
+                reason,
+            )],
+            vec![decision(
+                "gate-b",
+                "gate-b-r2",
+                "Z-GATE-B-1",
+                &pseudonym,
+                "2026-03-03T02:15:00Z",
+                reason,
+            )],
+            vec![RecordBody::Review(ReviewRecord {
+                time: "2026-03-04T10:00:00Z".into(),
+                kind: ReviewKind::Review,
+                target_seq: 1,
+                target_gate: None,
+                by: "fg-gate-b".into(),
+                verdict: ReviewVerdict::Ok,
+                note: None,
+            })],
+        ],
+    )
+    .await;
+    ship(&dir_a, "gate-a", &url);
+    ship(&dir_b, "gate-b", &url);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (issuer, _idp) = idp::spawn(listener, "console", "secret", idp::demo_users())
@@ -219,6 +296,8 @@ audience = "purpose-gate"
 jwks_url = "http://127.0.0.1:9/jwks"
 [audit]
 dir = "gate-a"
+signing_key = "{}"
+subject_key = "subject.key"
 [console]
 listen = "127.0.0.1:{port}"
 issuer = "{issuer}"
@@ -227,7 +306,8 @@ client_secret_file = "client.secret"
 redirect_url = "http://127.0.0.1:{port}/callback"
 session_key_file = "session.key"
 db = "{url}"
-"#
+"#,
+        private.display()
     );
     let cfg = purpose_gate::config::Config::parse(&config, tmp.path()).unwrap();
     let console = purpose_gate::console::start(&cfg).await.unwrap();
@@ -253,36 +333,206 @@ db = "{url}"
             .find(|r| r.contains(&format!("<code>{g}</code>")))
             .unwrap_or_else(|| panic!("no row for {g}: {gates}"));
         assert!(row.contains("Keten geverifieerd"), "{g}: {row}");
-        assert!(row.contains("<td class=\"num\">1</td>"), "{g}: {row}");
     }
-    // Lookups per day count both gates' records (one allowed lookup each, on 2026-03-02).
+    // Lookups per day count both gates' records.
     assert!(
         over.body.contains("2026-03-02: 2 / 0"),
         "the chart does not count both gates"
     );
 
-    // A BSN search finds the lookups of both gates, from the store.
-    let found = send(
+    // Signalen: computed over both gates' stored records. Gate B's break-glass lookups are a
+    // signal, named with their gate; seq 1 carries the review stored in gate B's own log.
+    let sig = send(&client, "GET", &format!("{base}/signalen"), &cookie, None).await;
+    assert_eq!(sig.status, 200);
+    assert!(sig.body.contains("break_glass"), "{}", sig.body);
+    assert!(
+        sig.body
+            .contains("<option value=\"1@gate-b\">gate-b 1</option>")
+            && sig
+                .body
+                .contains("<option value=\"3@gate-b\">gate-b 3</option>"),
+        "{}",
+        sig.body
+    );
+    let reviewed = |body: &str, label: &str| {
+        body.split("</a>")
+            .skip_while(|part| !part.ends_with(&format!(">{label}")))
+            .nth(1)
+            .is_some_and(|after| {
+                after
+                    .trim_start()
+                    .starts_with("<span class=\"tag\">beoordeeld")
+            })
+    };
+    assert!(
+        reviewed(&sig.body, "gate-b 1"),
+        "the stored review is not shown"
+    );
+    assert!(!reviewed(&sig.body, "gate-b 3"));
+
+    // A review of gate B's record 3 (its second lookup: a checkpoint record is seq 2), made in
+    // the console: it goes into the console's log
+    // (gate A's), naming gate B.
+    let csrf = sig
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let form = |seq: &str| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("csrf", &csrf)
+            .append_pair("seq", seq)
+            .append_pair("verdict", "suspicious")
+            .append_pair("note", "nachtelijke noodtoegang")
+            .finish()
+    };
+    let saved = send(
         &client,
-        "GET",
-        &format!("{base}/zoeken?by=bsn&q={BSN}"),
+        "POST",
+        &format!("{base}/signalen/review"),
         &cookie,
-        None,
+        Some(form("3@gate-b")),
     )
     .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    // A record the store does not hold, a record that is no decision (a checkpoint), and a
+    // record without its gate are refused.
+    for bad in ["9@gate-b", "2@gate-b", "3"] {
+        let refused = send(
+            &client,
+            "POST",
+            &format!("{base}/signalen/review"),
+            &cookie,
+            Some(form(bad)),
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+    }
+    let review = read_records(&dir_a)
+        .unwrap()
+        .filter_map(|r| match r.unwrap().1 {
+            Record::Review(r) => Some(r),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(review.len(), 1, "{review:?}");
+    assert_eq!(
+        (review[0].target_gate.as_deref(), review[0].target_seq),
+        (Some("gate-b"), 3)
+    );
+    let sig = send(&client, "GET", &format!("{base}/signalen"), &cookie, None).await;
+    assert!(
+        reviewed(&sig.body, "gate-b 3"),
+        "the new review is not shown"
+    );
+
+    // A BSN search finds the lookups of both gates, from the store.
+    let search = format!("{base}/zoeken?by=bsn&q={BSN}");
+    let found = send(&client, "GET", &search, &cookie, None).await;
     assert_eq!(found.status, 200);
     assert!(found.body.contains("Z-GATE-A-1"), "gate-a's lookup missing");
     assert!(found.body.contains("Z-GATE-B-1"), "gate-b's lookup missing");
 
-    // The access record of that search is durable in the console's directory.
+    // The access record of that search is durable in the console's directory, with the
+    // pseudonym: no segment of the pseudonymised log holds the BSN in clear.
     let mut records = read_records(&dir_a).unwrap();
     let mut searched = false;
     while let Some(Ok((_, record))) = records.next_ref() {
         if let Record::Access(a) = record {
-            searched |= a.view == "search" && a.query.get("bsn").map(String::as_str) == Some(BSN);
+            searched |= a.view == "search"
+                && a.query.get("bsn").map(String::as_str) == Some(pseudonym.as_str());
         }
     }
-    assert!(searched, "no access record for the search in gate-a's log");
+    assert!(
+        searched,
+        "no pseudonymised access record for the search in gate-a's log"
+    );
+    for entry in std::fs::read_dir(&dir_a).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains(BSN),
+                "{} holds the BSN in clear",
+                path.display()
+            );
+        }
+    }
+    // Once gate A has shipped it, a search by the BSN finds that view of the person too.
+    ship(&dir_a, "gate-a", &url);
+    let found = send(&client, "GET", &search, &cookie, None).await;
+    let views = found
+        .body
+        .split("id=\"person-views\"")
+        .nth(1)
+        .expect("the auditors' views of the person are not listed");
+    assert!(
+        views.contains("<td>search</td>") && views.contains(&pseudonym),
+        "{views}"
+    );
+
+    // Bewijs: a proof of gate B's record 1 from the stored records and checkpoint, which
+    // `audit check-proof` accepts; a seq no shipped checkpoint covers is refused on the page.
+    let page = send(
+        &client,
+        "GET",
+        &format!("{base}/bewijs?gate=gate-b&seq=1"),
+        &cookie,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("id=\"record-line\">{&#34;seq&#34;:1,")
+            || page.body.contains("id=\"record-line\">{&quot;seq&quot;:1,"),
+        "{}",
+        page.body
+    );
+    let proof = send(
+        &client,
+        "GET",
+        &format!("{base}/bewijs/proof-gate-b-1.json?gate=gate-b&seq=1"),
+        &cookie,
+        None,
+    )
+    .await;
+    assert_eq!(proof.status, 200, "{}", proof.body);
+    let proof_file = tmp.path().join("proof-gate-b-1.json");
+    std::fs::write(&proof_file, &proof.body).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "check-proof"])
+        .arg(&proof_file)
+        .arg("--pubkey")
+        .arg(&public)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok: record seq 1 is included"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        proof.body.contains("gate-b-r1"),
+        "the proof is of gate B's record"
+    );
+    let beyond = send(
+        &client,
+        "GET",
+        &format!("{base}/bewijs?gate=gate-b&seq=99"),
+        &cookie,
+        None,
+    )
+    .await;
+    assert!(
+        beyond
+            .body
+            .contains("not covered by its latest shipped checkpoint"),
+        "{}",
+        beyond.body
+    );
 
     console.shutdown().await;
     drop(client);
