@@ -218,3 +218,81 @@ async fn token_for_wrong_role_claim_type_is_refused() {
     );
     expect_401(&h, Some(&format!("Bearer {t}")), "invalidToken", "no exp").await;
 }
+
+#[tokio::test]
+async fn the_department_claim_is_recorded_with_the_principal() {
+    let h = Harness::start().await;
+    let body = raadpleeg(&["999993653"], &["naam"]).to_string();
+    let mut claims = common::tokens::employee_claims(
+        ISSUER,
+        AUDIENCE,
+        "emp-042",
+        "0363",
+        &["vergunningverlener"],
+        600,
+    );
+    claims["department"] = json!("Vergunningen en Handhaving");
+    let t = h.token_with(&claims);
+    let bearer = format!("Bearer {t}");
+    let hd = [
+        ("x-case-id", "Z-OPEN"),
+        ("content-type", "application/json"),
+        ("authorization", bearer.as_str()),
+    ];
+    let a = h
+        .send("POST", "/haalcentraal/api/brp/personen", &hd, Some(&body))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.json());
+    let rec = h
+        .records_of(&forwarded_id(&a))
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .expect("no decision record");
+    assert_eq!(
+        rec["principal"]["department"], "Vergunningen en Handhaving",
+        "{rec}"
+    );
+
+    // Without the claim the member is absent (records as before format 1.4).
+    let a = h
+        .send(
+            "POST",
+            "/haalcentraal/api/brp/personen",
+            &[
+                ("x-case-id", "Z-OPEN"),
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {}", h.emp042())),
+            ],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let rec = h
+        .records_of(&forwarded_id(&a))
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .unwrap();
+    assert!(rec["principal"].get("department").is_none(), "{rec}");
+
+    // A department that is not a string is a malformed identity: refused, never guessed (a
+    // fresh gate, so that nothing forwarded before counts).
+    let h = Harness::start().await;
+    claims["department"] = json!(["a", "b"]);
+    let t = h.token_with(&claims);
+    expect_401(
+        &h,
+        Some(&format!("Bearer {t}")),
+        "invalidToken",
+        "department not a string",
+    )
+    .await;
+}
+
+/// The request id of an answer that is not a problem: its `X-Request-Id`.
+fn forwarded_id(a: &common::Answer) -> String {
+    a.headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("no X-Request-Id")
+        .to_string()
+}

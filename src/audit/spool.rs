@@ -508,6 +508,27 @@ mod tests {
     }
 
     #[test]
+    fn a_review_of_another_gates_record_is_not_bound_by_this_logs_seqs() {
+        let mut req = ReviewRequest::new(500, "a", ReviewVerdict::Suspicious, None);
+        req.target_gate = Some("gate-b".into());
+        assert!(req.check(20).is_ok(), "seq 500 of gate-b, in a log of 19");
+        let record = req.record();
+        assert_eq!(record.target_gate.as_deref(), Some("gate-b"));
+        assert_eq!(record.target_seq, 500);
+        req.target_gate = Some(" ".into());
+        assert!(req.check(20).unwrap_err().contains("`target_gate`"));
+        req.target_gate = Some("gate-b".into());
+        req.target_seq = 0;
+        assert!(req.check(20).is_err());
+        // A request file without the member (older `audit review`) still reads.
+        let old: ReviewRequest = serde_json::from_str(
+            r#"{"format":"purpose-gate-review-request/1","target_seq":3,"by":"a","verdict":"ok","requested":"2026-03-02T09:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.target_gate, None);
+    }
+
+    #[test]
     fn bad_requests_are_rejected_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let req = ReviewRequest::new(9, " ", ReviewVerdict::Ok, None);
