@@ -166,9 +166,10 @@ pub struct ConsoleConfig {
     #[serde(default)]
     pub public_key_file: Option<PathBuf>,
     /// The central store (`postgres://…`, as `[store] url`): *Overzicht* (per gate, with its
-    /// shipping lag) and the searches read every gate's shipped records from it instead of
-    /// `[audit] dir`. Access and review records are still written through the writer of
-    /// `[audit] dir` (a gate's log, which that gate ships). Default: none.
+    /// shipping lag), the searches and reports, *Signalen* with its reviews, and *Bewijs* read
+    /// every gate's shipped records from it instead of `[audit] dir`. Access and review
+    /// records are still written through the writer of `[audit] dir` (a gate's log, which that
+    /// gate ships). Default: none.
     #[serde(default)]
     pub db: Option<String>,
 }

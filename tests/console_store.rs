@@ -5,9 +5,10 @@
 //! person, which carry the pseudonym, never the BSN; *Signalen* is computed over both gates'
 //! stored records with the reviews stored in another gate's log, and a review of another
 //! gate's record is recorded with its gate; *Bewijs* builds a proof from the stored records that
-//! `audit check-proof` accepts.
+//! `audit check-proof` accepts. A second test, without a database, does the pseudonymised part
+//! over `[audit] dir`.
 //!
-//! Needs `PURPOSE_GATE_TEST_DATABASE_URL` (as `tests/store_scaleout.rs`): without it the test
+//! The store test needs `PURPOSE_GATE_TEST_DATABASE_URL` (as `tests/store_scaleout.rs`): without it the test
 //! says why and passes; set but unusable, it fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -540,4 +541,139 @@ db = "{url}"
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+/// Without the store (needs no database): a pseudonymised `[audit] dir`. The console's access
+/// records name the person by pseudonym, and a BSN search finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pseudonymised_log_keeps_the_console_views_pseudonymous_and_findable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (private, _) = purpose_gate::audit::checkpoint::keygen(&tmp.path().join("keys")).unwrap();
+    std::fs::write(tmp.path().join("subject.key"), "cd".repeat(32)).unwrap();
+    let key =
+        purpose_gate::audit::pseudonym::SubjectKey::load(&tmp.path().join("subject.key")).unwrap();
+    let pseudonym = key.pseudonymise(BSN);
+    let dir = tmp.path().join("audit");
+    gate_log(
+        &dir,
+        &private,
+        vec![vec![decision(
+            "gate-1",
+            "r1",
+            "Z-1",
+            &pseudonym,
+            "2026-03-02T09:15:00Z",
+            None,
+        )]],
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (issuer, _idp) = idp::spawn(listener, "console", "secret", idp::demo_users())
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(tmp.path().join("session.key"), [7u8; 32]).unwrap();
+    std::fs::write(tmp.path().join("client.secret"), "secret").unwrap();
+    let config = format!(
+        r#"
+[auth]
+issuer = "https://idp.example"
+audience = "purpose-gate"
+jwks_url = "http://127.0.0.1:9/jwks"
+[audit]
+dir = "audit"
+subject_key = "subject.key"
+[console]
+listen = "127.0.0.1:{port}"
+issuer = "{issuer}"
+client_id = "console"
+client_secret_file = "client.secret"
+redirect_url = "http://127.0.0.1:{port}/callback"
+session_key_file = "session.key"
+"#
+    );
+    let cfg = purpose_gate::config::Config::parse(&config, tmp.path()).unwrap();
+    let console = purpose_gate::console::start(&cfg).await.unwrap();
+    let base = format!("http://{}", console.addr);
+    let client: Client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let cookie = login(&client, &base).await;
+
+    // The citizen report and a search, both by the clear BSN.
+    let report = send(
+        &client,
+        "GET",
+        &format!("{base}/inzage?bsn={BSN}"),
+        &cookie,
+        None,
+    )
+    .await;
+    assert_eq!(report.status, 200);
+    assert!(
+        report.body.contains("Z-1"),
+        "the pseudonymised lookup is not found"
+    );
+    let found = send(
+        &client,
+        "GET",
+        &format!("{base}/zoeken?by=bsn&q={BSN}"),
+        &cookie,
+        None,
+    )
+    .await;
+    assert_eq!(found.status, 200);
+    let views = found
+        .body
+        .split("id=\"person-views\"")
+        .nth(1)
+        .expect("the auditors' views of the person are not listed");
+    let views = views.split("</table>").next().unwrap();
+    assert!(
+        views.contains("<td>subject-report</td>") && views.contains("<td>search</td>"),
+        "{views}"
+    );
+    // Another person's views are not listed.
+    let other = send(
+        &client,
+        "GET",
+        &format!("{base}/zoeken?by=bsn&q=999990639"),
+        &cookie,
+        None,
+    )
+    .await;
+    let others = other.body.split("id=\"person-views\"").nth(1).unwrap();
+    assert!(!others.contains("subject-report"), "{others}");
+
+    // Both access records carry the pseudonym; no segment holds the BSN in clear.
+    let accesses: Vec<ReadAccess> = read_records(&dir)
+        .unwrap()
+        .filter_map(|r| match r.unwrap().1 {
+            Record::Access(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    for view in ["subject-report", "search"] {
+        assert!(
+            accesses.iter().any(|a| a.view == view
+                && a.query.get("bsn").map(String::as_str) == Some(pseudonym.as_str())),
+            "{view}: {accesses:?}"
+        );
+    }
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(BSN),
+                "{} holds the BSN in clear",
+                path.display()
+            );
+        }
+    }
+    console.shutdown().await;
 }
