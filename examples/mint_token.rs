@@ -2,6 +2,7 @@
 //! benchmark (`bench/proxy.sh`) and for trying the gate by hand.
 //!
 //! `cargo run --example mint_token -- --sub emp-042 --org 0363 --roles vergunningverlener`
+//! (`--department Vergunningen` adds the department claim)
 //!
 //! Guarantees: the token carries the demo `kid`, issuer and audience and is valid from now for
 //! `--ttl` seconds. Refuses: a key file that is not a P-256 PKCS#8 PEM (exit code 2). Test and
@@ -28,6 +29,9 @@ struct Args {
     /// Roles, comma-separated (`roles`).
     #[arg(long, default_value = "vergunningverlener", value_delimiter = ',')]
     roles: Vec<String>,
+    /// The department (`department`), recorded with the principal; none when absent.
+    #[arg(long)]
+    department: Option<String>,
     /// Seconds the token stays valid.
     #[arg(long, default_value_t = 3600)]
     ttl: i64,
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
         }
     };
     let roles: Vec<&str> = args.roles.iter().map(String::as_str).collect();
-    let claims = tokens::employee_claims(
+    let mut claims = tokens::employee_claims(
         tokens::DEMO_ISSUER,
         tokens::DEMO_AUDIENCE,
         &args.sub,
@@ -54,6 +58,9 @@ fn main() -> ExitCode {
         &roles,
         args.ttl,
     );
+    if let Some(d) = &args.department {
+        claims["department"] = serde_json::Value::String(d.clone());
+    }
     match tokens::mint(&pem, tokens::DEMO_KID, &claims) {
         Ok(token) => {
             println!("{token}");

@@ -806,10 +806,24 @@ fn audit_subject_report(
         Err(code) => return code,
     };
     let mut report = crate::audit::report::subject_report(&result, bsn, &stored, since, until);
-    // The case types from the case snapshots beside the log (the console also reads them
-    // from the central store).
-    if let Some(dir) = &source.dir {
-        report.fill_case_types(|hash| crate::audit::snapshots::read_snapshot(dir, hash).ok());
+    // The case types from the case snapshots beside the log, or in the central store.
+    match (&source.dir, source.db.as_deref()) {
+        (Some(dir), _) => {
+            report.fill_case_types(|hash| crate::audit::snapshots::read_snapshot(dir, hash).ok())
+        }
+        (None, Some(db)) => {
+            let hashes = report
+                .entries
+                .iter()
+                .filter_map(|e| e.case_snapshot.clone())
+                .collect();
+            let cases = match crate::store::cli::case_snapshots(db, &hashes) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report.fill_case_types(|hash| cases.get(hash).cloned());
+        }
+        (None, None) => {}
     }
     match format {
         ReportFormat::Text => {

@@ -88,6 +88,30 @@ fn decision(
     }))
 }
 
+/// `decision` naming the case snapshot (type `handhaving-woonfraude`) it saw, written into
+/// `dir`'s `cases/` as the gate does.
+fn with_case_snapshot(dir: &Path, mut body: RecordBody) -> RecordBody {
+    let RecordBody::Decision(d) = &mut body else {
+        panic!("not a decision")
+    };
+    let case: purpose_gate::model::Case = serde_json::from_value(serde_json::json!({
+        "id": d.case_id, "type": "handhaving-woonfraude", "status": "open",
+        "opened": "2026-01-01T00:00:00Z", "organization": "gm0363"
+    }))
+    .unwrap();
+    let hash = purpose_gate::audit::snapshots::CaseSnapshots::new(dir)
+        .put(&purpose_gate::audit::snapshots::snapshot_bytes(&case, None))
+        .unwrap();
+    d.inputs = Some(DecisionInputs {
+        v: 1,
+        case: Some(hash),
+        lookups_last_hour: 1,
+        lookups_last_day: 1,
+        search: None,
+    });
+    body
+}
+
 fn ship(dir: &Path, gate: &str, url: &str) {
     let out = Command::new(BIN)
         .args(["audit", "ship", "--dir"])
@@ -227,19 +251,18 @@ async fn the_console_reads_every_gate_from_the_store() {
     let pseudonym = key.pseudonymise(BSN);
     let dir_a = tmp.path().join("gate-a");
     let dir_b = tmp.path().join("gate-b");
-    gate_log(
+    let first = with_case_snapshot(
         &dir_a,
-        &private,
-        vec![vec![decision(
+        decision(
             "gate-a",
             "gate-a-r1",
             "Z-GATE-A-1",
             &pseudonym,
             "2026-03-02T09:15:00Z",
             None,
-        )]],
-    )
-    .await;
+        ),
+    );
+    gate_log(&dir_a, &private, vec![vec![first]]).await;
     // Gate B: two break-glass lookups at night; the first reviewed in gate B's own log.
     let reason = Some("urgent: threat to life, no case yet");
     gate_log(
@@ -435,6 +458,37 @@ db = "{url}"
     assert_eq!(found.status, 200);
     assert!(found.body.contains("Z-GATE-A-1"), "gate-a's lookup missing");
     assert!(found.body.contains("Z-GATE-B-1"), "gate-b's lookup missing");
+
+    // The citizen report over the store: department, and the case type from the case
+    // snapshot shipped into the store (gate B's break-glass lookups named no case snapshot).
+    let report = send(
+        &client,
+        "GET",
+        &format!("{base}/inzage?bsn={BSN}"),
+        &cookie,
+        None,
+    )
+    .await;
+    assert_eq!(report.status, 200);
+    let row_a = report
+        .body
+        .split("<tr>")
+        .find(|r| r.contains("Z-GATE-A-1"))
+        .expect("gate A's lookup is not in the report");
+    assert!(
+        row_a.contains("<td class=\"department\">Handhaving</td>")
+            && row_a.contains("<td class=\"case-type\">handhaving-woonfraude</td>"),
+        "{row_a}"
+    );
+    let row_b = report
+        .body
+        .split("<tr>")
+        .find(|r| r.contains("Z-GATE-B-1"))
+        .unwrap();
+    assert!(
+        row_b.contains("<td class=\"case-type\">niet vastgelegd</td>"),
+        "{row_b}"
+    );
 
     // The access record of that search is durable in the console's directory, with the
     // pseudonym: no segment of the pseudonymised log holds the BSN in clear.

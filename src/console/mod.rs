@@ -564,34 +564,12 @@ pub(crate) async fn case_snapshots(
     }
     match &st.store {
         Some(pool) => {
-            let wanted: Vec<&str> = hashes.iter().map(String::as_str).collect();
-            let rows = match pool.get().await {
-                Ok(client) => client
-                    .query(
-                        "SELECT hash, snapshot FROM pg_case_snapshots WHERE hash = ANY($1)",
-                        &[&wanted],
-                    )
-                    .await
-                    .map_err(|e| crate::store::StoreError::from(e).to_string()),
-                Err(e) => Err(crate::store::StoreError::from(e).to_string()),
+            let read = match pool.get().await {
+                Ok(client) => crate::store::query::case_snapshots(&client, &hashes).await,
+                Err(e) => Err(crate::store::StoreError::from(e)),
             };
-            match rows {
-                Ok(rows) => {
-                    for row in rows {
-                        let (Ok(hash), Ok(bytes)) =
-                            (row.try_get::<_, String>(0), row.try_get::<_, Vec<u8>>(1))
-                        else {
-                            continue;
-                        };
-                        let what = format!("stored case snapshot `{hash}`");
-                        match crate::audit::snapshots::parse_snapshot(&hash, &bytes, &what) {
-                            Ok(case) => {
-                                out.insert(hash, case);
-                            }
-                            Err(e) => tracing::warn!(error = %e, "console: case snapshot refused"),
-                        }
-                    }
-                }
+            match read {
+                Ok(read) => out = read,
                 Err(e) => tracing::warn!(error = %e, "console: case snapshots not read"),
             }
         }

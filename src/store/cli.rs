@@ -234,6 +234,20 @@ pub fn query(url: &str, gate: Option<&str>, filter: &Filter) -> Result<QueryResu
     })
 }
 
+/// The case snapshots `hashes` from the store (`audit report subject --db`: the case types).
+pub fn case_snapshots(
+    url: &str,
+    hashes: &std::collections::BTreeSet<String>,
+) -> Result<std::collections::HashMap<String, crate::model::Case>, ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = connect(url).await.map_err(|e| store_failed(&e))?;
+        super::query::case_snapshots(&client, hashes)
+            .await
+            .map_err(|e| store_failed(&e))
+    })
+}
+
 /// The policy tools' exit when the store gives no answer: 2, as for any replay or explain that
 /// cannot answer (1 means flips found).
 fn no_answer(e: &StoreError) -> ExitCode {

@@ -123,3 +123,35 @@ pub fn merge(mut per_gate: Vec<(String, QueryResult)>) -> QueryResult {
         .sort_by(|a, b| (a.when(), &a.gate, a.seq).cmp(&(b.when(), &b.gate, b.seq)));
     all
 }
+
+/// The case snapshots `hashes` stored with the shipped records that name them
+/// (`pg_case_snapshots`), each checked against its hash; one that does not match is left out
+/// and logged (a report then says its case type is not recorded).
+pub async fn case_snapshots(
+    client: &impl GenericClient,
+    hashes: &BTreeSet<String>,
+) -> Result<std::collections::HashMap<String, crate::model::Case>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    if hashes.is_empty() {
+        return Ok(out);
+    }
+    let wanted: Vec<&str> = hashes.iter().map(String::as_str).collect();
+    for row in client
+        .query(
+            "SELECT hash, snapshot FROM pg_case_snapshots WHERE hash = ANY($1)",
+            &[&wanted],
+        )
+        .await?
+    {
+        let hash: String = row.try_get(0)?;
+        let bytes: Vec<u8> = row.try_get(1)?;
+        let what = format!("stored case snapshot `{hash}`");
+        match crate::audit::snapshots::parse_snapshot(&hash, &bytes, &what) {
+            Ok(case) => {
+                out.insert(hash, case);
+            }
+            Err(e) => tracing::warn!(error = %e, "case snapshot refused"),
+        }
+    }
+    Ok(out)
+}
