@@ -388,7 +388,7 @@ pub async fn add_store(
     let per_gate = crate::store::query::query_store(&client, &Filter::default(), None)
         .await
         .map_err(|e| e.to_string())?;
-    // Every gate's reviews, latest first wins per (gate, seq): a review names its target's gate,
+    // Every gate's reviews; per (gate, seq) the latest wins. A review names its target's gate,
     // or is about a record of the log it is in.
     let mut stored_reviews: Vec<(&str, Target, ReviewState)> = Vec::new();
     for (gate, result) in &per_gate {
