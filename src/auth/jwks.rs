@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::signature;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -265,9 +266,12 @@ impl RawJwk {
                 sec1.push(0x04);
                 sec1.extend_from_slice(&x);
                 sec1.extend_from_slice(&y);
-                let key = DecodingKey::from_ec_der(&sec1);
-                probe(&key, Alg::Es256, "the point is not on the P-256 curve")?;
-                key
+                check_public_key(
+                    &signature::ECDSA_P256_SHA256_FIXED,
+                    &sec1,
+                    "the point is not on the P-256 curve",
+                )?;
+                DecodingKey::from_ec_der(&sec1)
             }
             Alg::EdDsa => {
                 let x = member_bytes("x", self.x.as_deref())?;
@@ -275,9 +279,8 @@ impl RawJwk {
                 if x.len() != 32 {
                     return Err(refuse("`x` must be 32 bytes for Ed25519"));
                 }
-                let key = DecodingKey::from_ed_der(&x);
-                probe(&key, Alg::EdDsa, "`x` is not an Ed25519 public key")?;
-                key
+                check_public_key(&signature::ED25519, &x, "`x` is not an Ed25519 public key")?;
+                DecodingKey::from_ed_der(&x)
             }
             Alg::Hs256 => return Ok(None),
         };
@@ -328,13 +331,16 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[start..]
 }
 
-/// Builds a verifier once: a key the crypto backend cannot load is an error, a failed signature
-/// on the dummy input is the expected outcome.
-fn probe(key: &DecodingKey, alg: Alg, problem: &str) -> Result<(), Skip> {
-    match jsonwebtoken::crypto::verify("AAAA", b"probe", key, alg.jwt()) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(refuse(problem)),
-    }
+/// Parses the key as the crypto backend (aws-lc) will when it verifies: a point that is not on
+/// the curve, or bytes that are not a key, are refused at load and not at the first token.
+fn check_public_key(
+    alg: &'static dyn signature::VerificationAlgorithm,
+    bytes: &[u8],
+    problem: &str,
+) -> Result<(), Skip> {
+    signature::ParsedPublicKey::new(alg, bytes)
+        .map(|_| ())
+        .map_err(|_| refuse(problem))
 }
 
 /// The HTTP(S) client used for the JWKS URL.
