@@ -37,6 +37,8 @@ fn decision(gate: &str, request_id: &str, case: &str) -> RecordBody {
         gate: gate.into(),
         request_id: request_id.into(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: None,
+        client_span_id: None,
         principal: Some(Principal {
             id: "emp-042".into(),
             org: "gm0363".into(),
