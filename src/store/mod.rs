@@ -14,6 +14,7 @@ pub mod cli;
 pub mod counters;
 pub mod policy;
 pub mod query;
+pub mod review;
 pub mod schema;
 pub mod ship;
 pub mod verify;
