@@ -208,6 +208,8 @@ impl LogboekStatus {
 /// The exporter of a running gate: the follower task and what it reports.
 pub struct Logboek {
     status: Arc<LogboekStatus>,
+    /// The writer's last durable seq, read again for each report (the follower may be waiting).
+    durable: Arc<dyn Fn() -> u64 + Send + Sync>,
     stop: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -351,19 +353,23 @@ impl Logboek {
             },
             status: Arc::clone(&status),
             metrics,
-            durable,
+            durable: Arc::clone(&durable),
         };
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(follower.run(cursor, stop_rx));
         Ok(Logboek {
             status,
+            durable,
             stop,
             task: std::sync::Mutex::new(Some(task)),
         })
     }
 
-    /// What the follower reports.
+    /// What the follower reports, with the writer's durable seq as of now.
     pub fn status(&self) -> &LogboekStatus {
+        self.status
+            .durable_seq
+            .fetch_max((self.durable)(), Ordering::Relaxed);
         &self.status
     }
 
@@ -385,6 +391,7 @@ impl Logboek {
 
     /// One line for `/readyz`.
     pub fn readiness(&self) -> String {
+        let _ = self.status();
         format!(
             "logboek: exported up to seq {}, backlog {} records, oldest waiting {} ms{}",
             self.status.exported_seq.load(Ordering::Relaxed),
@@ -401,7 +408,7 @@ impl Logboek {
     /// The follower's lines for `/metrics` (Prometheus text format).
     pub fn render_metrics(&self) -> String {
         use std::fmt::Write;
-        let s = &self.status;
+        let s = self.status();
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
