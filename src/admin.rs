@@ -68,28 +68,28 @@ fn answer<B>(gate: &Gate, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
+            // Readiness, with the followers' detail (store: backlog and its age; Logboek: its
+            // backlog) when they run. A backlog alone does not make the gate unready.
+            let mut detail = String::new();
             if let Some(store) = gate.store() {
-                // Readiness with the store's detail (backlog and its age).
-                let (status, head) = if gate.ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not ready: the audit log is not writable",
-                    )
-                };
-                let mut resp = text(status, "");
-                *resp.body_mut() =
-                    Full::new(Bytes::from(format!("{head}\n{}\n", store.readiness())));
-                resp
-            } else if gate.ready() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: the audit log is not writable\n",
-                )
+                detail.push_str(&store.readiness());
+                detail.push('\n');
             }
+            if let Some(lb) = gate.logboek() {
+                detail.push_str(&lb.readiness());
+                detail.push('\n');
+            }
+            let (status, head) = if gate.ready() {
+                (StatusCode::OK, "ready")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the audit log is not writable",
+                )
+            };
+            let mut resp = text(status, "");
+            *resp.body_mut() = Full::new(Bytes::from(format!("{head}\n{detail}")));
+            resp
         }
         "/metrics" => {
             let policy = gate.policy().load();
@@ -103,6 +103,9 @@ fn answer<B>(gate: &Gate, req: &Request<B>) -> Response<Full<Bytes>> {
             let mut body = gate.metrics().render(&info);
             if let Some(store) = gate.store() {
                 body.push_str(&store.render_metrics());
+            }
+            if let Some(lb) = gate.logboek() {
+                body.push_str(&lb.render_metrics());
             }
             *resp.body_mut() = Full::new(Bytes::from(body));
             resp.headers_mut().insert(

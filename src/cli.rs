@@ -230,11 +230,11 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
-    /// Append a review of a decision (the log is never edited).
+    /// Append a review of a decision (the log is never edited). With `--db`: to the store's
+    /// own review chain (`--gate` names the reviewed gate when the store holds several).
     Review {
-        /// The audit directory.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        source: LogSource,
         /// The seq of the reviewed decision record.
         #[arg(long, value_name = "N")]
         seq: u64,
@@ -720,13 +720,13 @@ fn audit(cmd: AuditCommand) -> ExitCode {
             format,
         ),
         AuditCommand::Review {
-            dir,
+            source,
             seq,
             by,
             verdict,
             note,
             timeout,
-        } => audit_review(&dir, seq, &by, verdict, note, timeout),
+        } => audit_review(&source, seq, &by, verdict, note, timeout),
     }
 }
 
@@ -997,20 +997,31 @@ fn audit_signals(
 }
 
 fn audit_review(
-    dir: &Path,
+    source: &LogSource,
     seq: u64,
     by: &str,
     verdict: VerdictArg,
     note: Option<String>,
     timeout: u64,
 ) -> ExitCode {
-    if let Err(code) = existing_dir(dir) {
-        return code;
-    }
     let verdict = match verdict {
         VerdictArg::Ok => crate::audit::ReviewVerdict::Ok,
         VerdictArg::Suspicious => crate::audit::ReviewVerdict::Suspicious,
     };
+    let Some(dir) = &source.dir else {
+        let db = source.db.as_deref().unwrap_or_default();
+        return crate::store::cli::review(
+            db,
+            source.gate.as_deref(),
+            seq,
+            by,
+            verdict,
+            note.as_deref(),
+        );
+    };
+    if let Err(code) = existing_dir(dir) {
+        return code;
+    }
     let timeout = std::time::Duration::from_secs(timeout);
     match crate::audit::review::append_review(dir, seq, by, verdict, note, timeout) {
         Ok(done) => {

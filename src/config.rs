@@ -385,12 +385,16 @@ pub struct LogboekConfig {
     /// `service.name` of the exported resource.
     #[serde(default = "default_logboek_service")]
     pub service_name: String,
-    /// Longest one export may take; its spans count as failed after it.
+    /// Longest one export may take; it is retried after it.
     #[serde(default = "default_logboek_timeout")]
     pub timeout: Dur,
-    /// Spans waiting for export; when full, new spans are dropped (and counted).
+    /// No longer used: spans are read from the audit log, not queued (accepted so that
+    /// existing configurations still load).
     #[serde(default = "default_logboek_queue")]
     pub queue_size: usize,
+    /// Longest wait between two attempts of a failing export (the wait doubles from 100ms).
+    #[serde(default = "default_logboek_backoff")]
+    pub max_backoff: Dur,
     /// Most spans in one export request.
     #[serde(default = "default_logboek_batch")]
     pub max_batch: usize,
@@ -408,6 +412,9 @@ fn default_logboek_timeout() -> Dur {
 }
 fn default_logboek_queue() -> usize {
     4096
+}
+fn default_logboek_backoff() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 fn default_logboek_batch() -> usize {
     512
@@ -446,8 +453,8 @@ impl LogboekConfig {
         if self.timeout.0.is_zero() {
             return Err("`logboek.timeout` must be more than 0ms".into());
         }
-        if self.queue_size == 0 {
-            return Err("`logboek.queue_size` must be at least 1".into());
+        if self.max_backoff.0.is_zero() {
+            return Err("`logboek.max_backoff` must be more than 0ms".into());
         }
         if self.max_batch == 0 {
             return Err("`logboek.max_batch` must be at least 1".into());

@@ -27,7 +27,7 @@ use crate::config::{Config, HeadersConfig, RouteConfig};
 use crate::counters::LookupCounters;
 use crate::error::{GateError, problem_response};
 use crate::forward::{FscTransactionId, OutboundPolicy, TraceContext, trace_context};
-use crate::logboek::{Logboek, Processing, SpanStatus, Subject};
+use crate::logboek::Logboek;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::model::{Action, Employee, Purpose, Release, Resource};
 use crate::policy::{DecisionInput, PolicyEngine};
@@ -192,12 +192,19 @@ impl Gate {
             .max()
             .unwrap_or(8 << 20);
         let metrics = Arc::new(Metrics::default());
-        let logboek = cfg
-            .logboek
-            .as_ref()
-            .map(|l| Logboek::start(l, &cfg.audit, &cfg.gate_id, Arc::clone(&metrics)))
-            .transpose()
-            .map_err(StartError)?;
+        // The Logboek exporter follows the audit log: it reads what the writer made durable.
+        let logboek = match &cfg.logboek {
+            Some(l) => {
+                let log = audit.clone();
+                let durable: Arc<dyn Fn() -> u64 + Send + Sync> =
+                    Arc::new(move || log.durable_seq());
+                Some(
+                    Logboek::start(l, &cfg.audit, &cfg.gate_id, Arc::clone(&metrics), durable)
+                        .map_err(StartError)?,
+                )
+            }
+            None => None,
+        };
         // Counters survive a restart: rebuilt from the log's last 24 hours.
         let counters = Arc::new(LookupCounters::default());
         match counters.rebuild(&cfg.audit.dir, Utc::now().timestamp()) {
@@ -739,12 +746,6 @@ impl Gate {
                 }
             }
         };
-        // The clear identifiers, for the Logboek spans (which pseudonymise with their own key).
-        let clear_disclosed = if self.logboek.is_some() {
-            disclosed.clone()
-        } else {
-            Vec::new()
-        };
         let outcome = RecordBody::Outcome(OutcomeRecord {
             time: timestamp(Utc::now()),
             kind: OutcomeKind::Outcome,
@@ -778,19 +779,6 @@ impl Gate {
             std::time::Duration::from_millis(upstream_ms),
         );
         let recorded = self.append(vec![outcome]).await;
-        // After the outcome record: the registry processed the request whether or not that
-        // record could be written, so its spans are handed to the exporter either way.
-        if let Some(lb) = &self.logboek {
-            lb.record(&Processing {
-                trace: &ctx.trace,
-                processing_activity: purpose.verwerking.as_deref(),
-                action: subjects.action.as_str(),
-                subjects: logboek_subjects(&subjects.resources, &clear_disclosed),
-                start: ctx.now,
-                end: Utc::now(),
-                status: span_status(&answer),
-            });
-        }
         if let Err(e) = recorded {
             tracing::error!(error = %e, "outcome record failed; answer withheld");
             return Err(GateError::AuditUnavailable);
@@ -1015,6 +1003,8 @@ impl Gate {
             gate: self.gate_id.clone(),
             request_id: ctx.request_id.clone(),
             trace_id: ctx.trace.trace_id.clone(),
+            span_id: Some(ctx.trace.span_id.clone()),
+            client_span_id: ctx.trace.client_span_id.clone(),
             principal: draft.principal.clone(),
             action: draft.action.clone(),
             resource,
@@ -1105,52 +1095,6 @@ fn purpose_record(p: &Purpose) -> PurposeRecord {
         verwerking: p.verwerking.clone(),
         break_glass: p.break_glass_reason.is_some(),
         reason: p.break_glass_reason.clone(),
-    }
-}
-
-/// The data subjects of a forwarded request, for Logboek spans: the persons and vehicles it
-/// named, then every person the answer disclosed (a search names none itself), each once.
-/// Persons the answer disclosed without a BSN have no identifier to log and get no span.
-fn logboek_subjects(
-    resources: &[crate::model::Resource],
-    disclosed: &[ResourceRef],
-) -> Vec<Subject> {
-    let mut out: Vec<Subject> = Vec::new();
-    let named = resources.iter().filter_map(|r| match r {
-        crate::model::Resource::Person(b) => Some(Subject::Bsn(b.as_str().to_string())),
-        crate::model::Resource::Vehicle(k) => Some(Subject::Kenteken(k.as_str().to_string())),
-        crate::model::Resource::PersonSearch(_) => None,
-    });
-    let found = disclosed.iter().filter_map(|r| match r.kind.as_str() {
-        "Person" if crate::model::Bsn::parse(&r.id).is_ok() => Some(Subject::Bsn(r.id.clone())),
-        "Vehicle" => Some(Subject::Kenteken(r.id.clone())),
-        _ => None,
-    });
-    for s in named.chain(found) {
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    }
-    out
-}
-
-/// The Logboek status of a forwarded request: `Ok` for a 2xx answer, `Error` when the registry
-/// failed (unreachable, too slow, 5xx, unreadable), `Unset` otherwise (e.g. 404: processed
-/// without a fault).
-fn span_status(
-    answer: &Result<(http::StatusCode, http::HeaderMap, Bytes), GateError>,
-) -> SpanStatus {
-    match answer {
-        Err(e) => SpanStatus::Error {
-            kind: e.code().to_string(),
-            message: e.to_string(),
-        },
-        Ok((s, _, _)) if s.is_success() => SpanStatus::Ok,
-        Ok((s, _, _)) if s.is_server_error() => SpanStatus::Error {
-            kind: "upstreamError".to_string(),
-            message: format!("the registry answered {}", s.as_u16()),
-        },
-        Ok(_) => SpanStatus::Unset,
     }
 }
 

@@ -275,8 +275,9 @@ async fn serve(
         store.drain(std::time::Duration::from_secs(3)).await;
     }
     tracing::info!("audit log flushed");
+    // Export what is durable before leaving (what is left is exported after the next start).
     if let Some(lb) = gate.logboek() {
-        lb.flush().await;
+        lb.drain(std::time::Duration::from_secs(3)).await;
     }
     tracing::info!("stopped");
 }

@@ -132,8 +132,8 @@ pub struct Metrics {
     overloaded: AtomicU64,
     in_flight: AtomicI64,
     audit_append_failures: AtomicU64,
-    /// Logboek spans by result: exported, dropped (queue full), failed (export failed).
-    logboek_spans: [AtomicU64; 3],
+    /// Logboek spans by result: exported, rejected (by the collector, in `partialSuccess`).
+    logboek_spans: [AtomicU64; 2],
     /// Whether the last audit append succeeded.
     audit_ok: AtomicBool,
 }
@@ -153,7 +153,7 @@ impl Default for Metrics {
             overloaded: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             audit_append_failures: AtomicU64::new(0),
-            logboek_spans: [const { AtomicU64::new(0) }; 3],
+            logboek_spans: [const { AtomicU64::new(0) }; 2],
             audit_ok: AtomicBool::new(true),
         }
     }
@@ -164,24 +164,18 @@ impl Default for Metrics {
 pub enum SpanResult {
     /// The collector accepted them.
     Exported,
-    /// The export queue was full; never sent.
-    Dropped,
-    /// The export failed (collector down, slow, or refusing).
-    Failed,
+    /// The collector answered, but rejected them (`partialSuccess.rejectedSpans`): not sent
+    /// again. A failed export is retried, not counted here.
+    Rejected,
 }
 
 impl SpanResult {
-    const ALL: [SpanResult; 3] = [
-        SpanResult::Exported,
-        SpanResult::Dropped,
-        SpanResult::Failed,
-    ];
+    const ALL: [SpanResult; 2] = [SpanResult::Exported, SpanResult::Rejected];
 
     fn as_str(self) -> &'static str {
         match self {
             SpanResult::Exported => "exported",
-            SpanResult::Dropped => "dropped",
-            SpanResult::Failed => "failed",
+            SpanResult::Rejected => "rejected",
         }
     }
 }
@@ -399,7 +393,7 @@ impl Metrics {
             &mut out,
             "purpose_gate_logboek_spans_total",
             "counter",
-            "Logboek Dataverwerkingen spans by result (exported, dropped: queue full, failed: export failed).",
+            "Logboek Dataverwerkingen spans by result (exported; rejected: refused by the collector in partialSuccess).",
         );
         for r in SpanResult::ALL {
             let _ = writeln!(

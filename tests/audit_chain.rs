@@ -19,6 +19,8 @@ fn decision(request_id: &str, bsn: &str, verdict: Verdict) -> RecordBody {
         gate: "gate-1".into(),
         request_id: request_id.into(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: None,
+        client_span_id: None,
         principal: Some(Principal {
             id: "e123".into(),
             org: "gm0363".into(),

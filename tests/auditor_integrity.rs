@@ -24,6 +24,8 @@ fn decision(request_id: &str, bsn: &str) -> RecordBody {
         gate: "gate-1".into(),
         request_id: request_id.into(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: None,
+        client_span_id: None,
         principal: Some(Principal {
             id: "emp-042".into(),
             org: "0363".into(),

@@ -49,6 +49,8 @@ fn decision(
         gate: gate.into(),
         request_id: request_id.into(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: None,
+        client_span_id: None,
         principal: Some(Principal {
             id: if break_glass.is_some() {
                 "emp-900"

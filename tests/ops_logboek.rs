@@ -1,8 +1,10 @@
 //! Logboek Dataverwerkingen export end to end: a test collector (a real HTTP server on
 //! 127.0.0.1:0) receives the gate's OTLP/HTTP JSON spans. Checks the standard's attributes, the
 //! pseudonymised subject id, the trace context, one span per disclosed person, the processing
-//! activity from the header or the config, and that a collector that is down, refusing or
-//! hanging never delays a request nor touches its audit records.
+//! activity from the header or the config, that a collector that is down, refusing or hanging
+//! never delays a request nor touches its audit records, and that the exporter, a follower of
+//! the audit log, loses no span: every decided request's spans arrive once the collector is
+//! back, across a restart of the gate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -165,16 +167,27 @@ fn key_file(h_tmp: &tempfile::TempDir) -> PathBuf {
 async fn gate(endpoint: &str, logboek_extra: &str) -> (Harness, tempfile::TempDir) {
     let keys = tempfile::tempdir().unwrap();
     let key = key_file(&keys);
-    let h = Harness::start_with(Options {
+    let h = gate_in(endpoint, logboek_extra, &key, None).await;
+    (h, keys)
+}
+
+/// [`gate`] with a given key file and, when given, audit directory (to restart a gate on it).
+async fn gate_in(
+    endpoint: &str,
+    logboek_extra: &str,
+    key: &std::path::Path,
+    audit_dir: Option<PathBuf>,
+) -> Harness {
+    Harness::start_with(Options {
         audit_extra: format!("subject_key = \"{}\"", key.display()),
+        audit_dir,
         extra_config: format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n[logboek]\notlp_endpoint = \"{endpoint}\"\n\
              processing_activity_id = \"{DEFAULT_ACTIVITY}\"\nservice_name = \"gate-test\"\n{logboek_extra}\n"
         ),
         ..Options::default()
     })
-    .await;
-    (h, keys)
+    .await
 }
 
 async fn lookup(h: &Harness, bsn: &str, extra: &[(&str, &str)]) -> common::Answer {
@@ -272,6 +285,15 @@ async fn a_lookup_gives_one_span_with_the_standard_attributes_and_the_request_tr
     // The audit record of the same request: same trace, same pseudonym.
     let decision = h.record_of(&request_id(&a), "decision");
     assert_eq!(decision["trace_id"], CLIENT_TRACE);
+    // The trace context the span is built from is in the record (audit format 1.4).
+    assert_eq!(decision["span_id"], gate_span);
+    assert_eq!(decision["client_span_id"], CLIENT_SPAN);
+    // The span id is derived from the gate and the outcome record's seq.
+    let outcome = h.record_of(&request_id(&a), "outcome");
+    assert_eq!(
+        span["spanId"],
+        purpose_gate::logboek::span_id("test-gate", outcome["seq"].as_u64().unwrap(), 0)
+    );
     assert_eq!(
         decision["resource"]["id"].as_str(),
         attr(span, "dpl.core.data_subject_id")
@@ -440,37 +462,97 @@ fn audit_intact(h: &Harness, ids: &[String]) {
     assert!(purpose_gate::audit::verify(&h.audit_dir).is_ok());
 }
 
+/// Waits (at most `secs`) until `series` on `/metrics` is at least `min`; returns its value.
+async fn metric_reaches(h: &Harness, series: &str, min: f64, secs: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = metric(h, series).await;
+        if v >= min || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (at most `secs`) until `series` on `/metrics` is 0; returns its value.
+async fn metric_drains(h: &Harness, series: &str, secs: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = metric(h, series).await;
+        if v == 0.0 || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The trace ids of the requests, from their decision records.
+fn traces_of(h: &Harness, ids: &[String]) -> Vec<String> {
+    ids.iter()
+        .map(|id| {
+            h.record_of(id, "decision")["trace_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn a_hanging_collector_delays_no_request_and_overflow_is_dropped() {
+async fn a_hanging_collector_delays_no_request_and_nothing_is_dropped() {
     let collector = Collector::start(HANG).await;
-    // The export waits up to 30 s; two spans fit in the queue.
     let (h, _keys) = gate(
         &collector.endpoint(),
-        "timeout = \"30s\"\nqueue_size = 2\nmax_batch = 1",
+        "timeout = \"300ms\"\nmax_backoff = \"200ms\"\nmax_batch = 1",
     )
     .await;
     let ids = lookups_answer_promptly(&h, 6, Duration::from_secs(5)).await;
     audit_intact(&h, &ids);
-    // One span hangs in the export, two wait in the queue, the other three were dropped.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while collector.arrived.lock().unwrap().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(collector.arrived.lock().unwrap().len(), 1);
-    let dropped = metric(&h, "purpose_gate_logboek_spans_total{result=\"dropped\"}").await;
-    assert!(dropped >= 3.0, "dropped {dropped}");
+    // The export hangs: attempts time out and are retried; the spans wait in the log.
+    assert!(metric_reaches(&h, "purpose_gate_logboek_export_errors_total", 2.0, 10).await >= 2.0);
+    assert!(metric(&h, "purpose_gate_logboek_backlog_records").await >= 2.0);
+    assert!(metric(&h, "purpose_gate_logboek_backlog_age_seconds").await > 0.0);
+    assert!(collector.spans().is_empty());
     assert_eq!(
         metric(&h, "purpose_gate_logboek_spans_total{result=\"exported\"}").await,
         0.0
     );
-    // The collector never answered: nothing reached it as accepted.
-    assert!(collector.spans().is_empty());
+    let (_, ready) = h.admin_get("/readyz").await;
+    assert!(
+        ready.contains("logboek:") && ready.contains("exports failing"),
+        "{ready}"
+    );
+    // The collector answers again: every request's span arrives.
     collector.mode.store(ACCEPT, Ordering::SeqCst);
+    let spans = collector.wait_for(6).await;
+    let mut got: Vec<&str> = spans
+        .iter()
+        .map(|s| s["traceId"].as_str().unwrap())
+        .collect();
+    got.sort_unstable();
+    got.dedup();
+    let mut want = traces_of(&h, &ids);
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(
+        metric_reaches(
+            &h,
+            "purpose_gate_logboek_spans_total{result=\"exported\"}",
+            6.0,
+            5
+        )
+        .await,
+        6.0
+    );
+    assert_eq!(
+        metric_drains(&h, "purpose_gate_logboek_backlog_records", 5).await,
+        0.0
+    );
 }
 
 #[tokio::test]
-async fn a_collector_that_is_down_or_refusing_is_counted_as_failed() {
-    // Down: a port that was free a moment ago.
+async fn a_collector_that_is_down_or_refusing_is_retried_until_it_accepts() {
+    // Down: a port that was free a moment ago. Exports fail and are retried; the backlog grows.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -478,36 +560,191 @@ async fn a_collector_that_is_down_or_refusing_is_counted_as_failed() {
     let (h, _keys) = gate(&format!("http://{dead}/v1/traces"), "timeout = \"1s\"").await;
     let ids = lookups_answer_promptly(&h, 3, Duration::from_secs(5)).await;
     audit_intact(&h, &ids);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut failed = 0.0;
-    while failed < 3.0 && Instant::now() < deadline {
-        failed = metric(&h, "purpose_gate_logboek_spans_total{result=\"failed\"}").await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(failed, 3.0);
+    assert!(metric_reaches(&h, "purpose_gate_logboek_export_errors_total", 2.0, 10).await >= 2.0);
+    // Six records (a decision and an outcome each) were written; the exporter can have passed
+    // only the first decision (it gives no span by itself), never the first outcome.
+    assert!(metric(&h, "purpose_gate_logboek_backlog_records").await >= 5.0);
+    drop(h);
 
-    // Refusing (503), then accepting again: later spans are exported.
+    // Refusing (503), then accepting: the refused spans are sent again, with the same ids.
     let collector = Collector::start(REFUSE).await;
-    let (h, _keys) = gate(&collector.endpoint(), "").await;
+    let (h, _keys) = gate(&collector.endpoint(), "max_backoff = \"200ms\"").await;
     let ids = lookups_answer_promptly(&h, 2, Duration::from_secs(5)).await;
     audit_intact(&h, &ids);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while collector.arrived.lock().unwrap().len() < 2 && Instant::now() < deadline {
+    while collector.arrived.lock().unwrap().len() < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(collector.arrived.lock().unwrap().len() >= 3);
+    assert!(collector.spans().is_empty());
     collector.mode.store(ACCEPT, Ordering::SeqCst);
-    // Let the refused exports be counted before the next request.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        metric(&h, "purpose_gate_logboek_spans_total{result=\"failed\"}").await,
-        2.0
-    );
+    let spans = collector.wait_for(2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let mut got: Vec<&str> = spans
+        .iter()
+        .map(|s| s["traceId"].as_str().unwrap())
+        .collect();
+    got.sort_unstable();
+    let mut want = traces_of(&h, &ids);
+    want.sort_unstable();
+    assert_eq!(got, want);
     lookups_answer_promptly(&h, 1, Duration::from_secs(5)).await;
-    assert_eq!(collector.wait_for(1).await.len(), 1);
+    assert_eq!(collector.wait_for(3).await.len(), 3);
     assert_eq!(
-        metric(&h, "purpose_gate_logboek_spans_total{result=\"exported\"}").await,
-        1.0
+        metric_reaches(
+            &h,
+            "purpose_gate_logboek_spans_total{result=\"exported\"}",
+            3.0,
+            5
+        )
+        .await,
+        3.0
     );
+}
+
+/// One span expected per forwarded request of this test (one subject each): the request's trace,
+/// its subject's pseudonym, and the span id derived from the gate id and the outcome's seq.
+fn expected_spans(h: &Harness, ids: &[String]) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = ids
+        .iter()
+        .map(|id| {
+            let decision = h.record_of(id, "decision");
+            let outcome = h.record_of(id, "outcome");
+            (
+                decision["trace_id"].as_str().unwrap().to_string(),
+                decision["resource"]["id"].as_str().unwrap().to_string(),
+                purpose_gate::logboek::span_id("test-gate", outcome["seq"].as_u64().unwrap(), 0),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn received(collector: &Collector) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = collector
+        .spans()
+        .iter()
+        .map(|s| {
+            (
+                s["traceId"].as_str().unwrap().to_string(),
+                attr(s, "dpl.core.data_subject_id").unwrap().to_string(),
+                s["spanId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// 24 concurrent lookups: 16 of persons in the case (allowed), 8 of one who is not (denied, no
+/// span). Returns the allowed requests' ids.
+async fn load(h: &Harness) -> Vec<String> {
+    let sends = (0..24).map(|i| {
+        let bsn = match i % 3 {
+            0 => "999993653",
+            1 => "999991802",
+            _ => "999993872",
+        };
+        lookup(h, bsn, &[])
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let mut allowed = Vec::new();
+    for a in &answers {
+        match a.status.as_u16() {
+            200 => allowed.push(request_id(a)),
+            403 => {}
+            s => panic!("unexpected status {s}: {:?}", a.json()),
+        }
+    }
+    assert_eq!(allowed.len(), 16);
+    allowed
+}
+
+/// Issue 13: the Logboek follower with a collector that is down for a while: every span arrives
+/// once the collector is back (at least once, none missing), across a restart of the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_down_for_a_while_and_a_restart_lose_no_span() {
+    let collector = Collector::start(REFUSE).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_file(&keys);
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("audit");
+    let extra = "max_backoff = \"200ms\"\nmax_batch = 7";
+    let mut h = gate_in(&collector.endpoint(), extra, &key, Some(audit_dir.clone())).await;
+
+    // Load while the collector refuses: concurrent lookups of two persons, and denials.
+    let mut ids = load(&h).await;
+    assert!(metric_reaches(&h, "purpose_gate_logboek_export_errors_total", 1.0, 10).await >= 1.0);
+    assert!(collector.spans().is_empty());
+    let cursor_before: Value =
+        serde_json::from_slice(&std::fs::read(audit_dir.join("logboek.cursor")).unwrap()).unwrap();
+
+    // Restart the gate on the same log while the collector still refuses.
+    h.stop().await;
+    let cursor: Value =
+        serde_json::from_slice(&std::fs::read(audit_dir.join("logboek.cursor")).unwrap()).unwrap();
+    assert_eq!(
+        cursor, cursor_before,
+        "nothing was accepted, the cursor did not move"
+    );
+    let h = gate_in(&collector.endpoint(), extra, &key, Some(audit_dir.clone())).await;
+    ids.extend(load(&h).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(collector.spans().is_empty());
+    // 80 records (48 decisions, 32 outcomes); nothing was accepted, so the exporter can have
+    // passed at most the decisions before the first outcome (24).
+    assert!(metric(&h, "purpose_gate_logboek_backlog_records").await >= 56.0);
+
+    // The collector is back: every forwarded request's span arrives, from before and after the
+    // restart; repeats (at least once) carry the same span id.
+    collector.mode.store(ACCEPT, Ordering::SeqCst);
+    let want = expected_spans(&h, &ids);
+    assert_eq!(want.len(), 32);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = received(&collector);
+    got.dedup();
+    while got.len() < want.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = received(&collector);
+        got.dedup();
+    }
+    assert_eq!(
+        got, want,
+        "every span once its collector is back, none missing, none other"
+    );
+    let pseudonyms = [hmac_hex("999993653"), hmac_hex("999991802")];
+    assert!(
+        got.iter()
+            .all(|(_, subject, _)| pseudonyms.contains(subject))
+    );
+
+    // The cursor reached the log's end; a restart does not export the history again.
+    assert_eq!(
+        metric_drains(&h, "purpose_gate_logboek_backlog_records", 5).await,
+        0.0
+    );
+    let mut h = h;
+    h.stop().await;
+    let before = collector.spans().len();
+    let h = gate_in(&collector.endpoint(), extra, &key, Some(audit_dir.clone())).await;
+    let more = lookups_answer_promptly(&h, 2, Duration::from_secs(5)).await;
+    let spans = collector.wait_for(before + 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        collector.spans().len(),
+        before + 2,
+        "only the new requests' spans"
+    );
+    let new: Vec<String> = spans[before..]
+        .iter()
+        .map(|s| s["spanId"].as_str().unwrap().to_string())
+        .collect();
+    let mut new_sorted = new.clone();
+    new_sorted.sort();
+    let mut expected: Vec<String> = expected_spans(&h, &more).into_iter().map(|e| e.2).collect();
+    expected.sort();
+    assert_eq!(new_sorted, expected);
 }
 
 #[tokio::test]
@@ -526,6 +763,7 @@ async fn logboek_without_a_subject_key_is_a_config_error() {
     let lb = cfg.logboek.unwrap();
     assert_eq!(lb.subject_key.unwrap(), PathBuf::from("/etc/pg/lb.key"));
     assert_eq!(lb.queue_size, 4096);
+    assert_eq!(lb.max_backoff.0, Duration::from_secs(30));
     assert_eq!(lb.service_name, "purpose-gate");
     let bad = text.replace("http://collector:4318", "ftp://collector");
     assert!(

@@ -1151,3 +1151,226 @@ async fn replay_and_explain_over_the_store_match_the_gate_directories() {
     );
     assert_eq!(flips_of(&back), flips, "{back}");
 }
+
+/// A break-glass BRP lookup by emp-900 (role `noodtoegang`): (status, request id).
+async fn break_glass_lookup(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    port: u16,
+) -> (StatusCode, String) {
+    let key = common::demo_private_key();
+    let tok = tokens::mint(
+        &key,
+        KID,
+        &tokens::employee_claims(ISSUER, AUDIENCE, "emp-900", "0363", &["noodtoegang"], 600),
+    )
+    .unwrap();
+    let body = raadpleeg(&["999990639"], &["naam"]).to_string();
+    let req = Request::post(format!(
+        "http://127.0.0.1:{port}/haalcentraal/api/brp/personen"
+    ))
+    .header("authorization", format!("Bearer {tok}"))
+    .header("content-type", "application/json")
+    .header(
+        "x-break-glass",
+        "acute threat to life, police request 2026-113",
+    )
+    .body(Full::new(Bytes::from(body)))
+    .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    (resp.status(), rid)
+}
+
+/// The break-glass signal's detail of `employee` from `audit signals --db`.
+fn break_glass_detail(url: &str, employee: &str) -> String {
+    let out = run(&["audit", "signals", "--db", url, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["employee"] == employee)
+        .and_then(|e| {
+            e["signals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["kind"] == "break_glass")
+        })
+        .map(|s| s["detail"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no break-glass signal of {employee}: {list}"))
+}
+
+/// `audit review --db`: reviews made against the store are their own hash chain; `verify --db`
+/// checks it (an altered review row fails, named), and `signals --db` sees the review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_made_against_the_store_are_chained_verified_and_seen_by_signals() {
+    let Some(base) = base_url("store_reviews") else {
+        return;
+    };
+    let url = fresh_db(&base, "reviews").await;
+    let db = sql(&url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _reg) = start_registry().await;
+    let mut a = Gate::new(tmp.path(), "gate-a", &upstream, &store_section(&url, ""));
+    let mut b = Gate::new(tmp.path(), "gate-b", &upstream, &store_section(&url, ""));
+    a.start().await;
+    b.start().await;
+    let client = http_client();
+    let (status, _, _) = lookup(&client, a.port, &token("emp-042"), "999993653")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, bg_request) = break_glass_lookup(&client, b.port).await;
+    assert_eq!(status, StatusCode::OK);
+    wait_shipped(&db, &a).await;
+    wait_shipped(&db, &b).await;
+    let local = b.local_lines();
+    let (decision_seq, outcome_seq) = {
+        let of = |kind: &str| {
+            local
+                .iter()
+                .find_map(|(seq, line)| {
+                    let v: Value = serde_json::from_slice(line).unwrap();
+                    (v["request_id"] == bg_request.as_str() && v["kind"] == kind).then_some(*seq)
+                })
+                .unwrap()
+        };
+        (of("decision").to_string(), of("outcome").to_string())
+    };
+    assert_eq!(
+        break_glass_detail(&url, "emp-900"),
+        "1 break-glass lookups, 1 to review"
+    );
+
+    // Seqs are per gate: with two gates, `--gate` is required; only decisions are reviewed.
+    let review = |gate: Option<&str>, seq: &str, verdict: &str| {
+        let mut args = vec![
+            "audit",
+            "review",
+            "--db",
+            &url,
+            "--seq",
+            seq,
+            "--by",
+            "privacy-officer-1",
+        ];
+        args.extend(["--verdict", verdict, "--note", "police request on file"]);
+        if let Some(g) = gate {
+            args.extend(["--gate", g]);
+        }
+        run(&args)
+    };
+    let no_gate = review(None, &decision_seq, "ok");
+    assert_eq!(no_gate.status.code(), Some(2), "{}", text(&no_gate));
+    assert!(text(&no_gate).contains("--gate"), "{}", text(&no_gate));
+    let not_decision = review(Some("gate-b"), &outcome_seq, "ok");
+    assert_eq!(
+        not_decision.status.code(),
+        Some(2),
+        "{}",
+        text(&not_decision)
+    );
+    assert!(
+        text(&not_decision).contains("not a decision"),
+        "{}",
+        text(&not_decision)
+    );
+    let ok = review(Some("gate-b"), &decision_seq, "ok");
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("seq 1 of the store's review chain"),
+        "{}",
+        text(&ok)
+    );
+
+    // The review chain verifies, and signals over the store see the review.
+    let verified = run(&["audit", "verify", "--db", &url]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(
+        text(&verified).contains("review chain: 1 reviews"),
+        "{}",
+        text(&verified)
+    );
+    assert_eq!(
+        break_glass_detail(&url, "emp-900"),
+        "1 break-glass lookups, 0 to review"
+    );
+    let rows = run(&[
+        "audit",
+        "query",
+        "--db",
+        &url,
+        "--gate",
+        "gate-b",
+        "--employee",
+        "emp-900",
+        "--format",
+        "json",
+    ]);
+    assert!(rows.status.success(), "{}", text(&rows));
+    let row: Value =
+        serde_json::from_slice(rows.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(row["review"]["by"], "privacy-officer-1", "{row}");
+    assert_eq!(row["review"]["verdict"], "ok");
+    // The gates' own logs are untouched: the review lives in the store's chain.
+    assert_eq!(central_lines(&db, "gate-b").await, b.local_lines());
+
+    // A second review, by the same rule: linked to the first.
+    let second = review(Some("gate-b"), &decision_seq, "suspicious");
+    assert!(second.status.success(), "{}", text(&second));
+    let lines: Vec<Vec<u8>> = db
+        .query("SELECT line FROM pg_reviews ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let first: Value = serde_json::from_slice(&lines[0]).unwrap();
+    let next: Value = serde_json::from_slice(&lines[1]).unwrap();
+    assert_eq!(first["prev"], "0".repeat(64));
+    assert_eq!(first["gate"], "gate-b");
+    assert_eq!(first["kind"], "review");
+    use sha2::Digest;
+    assert_eq!(next["prev"], hex::encode(sha2::Sha256::digest(&lines[0])));
+    let verified = run(&["audit", "verify", "--db", &url]);
+    assert!(
+        text(&verified).contains("review chain: 2 reviews"),
+        "{}",
+        text(&verified)
+    );
+
+    // An altered review row: verify fails, naming the review chain and the seq.
+    db.execute(
+        "UPDATE pg_reviews SET line = convert_to(replace(convert_from(line, 'UTF8'), 'suspicious', 'ok'), 'UTF8')
+         WHERE seq = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    let bad = run(&["audit", "verify", "--db", &url]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("review chain seq 2"), "{}", text(&bad));
+    // Restored, then the first row altered: the link to it breaks at the next seq.
+    db.execute(
+        "UPDATE pg_reviews SET line = convert_to(replace(convert_from(line, 'UTF8'), '\"ok\"', '\"suspicious\"'), 'UTF8')
+         WHERE seq = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(run(&["audit", "verify", "--db", &url]).status.success());
+    db.execute(
+        "UPDATE pg_reviews SET line = convert_to(replace(convert_from(line, 'UTF8'), 'privacy-officer-1', 'privacy-officer-2'), 'UTF8')
+         WHERE seq = 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    let bad = run(&["audit", "verify", "--db", &url]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("review chain seq 2"), "{}", text(&bad));
+    a.stop();
+    b.stop();
+}

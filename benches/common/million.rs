@@ -34,6 +34,8 @@ pub fn request(i: u64) -> Vec<RecordBody> {
             gate: "gate-1".into(),
             request_id: request_id.clone(),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: None,
+            client_span_id: None,
             principal: Some(Principal {
                 id: format!("emp-{:03}", i % 200),
                 org: "0363".into(),

@@ -16,6 +16,8 @@ pub fn decision(i: u64) -> RecordBody {
         gate: "gate-1".into(),
         request_id: format!("0190f3a2-7c4e-7b1a-9d2e-{i:012}"),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: None,
+        client_span_id: None,
         principal: Some(Principal {
             id: "e123456".into(),
             org: "gm0363".into(),

@@ -601,6 +601,8 @@ mod tests {
             gate: "g".into(),
             request_id: req.into(),
             trace_id: "t".into(),
+            span_id: None,
+            client_span_id: None,
             principal: Some(Principal {
                 id: emp.into(),
                 org: "0363".into(),

@@ -12,7 +12,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Minor version of the record format: optional members added in a way readers of the same
 /// major version can ignore (1.1: the outcome's `code`, `upstream_status`,
 /// `fsc_transaction_id`; 1.2: the decision's `inputs`; 1.3: the `access` record kind of the
-/// auditor console; 1.4: the principal's `department`, the review's `target_gate`).
+/// auditor console; 1.4: the decision's `span_id` and `client_span_id`, the principal's
+/// `department`, the review's `target_gate`).
 pub const FORMAT_MINOR_VERSION: u32 = 4;
 
 /// What a Cedar decision depended on besides the record's own members (principal, action,
@@ -99,6 +100,14 @@ pub struct DecisionRecord {
     pub gate: String,
     pub request_id: String,
     pub trace_id: String,
+    /// The gate's span for the request: the parent id of the `traceparent` the registry
+    /// received (format 1.4; absent before, and on requests refused before a trace existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    /// The client's span: the parent id of the `traceparent` the client sent, when it sent one
+    /// (format 1.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_span_id: Option<String>,
     pub principal: Option<Principal>,
     /// Cedar action id, e.g. `brp:lookup`; absent when no route action was reached.
     pub action: Option<String>,
@@ -397,6 +406,12 @@ pub struct ReadDecision {
     pub gate: String,
     pub request_id: String,
     pub trace_id: String,
+    /// The gate's span for the request (format 1.4).
+    #[serde(default)]
+    pub span_id: Option<String>,
+    /// The client's span, when it sent a `traceparent` (format 1.4).
+    #[serde(default)]
+    pub client_span_id: Option<String>,
     pub principal: Option<Principal>,
     pub action: Option<String>,
     pub resource: Option<ResourceRef>,

@@ -205,6 +205,16 @@ pub fn verify(
                         g.gate_id, g.records, g.checkpoints
                     );
                 }
+                match super::review::verify_reviews(&client).await {
+                    Ok(Ok(n)) => println!(
+                        "ok: review chain: {n} reviews made against the store, chain intact"
+                    ),
+                    Ok(Err(failure)) => {
+                        println!("FAILED: {failure}");
+                        return ExitCode::from(1);
+                    }
+                    Err(e) => return store_failed(&e),
+                }
                 if gates.is_empty() {
                     println!("note: the store holds no gate");
                 }
@@ -288,6 +298,38 @@ pub fn explain(url: &str, gate: Option<&str>, dir: &Path, seq: u64) -> ExitCode 
                 ExitCode::SUCCESS
             }
             Err(e) => no_answer(&e),
+        }
+    })
+}
+
+/// `audit review --db URL [--gate ID] --seq N --by ID --verdict V`: a review appended to the
+/// store's review chain.
+pub fn review(
+    url: &str,
+    gate: Option<&str>,
+    seq: u64,
+    by: &str,
+    verdict: crate::audit::ReviewVerdict,
+    note: Option<&str>,
+) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let mut client = match connect(url).await {
+            Ok(c) => c,
+            Err(e) => return store_failed(&e),
+        };
+        match super::review::append_review(&mut client, gate, seq, by, verdict, note).await {
+            Ok(done) => {
+                println!(
+                    "ok: review of gate `{}` seq {seq} stored as seq {} of the store's review chain",
+                    done.gate, done.seq
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => store_failed(&e),
         }
     })
 }

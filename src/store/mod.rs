@@ -15,6 +15,7 @@ pub mod counters;
 pub mod policy;
 pub mod prove;
 pub mod query;
+pub mod review;
 pub mod schema;
 pub mod ship;
 pub mod verify;

@@ -95,8 +95,22 @@ pub async fn query_store(
         )
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         result.records = u64::try_from(shipped).unwrap_or(0);
+        // Reviews made against the store (`audit review --db`) beside the gate's own: a
+        // decision shows its latest review from either trail.
+        let store_reviews = super::review::reviews_of(client, &gate_id).await?;
         for row in &mut result.rows {
             row.gate = Some(gate_id.clone());
+            for r in store_reviews.iter().filter(|r| r.target_seq == row.seq) {
+                if row.review.as_ref().is_none_or(|old| r.time >= old.time) {
+                    row.review = Some(crate::audit::query::ReviewState {
+                        seq: r.seq,
+                        by: r.by.clone(),
+                        verdict: r.verdict,
+                        note: r.note.clone(),
+                        time: r.time.clone(),
+                    });
+                }
+            }
         }
         out.push((gate_id, result));
     }

@@ -10,7 +10,7 @@ use deadpool_postgres::GenericClient;
 use super::StoreError;
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// `(version, SQL)`, in order. Never edit a released migration: add the next one.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -85,6 +85,29 @@ CREATE TABLE pg_case_snapshots (
     first_gate text NOT NULL,
     stored_at  timestamptz NOT NULL DEFAULT now()
 );
+"#,
+    ),
+    (
+        3,
+        r#"
+-- Reviews made against the store (`audit review --db`): their own hash chain, with the same
+-- framing and chain rule as a gate's log (`seq` gap-free from 1, `prev` = SHA-256 of the
+-- previous line's exact bytes). One row per chain holds its head, locked by each append.
+CREATE TABLE pg_review_chains (
+    chain     text PRIMARY KEY,
+    head_seq  bigint NOT NULL DEFAULT 0,
+    head_hash bytea NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000'
+);
+CREATE TABLE pg_reviews (
+    chain       text NOT NULL,
+    seq         bigint NOT NULL,
+    rec_time    timestamptz NOT NULL,
+    target_gate text NOT NULL,
+    target_seq  bigint NOT NULL,
+    line        bytea NOT NULL,
+    PRIMARY KEY (chain, seq)
+);
+CREATE INDEX pg_reviews_target ON pg_reviews (target_gate, target_seq);
 "#,
     ),
 ];
