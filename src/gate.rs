@@ -533,7 +533,7 @@ impl Gate {
             Some(snapshots) => {
                 crate::audit::snapshots::decision_inputs(
                     snapshots,
-                    case.as_deref(),
+                    case.as_ref(),
                     self.subject_key.as_ref(),
                     counters,
                     subjects.search.as_ref(),
