@@ -509,25 +509,28 @@ impl Gate {
             .counters
             .count_and_add(&employee.id, ctx.now.timestamp(), n);
         let client_ip = ctx.client_ip.as_deref().and_then(|s| s.parse().ok());
+        // What every decision of this request shares (the employee, the case, the context),
+        // built once for the decisions here and the release decisions on the answer. The
+        // request's own resource is not part of it (a shadow-mode request may have none).
+        let nobody = Resource::PersonSearch(String::new());
+        let base = policy.request_base(&DecisionInput {
+            employee: &employee,
+            action: subjects.action,
+            resource: subjects.resources.first().unwrap_or(&nobody),
+            case: case.as_deref(),
+            break_glass: purpose.break_glass_reason.is_some(),
+            reason: purpose.break_glass_reason.as_deref(),
+            fields: &subjects.fields,
+            client_ip,
+            now: ctx.now,
+            counters,
+            search: subjects.search.as_ref(),
+            release: None,
+        });
         let decisions: Vec<_> = subjects
             .resources
             .iter()
-            .map(|r| {
-                policy.decide(&DecisionInput {
-                    employee: &employee,
-                    action: subjects.action,
-                    resource: r,
-                    case: case.as_deref(),
-                    break_glass: purpose.break_glass_reason.is_some(),
-                    reason: purpose.break_glass_reason.as_deref(),
-                    fields: &subjects.fields,
-                    client_ip,
-                    now: ctx.now,
-                    counters,
-                    search: subjects.search.as_ref(),
-                    release: None,
-                })
-            })
+            .map(|r| policy.decide_in(&base, subjects.action, r, None))
             .collect();
         let allowed = !decisions.is_empty() && decisions.iter().all(|d| d.allow);
         let first_deny = decisions.iter().find(|d| !d.allow);
@@ -537,7 +540,7 @@ impl Gate {
             Some(snapshots) => {
                 crate::audit::snapshots::decision_inputs(
                     snapshots,
-                    case.as_deref(),
+                    case.as_ref(),
                     self.subject_key.as_ref(),
                     counters,
                     subjects.search.as_ref(),
@@ -673,26 +676,11 @@ impl Gate {
                 } else if up.status.is_success() {
                     match registry.read(&subjects, &up.body) {
                         Ok(read) => {
-                            // Each person's decision names the person; the request's own
-                            // resource only fills the base input (and may be absent in shadow
-                            // mode, where a request without subjects is forwarded too).
-                            let nobody = Resource::PersonSearch(String::new());
+                            // Each person's decision names the person, within the request's
+                            // base (the same employee, case and context as its decisions).
                             let released = self.release(
                                 &policy,
-                                &DecisionInput {
-                                    employee: &employee,
-                                    action: Action::RELEASE,
-                                    resource: subjects.resources.first().unwrap_or(&nobody),
-                                    case: case.as_deref(),
-                                    break_glass: purpose.break_glass_reason.is_some(),
-                                    reason: purpose.break_glass_reason.as_deref(),
-                                    fields: &subjects.fields,
-                                    client_ip,
-                                    now: ctx.now,
-                                    counters,
-                                    search: subjects.search.as_ref(),
-                                    release: None,
-                                },
+                                &base,
                                 &subjects,
                                 &decisions,
                                 &*read,
@@ -857,16 +845,17 @@ impl Gate {
         })
     }
 
-    /// Stage: release. One decision per person in the answer (`release` in Cedar), with the
-    /// request's context (`base`) and what the answer says of the person. A person without a
-    /// valid BSN is withheld without asking Cedar (nothing identifies them to decide on).
+    /// Stage: release. One decision per person in the answer (`release` in Cedar), within the
+    /// request's `base` (its employee, case and context) with what the answer says of the
+    /// person. A person without a valid BSN is withheld without asking Cedar (nothing
+    /// identifies them to decide on).
     ///
     /// INVARIANT: with `enforce`, only persons with an allow decision here are passed on; an
     /// answer that cannot be cut down (not BRP `personen`) is refused whole when one is withheld.
     fn release(
         &self,
         policy: &PolicyEngine,
-        base: &DecisionInput<'_>,
+        base: &crate::policy::RequestBase,
         subjects: &Subjects,
         decisions: &[crate::policy::Decision],
         read: &dyn crate::registry::ReadAnswer,
@@ -895,16 +884,17 @@ impl Gate {
                         .iter()
                         .zip(decisions)
                         .any(|(r, d)| d.allow && *r == resource);
-                    let d = policy.decide(&DecisionInput {
-                        resource: &resource,
-                        release: Some(Release {
+                    let d = policy.decide_in(
+                        base,
+                        Action::RELEASE,
+                        &resource,
+                        Some(&Release {
                             request_action: subjects.action,
                             named,
                             person,
                             persons_in_answer: read.persons().len(),
                         }),
-                        ..base.clone()
-                    });
+                    );
                     let record = ReleaseRecord {
                         kind: "Person".into(),
                         id: bsn.as_str().to_string(),

@@ -179,89 +179,433 @@ impl Answer<'_> {
 }
 
 /// What a BRP person object says of the person, for the release decision.
+///
+/// Each member is read from its raw text with borrowed, lenient readers (a member of another
+/// JSON type than expected counts as absent, a repeated name with its last value), without
+/// building a tree of values; a member that `serde_json::Value` could not read (nested deeper
+/// than its recursion limit) counts as absent, as it did when it was read as a tree.
 fn answer_person(p: &RawObject<'_>) -> AnswerPerson {
-    let value = |name: &str| -> Option<serde_json::Value> {
+    fn member<'a, T: de::Deserialize<'a>>(p: &RawObject<'a>, name: &str) -> Option<T> {
         p.get(name)
-            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
-    };
+            .and_then(|raw| serde_json::from_str::<T>(raw.get()).ok())
+    }
     let bsn = p
         .get("burgerservicenummer")
         .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
         .and_then(|b| Bsn::parse(&b).ok());
     // `geheimhoudingPersoonsgegevens`: a boolean in BRP Personen 2.x, a number 0..7 before; any
     // other value counts as secret (fail closed).
-    let secret = match value("geheimhoudingPersoonsgegevens") {
-        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
-        Some(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
-        Some(_) => true,
-    };
+    let secret = member::<Secret>(p, "geheimhoudingPersoonsgegevens").is_some_and(|s| s.0);
     let mut addresses = Vec::new();
-    if let Some(v) = value("verblijfplaats") {
-        let text = |path: &[&str]| -> Option<String> {
-            let mut cur = &v;
-            for k in path {
-                cur = cur.get(k)?;
-            }
-            cur.as_str().map(str::to_string)
-        };
-        if let Some(k) =
-            text(&["adresseerbaarObjectIdentificatie"]).and_then(|s| keys::adresseerbaar_object(&s))
+    if let Some(Lenient(v)) = member::<Lenient<Verblijfplaats<'_>>>(p, "verblijfplaats") {
+        if let Some(k) = v
+            .adresseerbaar_object
+            .as_deref()
+            .and_then(keys::adresseerbaar_object)
         {
             addresses.push(k);
         }
-        if let Some(k) =
-            text(&["nummeraanduidingIdentificatie"]).and_then(|s| keys::nummeraanduiding(&s))
+        if let Some(k) = v
+            .nummeraanduiding
+            .as_deref()
+            .and_then(keys::nummeraanduiding)
         {
             addresses.push(k);
         }
-        let adres = v.get("verblijfadres");
-        let nr = adres
-            .and_then(|a| a.get("huisnummer"))
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok());
-        if let (Some(pc), Some(nr)) = (text(&["verblijfadres", "postcode"]), nr)
+        let a = v.verblijfadres.map(|a| a.0).unwrap_or_default();
+        let nr = a.huisnummer.and_then(|n| u32::try_from(n).ok());
+        if let (Some(pc), Some(nr)) = (a.postcode.as_deref(), nr)
             && let Some(k) = keys::postcode(
-                &pc,
+                pc,
                 nr,
-                text(&["verblijfadres", "huisletter"]).as_deref(),
-                text(&["verblijfadres", "huisnummertoevoeging"]).as_deref(),
+                a.huisletter.as_deref(),
+                a.huisnummertoevoeging.as_deref(),
             )
         {
             addresses.push(k);
         }
     }
-    if let Some(v) = value("adressering")
-        && let (Some(r1), Some(r2)) = (
-            v.get("adresregel1").and_then(serde_json::Value::as_str),
-            v.get("adresregel2").and_then(serde_json::Value::as_str),
-        )
+    if let Some(Lenient(v)) = member::<Lenient<Adressering<'_>>>(p, "adressering")
+        && let (Some(r1), Some(r2)) = (v.adresregel1.as_deref(), v.adresregel2.as_deref())
         && let Some(k) = address_lines_key(r1, r2)
         && !addresses.contains(&k)
     {
         addresses.push(k);
     }
-    let surname = value("naam").and_then(|n| {
-        n.get("geslachtsnaam")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string)
-    });
+    let surname = member::<Lenient<Naam<'_>>>(p, "naam").and_then(|n| n.0.geslachtsnaam);
     // `geboorte.datum` is an `AbstractDatum`: only a whole date (`type` `Datum`) counts.
-    let born = value("geboorte").and_then(|g| {
-        let d = g.get("datum")?;
-        (d.get("type").and_then(serde_json::Value::as_str) == Some("Datum"))
-            .then(|| {
-                d.get("datum")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_string)
-            })
-            .flatten()
-    });
+    let born = member::<Lenient<Geboorte<'_>>>(p, "geboorte")
+        .and_then(|g| g.0.datum)
+        .and_then(|Lenient(d)| {
+            if d.kind.as_deref() == Some("Datum") {
+                d.datum
+            } else {
+                None
+            }
+        });
     let name = surname.zip(born).and_then(|(s, d)| keys::name(&s, &d));
     AnswerPerson {
         bsn,
         secret,
         addresses,
         name,
+    }
+}
+
+/// The members of a JSON object that a lenient reader takes; the others are skipped.
+trait LenientFields<'de>: Default {
+    /// Reads member `key`'s value from `map` when it is one of this object's; `false` when not
+    /// (the caller skips it).
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+}
+
+/// A JSON object's members as `T` reads them; any other JSON value gives `T::default()` (what
+/// `Value::get` on a non-object gives: nothing).
+struct Lenient<T>(T);
+
+impl<'de, T: LenientFields<'de>> de::Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: LenientFields<'de>> Visitor<'de> for V<T> {
+            type Value = Lenient<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut t = T::default();
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    if !t.member(&k, &mut map)? {
+                        map.next_value::<Skip>()?;
+                    }
+                }
+                Ok(Lenient(t))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| Lenient(T::default()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Lenient(T::default()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient(T::default()))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient(T::default()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Lenient(T::default()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Lenient(T::default()))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Lenient(T::default()))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<T: Default> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(T::default())
+    }
+}
+
+/// A JSON string (borrowed when it has no escapes); `None` for any other JSON value.
+#[derive(Default)]
+struct LenientStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de> de::Deserialize<'de> for LenientStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LenientStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Owned(v))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map).map(|()| LenientStr(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| LenientStr(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A JSON integer that fits `u64` (`Value::as_u64`); `None` for any other JSON value.
+#[derive(Default)]
+struct LenientU64(Option<u64>);
+
+impl<'de> de::Deserialize<'de> for LenientU64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LenientU64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(LenientU64(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(LenientU64(u64::try_from(v).ok()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(LenientU64(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map).map(|()| LenientU64(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| LenientU64(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(LenientU64(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(LenientU64(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(LenientU64(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `geheimhoudingPersoonsgegevens`: secret unless `false`, `null` or a number equal to 0.
+struct Secret(bool);
+
+impl<'de> de::Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Secret(v))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Secret(false))
+            }
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Secret(v as f64 != 0.0))
+            }
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Secret(v as f64 != 0.0))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Secret(v != 0.0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Secret(true))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map).map(|()| Secret(true))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| Secret(true))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Any JSON value, read and dropped through `deserialize_any` (so nesting counts against
+/// serde_json's recursion limit exactly as when a `Value` is built; `IgnoredAny` does not).
+struct Skip;
+
+impl<'de> de::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Skip, A::Error> {
+                skip_map(map).map(|()| Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Skip, A::Error> {
+                skip_seq(seq).map(|()| Skip)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<Skip, Skip>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<Skip>()?.is_some() {}
+    Ok(())
+}
+
+/// BRP `verblijfplaats`: the address identifiers and the `verblijfadres`.
+#[derive(Default)]
+struct Verblijfplaats<'a> {
+    adresseerbaar_object: Option<Cow<'a, str>>,
+    nummeraanduiding: Option<Cow<'a, str>>,
+    verblijfadres: Option<Lenient<Verblijfadres<'a>>>,
+}
+
+impl<'de> LenientFields<'de> for Verblijfplaats<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "adresseerbaarObjectIdentificatie" => {
+                self.adresseerbaar_object = map.next_value::<LenientStr<'de>>()?.0;
+            }
+            "nummeraanduidingIdentificatie" => {
+                self.nummeraanduiding = map.next_value::<LenientStr<'de>>()?.0;
+            }
+            "verblijfadres" => self.verblijfadres = Some(map.next_value()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// BRP `verblijfplaats.verblijfadres`: postcode and house number.
+#[derive(Default)]
+struct Verblijfadres<'a> {
+    postcode: Option<Cow<'a, str>>,
+    huisnummer: Option<u64>,
+    huisletter: Option<Cow<'a, str>>,
+    huisnummertoevoeging: Option<Cow<'a, str>>,
+}
+
+impl<'de> LenientFields<'de> for Verblijfadres<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "postcode" => self.postcode = map.next_value::<LenientStr<'de>>()?.0,
+            "huisnummer" => self.huisnummer = map.next_value::<LenientU64>()?.0,
+            "huisletter" => self.huisletter = map.next_value::<LenientStr<'de>>()?.0,
+            "huisnummertoevoeging" => {
+                self.huisnummertoevoeging = map.next_value::<LenientStr<'de>>()?.0;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// BRP `adressering`: the two address lines.
+#[derive(Default)]
+struct Adressering<'a> {
+    adresregel1: Option<Cow<'a, str>>,
+    adresregel2: Option<Cow<'a, str>>,
+}
+
+impl<'de> LenientFields<'de> for Adressering<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "adresregel1" => self.adresregel1 = map.next_value::<LenientStr<'de>>()?.0,
+            "adresregel2" => self.adresregel2 = map.next_value::<LenientStr<'de>>()?.0,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// BRP `naam`: the surname.
+#[derive(Default)]
+struct Naam<'a> {
+    geslachtsnaam: Option<Cow<'a, str>>,
+}
+
+impl<'de> LenientFields<'de> for Naam<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        if key != "geslachtsnaam" {
+            return Ok(false);
+        }
+        self.geslachtsnaam = map.next_value::<LenientStr<'de>>()?.0;
+        Ok(true)
+    }
+}
+
+/// BRP `geboorte`: the birth date (an `AbstractDatum`).
+#[derive(Default)]
+struct Geboorte<'a> {
+    datum: Option<Lenient<Datum<'a>>>,
+}
+
+impl<'de> LenientFields<'de> for Geboorte<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        if key != "datum" {
+            return Ok(false);
+        }
+        self.datum = Some(map.next_value()?);
+        Ok(true)
+    }
+}
+
+/// A BRP `AbstractDatum`: its `type` and, for `Datum`, the date.
+#[derive(Default)]
+struct Datum<'a> {
+    kind: Option<Cow<'a, str>>,
+    datum: Option<Cow<'a, str>>,
+}
+
+impl<'de> LenientFields<'de> for Datum<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "type" => self.kind = map.next_value::<LenientStr<'de>>()?.0,
+            "datum" => self.datum = map.next_value::<LenientStr<'de>>()?.0,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
@@ -863,6 +1207,260 @@ mod tests {
         assert!(p.get("geboorte").is_none());
         assert!(p.get("burgerservicenummer").is_none());
         assert_eq!(p["geheimhoudingPersoonsgegevens"], true);
+    }
+
+    /// `answer_person` as it was written over `serde_json::Value` trees: the reference the
+    /// borrowed readers must agree with.
+    fn answer_person_by_value(p: &RawObject<'_>) -> AnswerPerson {
+        let value = |name: &str| -> Option<Value> {
+            p.get(name)
+                .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        };
+        let bsn = p
+            .get("burgerservicenummer")
+            .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
+            .and_then(|b| Bsn::parse(&b).ok());
+        let secret = match value("geheimhoudingPersoonsgegevens") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+            Some(_) => true,
+        };
+        let mut addresses = Vec::new();
+        if let Some(v) = value("verblijfplaats") {
+            let text = |path: &[&str]| -> Option<String> {
+                let mut cur = &v;
+                for k in path {
+                    cur = cur.get(k)?;
+                }
+                cur.as_str().map(str::to_string)
+            };
+            if let Some(k) = text(&["adresseerbaarObjectIdentificatie"])
+                .and_then(|s| keys::adresseerbaar_object(&s))
+            {
+                addresses.push(k);
+            }
+            if let Some(k) =
+                text(&["nummeraanduidingIdentificatie"]).and_then(|s| keys::nummeraanduiding(&s))
+            {
+                addresses.push(k);
+            }
+            let adres = v.get("verblijfadres");
+            let nr = adres
+                .and_then(|a| a.get("huisnummer"))
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok());
+            if let (Some(pc), Some(nr)) = (text(&["verblijfadres", "postcode"]), nr)
+                && let Some(k) = keys::postcode(
+                    &pc,
+                    nr,
+                    text(&["verblijfadres", "huisletter"]).as_deref(),
+                    text(&["verblijfadres", "huisnummertoevoeging"]).as_deref(),
+                )
+            {
+                addresses.push(k);
+            }
+        }
+        if let Some(v) = value("adressering")
+            && let (Some(r1), Some(r2)) = (
+                v.get("adresregel1").and_then(Value::as_str),
+                v.get("adresregel2").and_then(Value::as_str),
+            )
+            && let Some(k) = address_lines_key(r1, r2)
+            && !addresses.contains(&k)
+        {
+            addresses.push(k);
+        }
+        let surname = value("naam").and_then(|n| {
+            n.get("geslachtsnaam")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        let born = value("geboorte").and_then(|g| {
+            let d = g.get("datum")?;
+            (d.get("type").and_then(Value::as_str) == Some("Datum"))
+                .then(|| d.get("datum").and_then(Value::as_str).map(str::to_string))
+                .flatten()
+        });
+        let name = surname.zip(born).and_then(|(s, d)| keys::name(&s, &d));
+        AnswerPerson {
+            bsn,
+            secret,
+            addresses,
+            name,
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so the property test needs no crate.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+
+        /// A JSON value for a member named like the BRP's, often of the expected type, often
+        /// not: other types, escapes, repeated names, numbers at the edges, deep nesting.
+        fn value(&mut self, depth: usize) -> String {
+            let scalars = [
+                "null",
+                "true",
+                "false",
+                "0",
+                "-0",
+                "0.0",
+                "-0.0",
+                "7",
+                "1.5",
+                "-3",
+                "1e3",
+                "502",
+                "4294967296",
+                "18446744073709551615",
+                "18446744073709551616",
+                r#""1017 CB""#,
+                r#""1017cb""#,
+                r#""a""#,
+                r#""A-2""#,
+                r#""Datum""#,
+                r#""JaarDatum""#,
+                r#""1980-01-01""#,
+                r#""Dijk""#,
+                r#""van Dijk""#,
+                r#""0363010000502001""#,
+                r#""0363200000502001""#,
+                r#""\u0044ijk""#,
+                r#""Herengracht 502 A-2""#,
+                r#""1017 CB  AMSTERDAM""#,
+                r#""Kerkstraat 12 2""#,
+                r#""1234 AB  DORP""#,
+                r#""""#,
+                r#""\ud800""#,
+            ];
+            let names = [
+                "verblijfadres",
+                "postcode",
+                "huisnummer",
+                "huisletter",
+                "huisnummertoevoeging",
+                "adresseerbaarObjectIdentificatie",
+                "nummeraanduidingIdentificatie",
+                "adresregel1",
+                "adresregel2",
+                "geslachtsnaam",
+                "datum",
+                "type",
+                "other",
+                "p\\u006fstcode",
+            ];
+            match self.next() % 10 {
+                0 if depth < 4 => {
+                    let n = self.next() % 4;
+                    let items: Vec<String> = (0..n).map(|_| self.value(depth + 1)).collect();
+                    format!("[{}]", items.join(","))
+                }
+                1..=4 if depth < 4 => {
+                    let n = self.next() % 6;
+                    let members: Vec<String> = (0..n)
+                        .map(|_| {
+                            let k = self.pick(&names);
+                            format!("\"{k}\":{}", self.value(depth + 1))
+                        })
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                }
+                5 if self.next().is_multiple_of(20) => {
+                    // Deeper than serde_json's recursion limit.
+                    format!("{}{}", "[".repeat(130), "]".repeat(130))
+                }
+                _ => self.pick(&scalars).to_string(),
+            }
+        }
+    }
+
+    #[test]
+    fn person_facts_read_borrowed_agree_with_the_value_tree_reading() {
+        let members = [
+            "burgerservicenummer",
+            "geheimhoudingPersoonsgegevens",
+            "verblijfplaats",
+            "adressering",
+            "naam",
+            "geboorte",
+        ];
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let mut with_facts = 0;
+        for _ in 0..20_000 {
+            let n = 1 + g.next() % 8;
+            let body: Vec<String> = (0..n)
+                .map(|_| {
+                    let k = g.pick(&members);
+                    let v = if k == "burgerservicenummer" {
+                        g.pick(&[r#""999993653""#, r#""123""#, "7"]).to_string()
+                    } else {
+                        g.value(0)
+                    };
+                    format!("\"{k}\":{v}")
+                })
+                .collect();
+            let text = format!("{{{}}}", body.join(","));
+            let Ok(MaybeObject(Some(obj))) = serde_json::from_str::<MaybeObject<'_>>(&text) else {
+                continue;
+            };
+            let want = answer_person_by_value(&obj);
+            assert_eq!(answer_person(&obj), want, "{text}");
+            with_facts +=
+                usize::from(want.secret || !want.addresses.is_empty() || want.name.is_some());
+        }
+        assert!(
+            with_facts > 1_000,
+            "the generator reaches the facts: {with_facts}"
+        );
+    }
+
+    #[test]
+    fn person_facts_read_from_hand_written_shapes_agree_with_the_value_tree_reading() {
+        let cases = [
+            r#"{"verblijfplaats":{"verblijfadres":{"postcode":"1017 CB","huisnummer":502,"huisletter":"a"}}}"#,
+            r#"{"verblijfplaats":{"verblijfadres":{"postcode":"1017 CB","huisnummer":502.0}}}"#,
+            r#"{"verblijfplaats":{"verblijfadres":{"postcode":"1017 CB","huisnummer":4294967296}}}"#,
+            r#"{"verblijfplaats":{"verblijfadres":{"postcode":"1017 CB","huisnummer":1},"verblijfadres":7}}"#,
+            r#"{"verblijfplaats":{"verblijfadres":{"p\u006fstcode":"1017 CB","huisnummer":1}}}"#,
+            r#"{"verblijfplaats":{"verblijfadres":{"postcode":"1017 CB","huisnummer":1,"x":[[[[]]]]}}}"#,
+            r#"{"naam":{"geslachtsnaam":"D\u0133k"},"geboorte":{"datum":{"type":"Datum","datum":"1980-01-01"}}}"#,
+            r#"{"naam":{"geslachtsnaam":"Dijk"},"geboorte":{"datum":{"datum":"1980-01-01","type":"Datum"}}}"#,
+            r#"{"naam":{"geslachtsnaam":"Dijk"},"geboorte":{"datum":"1980-01-01"}}"#,
+            r#"{"geheimhoudingPersoonsgegevens":-0.0}"#,
+            r#"{"geheimhoudingPersoonsgegevens":[]}"#,
+            r#"{"geheimhoudingPersoonsgegevens":{}}"#,
+        ];
+        for text in cases {
+            let obj = serde_json::from_str::<MaybeObject<'_>>(text)
+                .unwrap()
+                .0
+                .unwrap();
+            assert_eq!(answer_person(&obj), answer_person_by_value(&obj), "{text}");
+        }
+        let deep = format!(
+            r#"{{"verblijfplaats":{{"adresseerbaarObjectIdentificatie":"0363010000502001","x":{}{}}}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
+        );
+        let obj = serde_json::from_str::<MaybeObject<'_>>(&deep)
+            .unwrap()
+            .0
+            .unwrap();
+        assert_eq!(answer_person(&obj), answer_person_by_value(&obj));
+        assert!(
+            answer_person(&obj).addresses.is_empty(),
+            "too deep for a tree: absent"
+        );
     }
 
     #[test]

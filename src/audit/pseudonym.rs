@@ -46,6 +46,11 @@ impl SubjectKey {
         SubjectKey::new(trimmed).map_err(|e| format!("subject key file `{}`: {e}", path.display()))
     }
 
+    /// Whether `other` is the same key (the case snapshot cache keys on it).
+    pub(crate) fn same_as(&self, other: &SubjectKey) -> bool {
+        self.0 == other.0
+    }
+
     /// `hmac-sha256:<hex>` of the BSN.
     pub fn pseudonymise(&self, bsn: &str) -> String {
         // INVARIANT: HMAC accepts keys of any length, so `new_from_slice` cannot fail.

@@ -12,11 +12,15 @@
 //! - Deduplicated: a snapshot already written (in this process, or found on disk) costs one
 //!   hash and a set lookup; only the first decision with a new version of a case pays the
 //!   fsyncs. The set holds one 64-byte hash per case version seen since start.
+//! - Hashed once per case version: the hash of the snapshot last written for a case is kept
+//!   with the case registry's `Arc` of it (which the cache holds, so the allocation cannot be
+//!   reused for another case) and the pseudonymisation key; a request that looks up the same
+//!   `Arc` (the case file's snapshot, the ZGW cache) reuses it without serialising or hashing.
 //! - With `[audit] subject_key`, the snapshot's BSNs are pseudonymised like the records' and the
 //!   persons the case names by name are left out: no BSN or name in clear lands in the audit
 //!   directory through a snapshot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,7 +39,22 @@ pub const CASES_DIR: &str = "cases";
 pub struct CaseSnapshots {
     dir: PathBuf,
     written: Mutex<HashSet<String>>,
+    /// Case id → the case as the registry handed it out, the key it was pseudonymised with
+    /// and its durable snapshot's hash.
+    hashed: Mutex<HashMap<String, HashedCase>>,
 }
+
+/// A case whose snapshot is durable, with what its hash was made from.
+#[derive(Debug)]
+struct HashedCase {
+    case: Arc<Case>,
+    key: Option<SubjectKey>,
+    hash: String,
+}
+
+/// Most cases [`CaseSnapshots`] keeps hashes of; when full it starts over (a cold entry costs
+/// one serialisation and one hash).
+const HASHED_MAX: usize = 4096;
 
 impl CaseSnapshots {
     /// Snapshots for the audit directory `audit_dir` (the `cases/` directory is made on first
@@ -44,6 +63,38 @@ impl CaseSnapshots {
         CaseSnapshots {
             dir: audit_dir.join(CASES_DIR),
             written: Mutex::new(HashSet::new()),
+            hashed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The hash of `case`'s durable snapshot when this very `Arc` was snapshotted with `key`.
+    fn hashed(&self, case: &Arc<Case>, key: Option<&SubjectKey>) -> Option<String> {
+        let map = self.hashed.lock().ok()?;
+        let h = map.get(&case.id)?;
+        // INVARIANT: the cache holds `h.case`, so an equal pointer is the same, unchanged case
+        // (a `Case` has no interior mutability).
+        let same_key = match (&h.key, key) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_as(b),
+            _ => false,
+        };
+        (Arc::ptr_eq(&h.case, case) && same_key).then(|| h.hash.clone())
+    }
+
+    /// Remembers that `case`'s snapshot with `key` is durable as `hash`.
+    fn remember(&self, case: &Arc<Case>, key: Option<&SubjectKey>, hash: &str) {
+        if let Ok(mut map) = self.hashed.lock() {
+            if map.len() >= HASHED_MAX {
+                map.clear();
+            }
+            map.insert(
+                case.id.clone(),
+                HashedCase {
+                    case: Arc::clone(case),
+                    key: key.cloned(),
+                    hash: hash.to_string(),
+                },
+            );
         }
     }
 
@@ -119,33 +170,17 @@ pub fn parse_snapshot(hash: &str, bytes: &[u8], what: &str) -> Result<Case, Stri
 /// decision itself is recorded as always).
 pub async fn decision_inputs(
     snapshots: &Arc<CaseSnapshots>,
-    case: Option<&Case>,
+    case: Option<&Arc<Case>>,
     key: Option<&SubjectKey>,
     counters: Counters,
     search: Option<&Search>,
 ) -> Option<DecisionInputs> {
     let case_hash = match case {
         None => None,
-        Some(c) => {
-            let bytes = snapshot_bytes(c, key);
-            let hash = hex::encode(Sha256::digest(&bytes));
-            if snapshots.known(&hash) {
-                Some(hash)
-            } else {
-                let s = Arc::clone(snapshots);
-                match tokio::task::spawn_blocking(move || s.put(&bytes)).await {
-                    Ok(Ok(hash)) => Some(hash),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "case snapshot not written; decision recorded without replay inputs");
-                        return None;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "case snapshot task failed");
-                        return None;
-                    }
-                }
-            }
-        }
+        Some(c) => match snapshots.hashed(c, key) {
+            Some(hash) => Some(hash),
+            None => snapshot_case(snapshots, c, key).await,
+        },
     };
     Some(DecisionInputs {
         v: 1,
@@ -157,6 +192,35 @@ pub async fn decision_inputs(
             addresses: s.addresses.clone(),
         }),
     })
+}
+
+/// Makes `case`'s snapshot durable (unless it already is) and remembers its hash for this
+/// `Arc`; `None` (logged) when it could not be written.
+async fn snapshot_case(
+    snapshots: &Arc<CaseSnapshots>,
+    c: &Arc<Case>,
+    key: Option<&SubjectKey>,
+) -> Option<String> {
+    let bytes = snapshot_bytes(c, key);
+    let hash = hex::encode(Sha256::digest(&bytes));
+    let hash = if snapshots.known(&hash) {
+        hash
+    } else {
+        let s = Arc::clone(snapshots);
+        match tokio::task::spawn_blocking(move || s.put(&bytes)).await {
+            Ok(Ok(hash)) => hash,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "case snapshot not written; decision recorded without replay inputs");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "case snapshot task failed");
+                return None;
+            }
+        }
+    };
+    snapshots.remember(c, key, &hash);
+    Some(hash)
 }
 
 #[cfg(test)]
@@ -209,6 +273,45 @@ mod tests {
                 .contains("altered")
         );
         assert!(read_snapshot(dir.path(), "../../etc/passwd").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_case_is_hashed_once_per_version_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Arc::new(CaseSnapshots::new(dir.path()));
+        let counters = Counters::default();
+        let hash_of =
+            |c: &Case, k: Option<&SubjectKey>| hex::encode(Sha256::digest(snapshot_bytes(c, k)));
+        let v1 = Arc::new(case());
+        let first = decision_inputs(&snaps, Some(&v1), None, counters, None).await;
+        assert_eq!(first.unwrap().case, Some(hash_of(&v1, None)));
+        assert_eq!(snaps.hashed(&v1, None), Some(hash_of(&v1, None)));
+
+        // A new version of the case (a new `Arc` from the registry) is hashed and written anew.
+        let mut changed = case();
+        changed.subjects.push("999990639".into());
+        let v2 = Arc::new(changed);
+        assert_eq!(
+            snaps.hashed(&v2, None),
+            None,
+            "another Arc is not the cached case"
+        );
+        let second = decision_inputs(&snaps, Some(&v2), None, counters, None).await;
+        assert_eq!(second.unwrap().case, Some(hash_of(&v2, None)));
+        assert_ne!(hash_of(&v1, None), hash_of(&v2, None));
+        assert!(read_snapshot(dir.path(), &hash_of(&v2, None)).is_ok());
+
+        // The same case with a pseudonymisation key is another snapshot.
+        let key = SubjectKey::new(vec![7u8; 32]).unwrap();
+        assert_eq!(snaps.hashed(&v2, Some(&key)), None);
+        let keyed = decision_inputs(&snaps, Some(&v2), Some(&key), counters, None).await;
+        assert_eq!(keyed.unwrap().case, Some(hash_of(&v2, Some(&key))));
+        let other = SubjectKey::new(vec![8u8; 32]).unwrap();
+        assert_eq!(snaps.hashed(&v2, Some(&other)), None, "another key misses");
+        assert_eq!(
+            snaps.hashed(&v2, Some(&key)),
+            Some(hash_of(&v2, Some(&key)))
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use cedar_policy::{PolicySet, ValidationMode, Validator};
+use cedar_policy_core::ast as core_ast;
+use cedar_policy_core::entities::Entities as CoreEntities;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -430,6 +432,51 @@ fn random_requests_decide_alike_with_the_shipped_policies() {
         );
         // `decide` itself, with either evaluator, gives the same decision.
         assert_eq!(engine.decide(&di), cedar_engine.decide(&di), "request {i}");
+        // Within a request base (the request path: built once per request, then one decision
+        // per subject and one release per person): the same request and entities as built
+        // from scratch, and the same decision with either evaluator.
+        let base = engine.request_base(&di);
+        let within = engine
+            .finish_in(
+                base.0.as_ref().unwrap(),
+                di.action,
+                di.resource,
+                di.release.as_ref(),
+            )
+            .unwrap();
+        let (ours, theirs): (&core_ast::Request, &core_ast::Request) =
+            (within.request.as_ref(), built.request.as_ref());
+        // (`Debug` of the uids; the context by value: a set's hash index has no fixed order.)
+        for (a, b) in [
+            (ours.principal(), theirs.principal()),
+            (ours.action(), theirs.action()),
+            (ours.resource(), theirs.resource()),
+        ] {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "request {i}");
+        }
+        assert_eq!(ours.context(), theirs.context(), "request {i}");
+        assert!(
+            AsRef::<CoreEntities>::as_ref(&within.entities)
+                .deep_eq(AsRef::<CoreEntities>::as_ref(&built.entities)),
+            "request {i}: entities differ"
+        );
+        assert_eq!(within.note, built.note, "request {i}");
+        let release = di.release.as_ref();
+        assert_eq!(
+            engine.decide_in(&base, di.action, di.resource, release),
+            engine.decide(&di),
+            "request {i}"
+        );
+        assert_eq!(
+            cedar_engine.decide_in(
+                &cedar_engine.request_base(&di),
+                di.action,
+                di.resource,
+                release
+            ),
+            engine.decide(&di),
+            "request {i}"
+        );
         seen.count(&cedar);
     }
     eprintln!("shipped policies: {seen:?} random requests through both evaluators");

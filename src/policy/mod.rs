@@ -199,9 +199,9 @@ impl Types {
 struct Statics {
     /// Role name → the role entity followed by all of its ancestor roles (each with its
     /// ancestors already transitively closed, as the loaded entity set computed them).
-    roles: HashMap<String, Vec<core_ast::Entity>>,
-    case_types: HashMap<String, core_ast::Entity>,
-    organizations: HashMap<String, core_ast::Entity>,
+    roles: HashMap<String, Vec<Arc<core_ast::Entity>>>,
+    case_types: HashMap<String, Arc<core_ast::Entity>>,
+    organizations: HashMap<String, Arc<core_ast::Entity>>,
     /// BSNs of persons marked `protected: true`.
     protected: HashSet<String>,
     /// Number of entities in `entities.json`.
@@ -226,21 +226,22 @@ impl Statics {
             }
             s.count += 1;
             if ty == &types.role {
-                let mut chain = vec![entity.as_ref().clone()];
+                let mut chain = vec![Arc::new(entity.as_ref().clone())];
                 if let Some(ancestors) = entities.ancestors(&uid) {
                     let mut ancestors: Vec<&EntityUid> = ancestors.collect();
                     ancestors.sort();
                     chain.extend(
                         ancestors
                             .into_iter()
-                            .filter_map(|a| entities.get(a).map(|e| e.as_ref().clone())),
+                            .filter_map(|a| entities.get(a).map(|e| Arc::new(e.as_ref().clone()))),
                     );
                 }
                 s.roles.insert(id, chain);
             } else if ty == &types.case_type {
-                s.case_types.insert(id, entity.as_ref().clone());
+                s.case_types.insert(id, Arc::new(entity.as_ref().clone()));
             } else if ty == &types.organization {
-                s.organizations.insert(id, entity.as_ref().clone());
+                s.organizations
+                    .insert(id, Arc::new(entity.as_ref().clone()));
             } else if ty == &types.person
                 && matches!(entity.attr("protected"), Some(Ok(EvalResult::Bool(true))))
             {
@@ -262,7 +263,7 @@ pub struct PolicyEngine {
     /// The same policies, prepared for evaluation (see [`compiled`]).
     compiled: HashMap<String, compiled::Compiled>,
     /// The schema's entity of each action (in the order of `actions`), with its action groups.
-    action_entities: HashMap<String, core_ast::Entity>,
+    action_entities: HashMap<String, Arc<core_ast::Entity>>,
     /// `datetime`, the name of Cedar's constructor, parsed once.
     datetime_fn: core_ast::Name,
     /// Cedar's `datetime` and `ip` constructors, looked up once.
@@ -307,7 +308,7 @@ impl PolicyEngine {
         // Every action the schema declares (whichever registry plug-in asks about it), by id.
         let mut actions: HashMap<String, EntityUid> = HashMap::new();
         let mut by_action: HashMap<String, PolicySet> = HashMap::new();
-        let mut action_entities: HashMap<String, core_ast::Entity> = HashMap::new();
+        let mut action_entities: HashMap<String, Arc<core_ast::Entity>> = HashMap::new();
         for entity in schema_actions.iter() {
             let uid = entity.uid();
             if uid.type_name().basename() != "Action" {
@@ -318,7 +319,7 @@ impl PolicyEngine {
                 id.clone(),
                 policies_for(&loaded.policies, &schema_actions, &uid)?,
             );
-            action_entities.insert(id.clone(), entity.as_ref().clone());
+            action_entities.insert(id.clone(), Arc::new(entity.as_ref().clone()));
             actions.insert(id, uid);
         }
         let datetime_fn = core_ast::Name::from_str("datetime")
@@ -404,10 +405,110 @@ impl PolicyEngine {
             Ok(b) => b,
             Err(e) => return policy_error(vec![], vec![e]),
         };
+        self.decide_built(input.action, built)
+    }
+
+    /// What every decision about one request shares (see [`RequestBase`]), from `input`'s
+    /// employee, case, purpose, fields, counters, search and time; its action, resource and
+    /// release are left out.
+    pub fn request_base(&self, input: &DecisionInput<'_>) -> RequestBase {
+        match self.base(input) {
+            Ok(b) => {
+                let entities = b
+                    .entities
+                    .core()
+                    .map_err(|e| format!("cannot build entities: {}", load::one_line(&e)));
+                RequestBase(entities.map(|entities| BaseParts {
+                    principal: b.principal,
+                    entities,
+                    ctx: Arc::new(b.ctx),
+                    note: b.note,
+                }))
+            }
+            Err(e) => RequestBase(Err(e)),
+        }
+    }
+
+    /// Decides `action` on `resource` (with `release` for [`Action::RELEASE`]) within the
+    /// request `base`: the same decision as [`PolicyEngine::decide`] with the input `base` was
+    /// made from and these three, from the same request and entities, built without
+    /// rebuilding what `base` holds.
+    pub fn decide_in(
+        &self,
+        base: &RequestBase,
+        action: Action,
+        resource: &Resource,
+        release: Option<&Release<'_>>,
+    ) -> Decision {
+        let base = match &base.0 {
+            Ok(b) => b,
+            Err(e) => return policy_error(vec![], vec![e.clone()]),
+        };
+        let built = match self.finish_in(base, action, resource, release) {
+            Ok(b) => b,
+            Err(e) => return policy_error(vec![], vec![e]),
+        };
+        self.decide_built(action, built)
+    }
+
+    /// The request and entities of one decision within `base`.
+    fn finish_in(
+        &self,
+        base: &BaseParts,
+        action: Action,
+        resource: &Resource,
+        release: Option<&Release<'_>>,
+    ) -> Result<Built, String> {
+        let (resource, resource_entity) = self.resource_entity(resource);
+        let action_uid = self
+            .action_uid(action)
+            .ok_or_else(|| not_in_schema(action))?
+            .clone();
+        let mut added = vec![Arc::new(resource_entity)];
+        if let Some(a) = self.action_entities.get(action.as_str()) {
+            added.push(Arc::clone(a));
+        }
+        let context = match release {
+            None => Arc::clone(&base.ctx),
+            Some(r) => {
+                let mut ctx = (*base.ctx).clone();
+                release_context(&mut ctx, r);
+                Arc::new(ctx)
+            }
+        };
+        // INVARIANT: the resource (a Person, PersonSearch or Vehicle) and the action are of
+        // other types than every entity of the base, so adding them never meets a duplicate,
+        // and neither has parents that are not already closed (the action's groups come with
+        // the schema's closed hierarchy): the result is the entity set `build` makes.
+        let entities = base
+            .entities
+            .clone()
+            .add_entities(
+                added,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("cannot build entities: {}", load::one_line(&e.to_string())))?;
+        let request = Request::from(core_ast::Request::new_unchecked(
+            core_ast::EntityUIDEntry::known(base.principal.clone().into(), None),
+            core_ast::EntityUIDEntry::known(action_uid.into(), None),
+            core_ast::EntityUIDEntry::known(resource.into(), None),
+            Some(core_ast::Context::Value(context)),
+        ));
+        Ok(Built {
+            request,
+            entities: Entities::from(entities),
+            note: base.note.clone(),
+        })
+    }
+
+    /// The decision for a built request.
+    fn decide_built(&self, action: Action, built: Built) -> Decision {
         let outcome = match self.evaluator {
-            Evaluator::Prepared => match self.compiled.get(input.action.as_str()) {
+            Evaluator::Prepared => match self.compiled.get(action.as_str()) {
                 Some(c) => c.evaluate(&built.request, &built.entities),
-                None => return policy_error(vec![], vec![not_in_schema(input.action)]),
+                None => return policy_error(vec![], vec![not_in_schema(action)]),
             },
             Evaluator::Cedar => self.cedar_outcome(&built.request, &built.entities),
         };
@@ -462,6 +563,49 @@ impl PolicyEngine {
     /// Builds the Cedar request and the per-request entity set. With `schema`, both are
     /// validated against it (tests do this; the request path builds them by construction).
     fn build(&self, input: &DecisionInput<'_>, schema: Option<&Schema>) -> Result<Built, String> {
+        let Base {
+            principal,
+            mut entities,
+            mut ctx,
+            note,
+        } = self.base(input)?;
+        if let Some(release) = &input.release {
+            release_context(&mut ctx, release);
+        }
+        let (resource, resource_entity) = self.resource_entity(input.resource);
+        entities.push(resource_entity);
+        // The action with its groups, so that `action in Group` sees the schema's hierarchy.
+        if let Some(action) = self.action_entities.get(input.action.as_str()) {
+            entities.push_ref(action);
+        }
+        let action = self
+            .action_uid(input.action)
+            .ok_or_else(|| not_in_schema(input.action))?
+            .clone();
+        let context = core_ast::Context::Value(Arc::new(ctx));
+        let request = match schema {
+            Some(schema) => Request::new(principal, action, resource, context.into(), Some(schema))
+                .map_err(|e| format!("cannot build request: {}", load::one_line(&e.to_string())))?,
+            None => Request::from(core_ast::Request::new_unchecked(
+                core_ast::EntityUIDEntry::known(principal.into(), None),
+                core_ast::EntityUIDEntry::known(action.into(), None),
+                core_ast::EntityUIDEntry::known(resource.into(), None),
+                Some(context),
+            )),
+        };
+        let entities = entities
+            .build(schema)
+            .map_err(|e| format!("cannot build entities: {}", load::one_line(&e)))?;
+        Ok(Built {
+            request,
+            entities,
+            note,
+        })
+    }
+
+    /// What the decisions of one request share: the principal, the entities without the
+    /// resource's and the action's, the context without the release's members.
+    fn base(&self, input: &DecisionInput<'_>) -> Result<Base, String> {
         let t = &self.types;
         let employee = input.employee;
         let principal = Types::uid(&t.employee, &employee.id);
@@ -509,8 +653,9 @@ impl PolicyEngine {
             {
                 entities.push_ref(org);
             }
-            entities.push(
-                self.case_entities
+            entities.push_ref(
+                &self
+                    .case_entities
                     .get_or_build(case, || self.case_entity(uid.clone(), case))?,
             );
             ctx.insert(
@@ -564,88 +709,42 @@ impl PolicyEngine {
                 ),
             );
         }
-        if let Some(release) = &input.release {
-            ctx.insert(
-                SmolStr::new_static("request_action"),
-                core_ast::Value::from(release.request_action.as_str()),
-            );
-            ctx.insert(
-                SmolStr::new_static("named"),
-                core_ast::Value::from(release.named),
-            );
-            ctx.insert(
-                SmolStr::new_static("secret"),
-                core_ast::Value::from(release.person.secret),
-            );
-            ctx.insert(
-                SmolStr::new_static("addresses"),
-                string_set(&release.person.addresses),
-            );
-            if let Some(name) = &release.person.name {
-                ctx.insert(
-                    SmolStr::new_static("name"),
-                    core_ast::Value::from(name.as_str()),
-                );
-            }
-            ctx.insert(
-                SmolStr::new_static("persons_in_answer"),
-                core_ast::Value::from(i64::try_from(release.persons_in_answer).unwrap_or(i64::MAX)),
-            );
-        }
+        Ok(Base {
+            principal,
+            entities,
+            ctx,
+            note,
+        })
+    }
 
-        let resource = match input.resource {
+    /// The resource's uid and entity (a person with `protected` from the static entities).
+    fn resource_entity(&self, resource: &Resource) -> (EntityUid, core_ast::Entity) {
+        let t = &self.types;
+        match resource {
             Resource::Person(bsn) => {
                 let uid = Types::uid(&t.person, bsn.as_str());
                 let protected = self.statics.protected.contains(bsn.as_str());
-                entities.push(plain_entity(
+                let entity = plain_entity(
                     &uid,
                     HashSet::new(),
                     Some((
                         SmolStr::new_static("protected"),
                         core_ast::Value::from(protected),
                     )),
-                ));
-                uid
+                );
+                (uid, entity)
             }
             Resource::PersonSearch(kind) => {
                 let uid = Types::uid(&t.person_search, kind);
-                entities.push(plain_entity(&uid, HashSet::new(), None));
-                uid
+                let entity = plain_entity(&uid, HashSet::new(), None);
+                (uid, entity)
             }
             Resource::Vehicle(kenteken) => {
                 let uid = Types::uid(&t.vehicle, kenteken.as_str());
-                entities.push(plain_entity(&uid, HashSet::new(), None));
-                uid
+                let entity = plain_entity(&uid, HashSet::new(), None);
+                (uid, entity)
             }
-        };
-
-        // The action with its groups, so that `action in Group` sees the schema's hierarchy.
-        if let Some(action) = self.action_entities.get(input.action.as_str()) {
-            entities.push_ref(action);
         }
-        let action = self
-            .action_uid(input.action)
-            .ok_or_else(|| not_in_schema(input.action))?
-            .clone();
-        let context = core_ast::Context::Value(Arc::new(ctx));
-        let request = match schema {
-            Some(schema) => Request::new(principal, action, resource, context.into(), Some(schema))
-                .map_err(|e| format!("cannot build request: {}", load::one_line(&e.to_string())))?,
-            None => Request::from(core_ast::Request::new_unchecked(
-                core_ast::EntityUIDEntry::known(principal.into(), None),
-                core_ast::EntityUIDEntry::known(action.into(), None),
-                core_ast::EntityUIDEntry::known(resource.into(), None),
-                Some(context),
-            )),
-        };
-        let entities = entities
-            .build(schema)
-            .map_err(|e| format!("cannot build entities: {}", load::one_line(&e)))?;
-        Ok(Built {
-            request,
-            entities,
-            note,
-        })
     }
 
     fn case_entity(&self, uid: EntityUid, case: &Case) -> Result<core_ast::Entity, String> {
@@ -763,7 +862,7 @@ impl PolicyEngine {
 /// Bounded: when full it starts over (a cold entry costs one build).
 #[derive(Default)]
 struct CaseEntities {
-    map: Mutex<HashMap<String, (Case, core_ast::Entity)>>,
+    map: Mutex<HashMap<String, (Case, Arc<core_ast::Entity>)>>,
 }
 
 /// Most cases [`CaseEntities`] keeps.
@@ -774,23 +873,54 @@ impl CaseEntities {
         &self,
         case: &Case,
         build: impl FnOnce() -> Result<core_ast::Entity, String>,
-    ) -> Result<core_ast::Entity, String> {
+    ) -> Result<Arc<core_ast::Entity>, String> {
         if let Ok(map) = self.map.lock()
             && let Some((cached, entity)) = map.get(&case.id)
             // INVARIANT: an entry is used only for exactly the case it was built from.
             && cached == case
         {
-            return Ok(entity.clone());
+            return Ok(Arc::clone(entity));
         }
-        let entity = build()?;
+        let entity = Arc::new(build()?);
         if let Ok(mut map) = self.map.lock() {
             if map.len() >= CASE_ENTITIES_MAX {
                 map.clear();
             }
-            map.insert(case.id.clone(), (case.clone(), entity.clone()));
+            map.insert(case.id.clone(), (case.clone(), Arc::clone(&entity)));
         }
         Ok(entity)
     }
+}
+
+/// The context members of a release decision: the request's action and what the answer says
+/// of the person.
+fn release_context(ctx: &mut BTreeMap<SmolStr, core_ast::Value>, release: &Release<'_>) {
+    ctx.insert(
+        SmolStr::new_static("request_action"),
+        core_ast::Value::from(release.request_action.as_str()),
+    );
+    ctx.insert(
+        SmolStr::new_static("named"),
+        core_ast::Value::from(release.named),
+    );
+    ctx.insert(
+        SmolStr::new_static("secret"),
+        core_ast::Value::from(release.person.secret),
+    );
+    ctx.insert(
+        SmolStr::new_static("addresses"),
+        string_set(&release.person.addresses),
+    );
+    if let Some(name) = &release.person.name {
+        ctx.insert(
+            SmolStr::new_static("name"),
+            core_ast::Value::from(name.as_str()),
+        );
+    }
+    ctx.insert(
+        SmolStr::new_static("persons_in_answer"),
+        core_ast::Value::from(i64::try_from(release.persons_in_answer).unwrap_or(i64::MAX)),
+    );
 }
 
 /// The error of a decision about an action the schema does not declare (fail closed).
@@ -801,10 +931,10 @@ fn not_in_schema(action: Action) -> String {
     )
 }
 
-/// The entities of one request, each at most once.
+/// The entities of one request, each at most once (shared ones by reference).
 #[derive(Default)]
 struct EntitySet {
-    entities: Vec<core_ast::Entity>,
+    entities: Vec<Arc<core_ast::Entity>>,
 }
 
 impl EntitySet {
@@ -814,14 +944,14 @@ impl EntitySet {
 
     fn push(&mut self, entity: core_ast::Entity) {
         if !self.has(&entity) {
-            self.entities.push(entity);
+            self.entities.push(Arc::new(entity));
         }
     }
 
-    /// [`EntitySet::push`] of a shared entity, cloned only when it is not in the set yet.
-    fn push_ref(&mut self, entity: &core_ast::Entity) {
+    /// [`EntitySet::push`] of a shared entity (not copied).
+    fn push_ref(&mut self, entity: &Arc<core_ast::Entity>) {
         if !self.has(entity) {
-            self.entities.push(entity.clone());
+            self.entities.push(Arc::clone(entity));
         }
     }
 
@@ -829,19 +959,27 @@ impl EntitySet {
     /// validates every entity and computes the closure as Cedar's public API does (tests).
     fn build(self, schema: Option<&Schema>) -> Result<Entities, String> {
         match schema {
-            Some(schema) => {
-                Entities::from_entities(self.entities.into_iter().map(Entity::from), Some(schema))
-                    .map_err(|e| e.to_string())
-            }
-            None => CoreEntities::from_entities(
+            Some(schema) => Entities::from_entities(
+                self.entities
+                    .into_iter()
+                    .map(|e| Entity::from(Arc::unwrap_or_clone(e))),
+                Some(schema),
+            )
+            .map_err(|e| e.to_string()),
+            None => self.core().map(Entities::from),
+        }
+    }
+
+    /// The entity set as Cedar's core store, trusting the closure the pushes maintain.
+    fn core(self) -> Result<CoreEntities, String> {
+        CoreEntities::new()
+            .add_entities(
                 self.entities,
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
             )
-            .map(Entities::from)
-            .map_err(|e| e.to_string()),
-        }
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -934,6 +1072,31 @@ fn string_set(items: &[String]) -> core_ast::Value {
         items.iter().map(|s| core_ast::Literal::from(s.as_str())),
         None,
     )
+}
+
+/// What the decisions of one request share, before the resource and the action (and, for a
+/// release, what the answer says of the person) are added.
+struct Base {
+    principal: EntityUid,
+    entities: EntitySet,
+    ctx: BTreeMap<SmolStr, core_ast::Value>,
+    note: Option<String>,
+}
+
+/// What every decision about one request shares, built once ([`PolicyEngine::request_base`]):
+/// the employee with its roles and organisation, the case with its case type, and the context
+/// (time, purpose, fields, counters, search). Each decision of the request — one per data
+/// subject, then one `release` per person in the answer — adds only its resource, its action
+/// and its release members ([`PolicyEngine::decide_in`]). A base that could not be built
+/// makes every decision in it a `policyError` deny with the reason.
+pub struct RequestBase(Result<BaseParts, String>);
+
+struct BaseParts {
+    principal: EntityUid,
+    /// The base's entities, transitively closed.
+    entities: CoreEntities,
+    ctx: Arc<BTreeMap<SmolStr, core_ast::Value>>,
+    note: Option<String>,
 }
 
 /// A built request with its entities and, when something is missing, a note for the errors.
