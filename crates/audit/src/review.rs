@@ -175,7 +175,7 @@ fn confirm(dir: &Path, seq: u64, request: &ReviewRequest) -> Result<(), ReviewEr
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::audit::testutil::{decision, options, outcome};
+    use crate::testutil::{decision, options, outcome};
 
     fn review(dir: &Path, seq: u64, by: &str, timeout_ms: u64) -> Result<Appended, ReviewError> {
         append_review(
@@ -261,7 +261,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!spool::incoming_path(dir.path(), &id).exists());
-        assert_eq!(crate::audit::verify(dir.path()).unwrap().records, 1);
+        assert_eq!(crate::verify(dir.path()).unwrap().records, 1);
     }
 
     #[tokio::test]
@@ -283,6 +283,6 @@ mod tests {
                 error: "seq 5 is not in the log (last seq 1)".into()
             }))
         );
-        assert_eq!(crate::audit::verify(dir.path()).unwrap().records, 1);
+        assert_eq!(crate::verify(dir.path()).unwrap().records, 1);
     }
 }

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::pseudonym::SubjectKey;
 use super::record::{DecisionInputs, SearchInput};
-use crate::model::{Case, Counters, Search};
+use purpose_gate_model::{Case, Counters, Search};
 
 /// Directory of the snapshots, inside the audit directory.
 pub const CASES_DIR: &str = "cases";
@@ -163,7 +163,7 @@ pub async fn decision_inputs(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::model::CaseStatus;
+    use purpose_gate_model::CaseStatus;
 
     fn case() -> Case {
         Case {
