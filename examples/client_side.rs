@@ -28,7 +28,6 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt, service_fn};
 
-use purpose_gate::audit::AuditLog;
 use purpose_gate::auth::Authenticator;
 use purpose_gate::config::{AuditConfig, AuthConfig, RouteConfig, RouteKind};
 use purpose_gate::layer::{BoxError, PurposeGateLayer};
@@ -117,10 +116,11 @@ pub async fn run(work: &Path) -> Result<Vec<(u16, Value)>, String> {
         )
         .cases(JsonFileCases::load(&cases)?)
         .audit(
-            AuditLog::open_from_config(&AuditConfig {
+            AuditConfig {
                 dir: work.join("audit"),
                 ..AuditConfig::default()
-            })
+            }
+            .open()
             .map_err(|e| e.to_string())?,
         )
         .build()

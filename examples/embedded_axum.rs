@@ -28,7 +28,6 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use purpose_gate::audit::AuditLog;
 use purpose_gate::auth::Authenticator;
 use purpose_gate::config::{AuditConfig, AuthConfig, RouteConfig, RouteKind};
 use purpose_gate::layer::PurposeGateLayer;
@@ -103,10 +102,11 @@ pub async fn start(listen: SocketAddr, work: &Path) -> Result<SocketAddr, String
         )
         .cases(JsonFileCases::load(&cases)?)
         .audit(
-            AuditLog::open_from_config(&AuditConfig {
+            AuditConfig {
                 dir: work.join("audit"),
                 ..AuditConfig::default()
-            })
+            }
+            .open()
             .map_err(|e| e.to_string())?,
         )
         .build()

@@ -508,7 +508,8 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
             let Some(audit) = audit else {
                 return usage_error("give `--audit DIR` or `--db URL`");
             };
-            return match crate::policy::explain::explain(dir, audit, *seq) {
+            let actions = crate::registry::Registries::standard().actions();
+            return match crate::policy::explain::explain(dir, audit, *seq, &actions) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -637,6 +638,7 @@ fn policy_replay(
         since,
         until,
         accept,
+        actions: crate::registry::Registries::standard().actions(),
     };
     let report = match source {
         ReplaySource::Dir(audit) => match replay::replay(dir, audit, &opts) {

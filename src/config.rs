@@ -922,10 +922,10 @@ fn default_audit_dir() -> PathBuf {
     PathBuf::from("audit")
 }
 fn default_segment_bytes() -> u64 {
-    64 * 1024 * 1024
+    crate::audit::DEFAULT_SEGMENT_MAX_BYTES
 }
 fn default_max_batch() -> usize {
-    4096
+    crate::audit::DEFAULT_MAX_BATCH
 }
 
 impl Default for AuditConfig {
@@ -942,6 +942,35 @@ impl Default for AuditConfig {
             working_hours: default_working_hours(),
             employee_directory: None,
         }
+    }
+}
+
+impl From<&AuditConfig> for crate::audit::AuditOptions {
+    fn from(config: &AuditConfig) -> crate::audit::AuditOptions {
+        crate::audit::AuditOptions {
+            dir: config.dir.clone(),
+            segment_max_bytes: config.segment_max_bytes,
+            max_batch: config.max_batch,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Opens the log as configured here, as the gate's writer: with signed checkpoints when
+    /// `signing_key` is set (the key is loaded here; a bad key is an error), appending the
+    /// reviews that `audit review` spools.
+    pub fn open(&self) -> Result<crate::audit::AuditLog, crate::audit::AuditError> {
+        use crate::audit::checkpoint::{CheckpointOptions, NoteSigner};
+        let checkpoints = match &self.signing_key {
+            Some(path) => Some(CheckpointOptions {
+                signer: NoteSigner::load(path, &self.origin)
+                    .map_err(|e| crate::audit::AuditError::Unavailable(e.to_string()))?,
+                every: self.checkpoint_every.max(1),
+                interval: self.checkpoint_interval.0,
+            }),
+            None => None,
+        };
+        crate::audit::AuditLog::open_for_gate(&self.into(), checkpoints)
     }
 }
 

@@ -162,7 +162,7 @@ impl Gate {
                 }
             };
         // The `[audit]` section decides checkpoint signing (auditor toolkit, issue 3).
-        let audit = AuditLog::open_from_config(&cfg.audit).map_err(|e| {
+        let audit = cfg.audit.open().map_err(|e| {
             StartError(format!(
                 "audit directory `{}`: {e}",
                 cfg.audit.dir.display()

@@ -198,10 +198,11 @@ impl GateBuilder {
     /// The durable decision log in `dir` (default `[audit]` settings), with the case
     /// snapshots its decision records name beside it (`policy replay`).
     pub fn audit_dir(mut self, dir: &std::path::Path) -> Result<Self, StartError> {
-        let log = AuditLog::open_from_config(&crate::config::AuditConfig {
+        let log = crate::config::AuditConfig {
             dir: dir.to_path_buf(),
             ..crate::config::AuditConfig::default()
-        })
+        }
+        .open()
         .map_err(|e| StartError(format!("audit directory `{}`: {e}", dir.display())))?;
         self.audit = Some(log);
         self.snapshots_dir = Some(dir.to_path_buf());

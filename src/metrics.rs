@@ -11,73 +11,27 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the latency histograms.
-pub const LATENCY_BOUNDS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+pub use purpose_gate_audit::stats::{BATCH_BOUNDS, Histogram, LATENCY_BOUNDS};
 
-/// Upper bounds (records) of the audit batch size histogram.
-pub const BATCH_BOUNDS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1024.0, 4096.0];
-
-/// A fixed-bucket histogram of atomics (usable in a `static`).
-#[derive(Debug)]
-pub struct Histogram<const N: usize> {
-    bounds: [f64; N],
-    /// Non-cumulative count per bucket; the `+Inf` bucket is `count` minus their sum.
-    buckets: [AtomicU64; N],
-    count: AtomicU64,
-    /// Sum of the observations as `f64` bits.
-    sum: AtomicU64,
+/// The Prometheus exposition of a [`Histogram`] (the audit crate's primitive, which knows
+/// nothing of the format).
+pub trait RenderHistogram {
+    /// Writes `name_bucket`, `name_sum` and `name_count` lines (with `HELP` and `TYPE`).
+    fn render(&self, out: &mut String, name: &str, help: &str);
 }
 
-impl<const N: usize> Histogram<N> {
-    /// An empty histogram with these ascending upper bounds.
-    pub const fn new(bounds: [f64; N]) -> Histogram<N> {
-        Histogram {
-            bounds,
-            buckets: [const { AtomicU64::new(0) }; N],
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, v: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| v <= *b)
-            && let Some(b) = self.buckets.get(i)
-        {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + v).to_bits())
-            });
-    }
-
-    /// Records a duration in seconds.
-    pub fn observe_duration(&self, d: Duration) {
-        self.observe(d.as_secs_f64());
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Writes `name_bucket`, `name_sum` and `name_count` lines (with `HELP` and `TYPE`).
-    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+impl<const N: usize> RenderHistogram for Histogram<N> {
+    fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
         let mut cumulative = 0u64;
-        for (bound, n) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
+        for (bound, n) in self.buckets() {
+            cumulative += n;
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count().max(cumulative);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
+        let sum = self.sum();
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
 use purpose_gate::audit::record::*;
-use purpose_gate::audit::{AuditLog, Record, read_records};
+use purpose_gate::audit::{Record, read_records};
 
 const HOSTILE_REASON: &str =
     "<script>window.__pwned=1</script> \"quoted\" 'reason' for urgent help";
@@ -251,7 +251,7 @@ async fn an_auditor_works_through_the_console_in_chromium() {
         checkpoint_every: 1,
         ..Default::default()
     };
-    let log = AuditLog::open_from_config(&audit_cfg).unwrap();
+    let log = audit_cfg.open().unwrap();
     let bsn = "999993653";
     log.append(vec![
         decision(

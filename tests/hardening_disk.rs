@@ -5,7 +5,7 @@
 //! gate runs: requests get 503 `auditUnavailable` and nothing is forwarded; when space returns the
 //! gate serves again by itself, with `seq` gap-free and `purpose-gate audit verify` passing.
 //! The writer's handling of a failed `fdatasync` (never retried on the same data as if it had
-//! succeeded) is unit-tested with a fault-injecting store in `src/audit/writer.rs`.
+//! succeeded) is unit-tested with a fault-injecting store in `crates/audit/src/writer.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 

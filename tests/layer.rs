@@ -19,7 +19,6 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tower::{ServiceExt, service_fn};
 
-use purpose_gate::audit::AuditLog;
 use purpose_gate::auth::Authenticator;
 use purpose_gate::config::{AuditConfig, AuthConfig, RouteConfig, RouteKind};
 use purpose_gate::layer::{BoxError, PurposeGateLayer, UpstreamName};
@@ -31,10 +30,11 @@ const BRP: &str = "/haalcentraal/api/brp/personen";
 async fn layer(dir: &Path, inner_timeout: Duration) -> PurposeGateLayer {
     let cases = dir.join("cases.json");
     std::fs::write(&cases, common::test_cases().to_string()).unwrap();
-    let audit = AuditLog::open_from_config(&AuditConfig {
+    let audit = AuditConfig {
         dir: dir.join("audit"),
         ..AuditConfig::default()
-    })
+    }
+    .open()
     .unwrap();
     PurposeGateLayer::builder()
         .gate_id("embedded")

@@ -128,6 +128,14 @@ impl Registries {
         self.by_kind.get(kind)
     }
 
+    /// Every registry's actions (what `policy replay` and `policy explain` may re-decide).
+    pub fn actions(&self) -> Vec<Action> {
+        self.by_kind
+            .values()
+            .flat_map(|r| r.actions().iter().copied())
+            .collect()
+    }
+
     /// Any registry's action, by id.
     pub fn action(&self, id: &str) -> Option<Action> {
         self.by_kind

@@ -186,6 +186,7 @@ pub async fn explain_store(
         .into_iter()
         .collect();
     fetch_snapshots(client, hashes, &mut cache).await?;
-    crate::policy::explain::explain_decision(&engine, &d, &|h: &str| lookup(&cache, h))
+    let actions = crate::registry::Registries::standard().actions();
+    crate::policy::explain::explain_decision(&engine, &d, &|h: &str| lookup(&cache, h), &actions)
         .map_err(StoreError::Usage)
 }

@@ -57,7 +57,7 @@ pub(crate) fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> 
 }
 
 /// The display name of a segment path (its file name).
-pub(crate) fn display_name(path: &Path) -> String {
+pub fn display_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
@@ -181,7 +181,7 @@ pub fn parse_record(line: &[u8]) -> Result<Record, String> {
 
 /// Why a line does not continue the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LineFault {
+pub enum LineFault {
     /// Not valid JSON or not a decision/outcome record.
     Unreadable(String),
     /// The line carries another `seq` than the next one.
@@ -196,7 +196,7 @@ pub(crate) enum LineFault {
 
 impl LineFault {
     /// The seq at which the chain breaks, when the line was readable.
-    pub(crate) fn seq(&self) -> Option<u64> {
+    pub fn seq(&self) -> Option<u64> {
         match self {
             LineFault::Unreadable(_) => None,
             LineFault::Seq { expected, .. } => Some(*expected),
@@ -226,7 +226,7 @@ impl std::fmt::Display for LineFault {
 
 /// The state of the chain after the last accepted line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Chain {
+pub struct Chain {
     /// The seq the next line must carry.
     pub next_seq: u64,
     /// The `prev` the next line must carry.
@@ -235,7 +235,7 @@ pub(crate) struct Chain {
 
 impl Chain {
     /// The state before the first record.
-    pub(crate) fn genesis() -> Chain {
+    pub fn genesis() -> Chain {
         Chain {
             next_seq: 1,
             prev_hex: GENESIS_PREV,
@@ -243,7 +243,7 @@ impl Chain {
     }
 
     /// Checks that `line` is the next record of the chain and advances past it.
-    pub(crate) fn check(&mut self, line: &[u8]) -> Result<Record, LineFault> {
+    pub fn check(&mut self, line: &[u8]) -> Result<Record, LineFault> {
         let record = parse_record(line).map_err(LineFault::Unreadable)?;
         self.follows(&record)?;
         self.advance(line);
@@ -252,11 +252,7 @@ impl Chain {
 
     /// Like [`Chain::check`] for a line whose hash (`line_hash_hex(line)`) was computed
     /// already (by the read-ahead thread of the verifier).
-    pub(crate) fn check_hashed(
-        &mut self,
-        line: &[u8],
-        hash_hex: &[u8; 64],
-    ) -> Result<Record, LineFault> {
+    pub fn check_hashed(&mut self, line: &[u8], hash_hex: &[u8; 64]) -> Result<Record, LineFault> {
         let record = parse_record(line).map_err(LineFault::Unreadable)?;
         self.follows(&record)?;
         self.prev_hex = *hash_hex;
@@ -283,7 +279,7 @@ impl Chain {
     }
 
     /// Advances past `line` without checking it (the writer produced it).
-    pub(crate) fn advance(&mut self, line: &[u8]) {
+    pub fn advance(&mut self, line: &[u8]) {
         self.prev_hex = line_hash_hex(line);
         self.next_seq += 1;
     }
@@ -293,7 +289,7 @@ impl Chain {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::audit::record::{OutcomeKind, OutcomeRecord, ResourceRef};
+    use crate::record::{OutcomeKind, OutcomeRecord, ResourceRef};
 
     fn outcome() -> RecordBody {
         RecordBody::Outcome(OutcomeRecord {
@@ -331,7 +327,7 @@ mod tests {
 
     #[test]
     fn parse_record_agrees_with_the_tagged_record_type() {
-        let bodies = [outcome(), crate::audit::testutil::decision("req-9")];
+        let bodies = [outcome(), crate::testutil::decision("req-9")];
         for body in &bodies {
             let mut line = Vec::new();
             frame_line(&mut line, 7, &encode_body(body).unwrap(), &GENESIS_PREV);

@@ -453,7 +453,7 @@ pub fn truncate_for_message(s: &str) -> String {
 }
 
 /// A Cedar action the gate asks about, e.g. `brp:lookup`: named by the registry plug-in that
-/// serves the request (`crate::registry`), and `release` for each person in an answer.
+/// serves the request (`purpose_gate::registry`), and `release` for each person in an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Action(&'static str);
 

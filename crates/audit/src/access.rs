@@ -48,9 +48,9 @@ pub fn append_access(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::audit::record::{AccessKind, Record};
-    use crate::audit::testutil::{decision, options};
-    use crate::audit::{AuditLog, read_records};
+    use crate::record::{AccessKind, Record};
+    use crate::testutil::{decision, options};
+    use crate::{AuditLog, read_records};
 
     fn access(by: &str) -> AccessRecord {
         AccessRecord {
@@ -70,11 +70,7 @@ mod tests {
     async fn access_is_appended_by_the_running_writer_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         // A gate's writer (it appends spooled requests) holds the lock.
-        let cfg = crate::config::AuditConfig {
-            dir: dir.path().to_path_buf(),
-            ..crate::config::AuditConfig::default()
-        };
-        let log = AuditLog::open_from_config(&cfg).unwrap();
+        let log = AuditLog::open_for_gate(&crate::AuditOptions::new(dir.path()), None).unwrap();
         log.append(vec![decision("a")]).await.unwrap();
         let d = dir.path().to_path_buf();
         let seq = tokio::task::spawn_blocking(move || {
@@ -111,7 +107,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(seq, 2);
-        assert_eq!(crate::audit::verify(dir.path()).unwrap().records, 2);
+        assert_eq!(crate::verify(dir.path()).unwrap().records, 2);
         let d = dir.path().to_path_buf();
         let err = tokio::task::spawn_blocking(move || {
             append_access(&d, access(" "), Duration::from_secs(1))

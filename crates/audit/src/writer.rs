@@ -919,8 +919,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::audit::testutil::{FaultStore, Faults, decision, options, outcome};
-    use crate::audit::{AuditLog, verify};
+    use crate::testutil::{FaultStore, Faults, decision, options, outcome};
+    use crate::{AuditLog, verify};
 
     fn segment_len(dir: &Path, n: u64) -> u64 {
         std::fs::metadata(dir.join(segment_file_name(n)))
@@ -1219,7 +1219,7 @@ mod tests {
 
         assert_eq!(log.append(vec![decision("c")]).await.unwrap(), vec![3]);
         log.close().await;
-        let records: Vec<_> = crate::audit::read_records(dir.path())
+        let records: Vec<_> = crate::read_records(dir.path())
             .unwrap()
             .map(|r| r.unwrap().1)
             .collect();
@@ -1267,7 +1267,7 @@ mod tests {
         // Once recovery works, the unsynced bytes are gone and seq continues without a gap.
         assert_eq!(log.append(vec![decision("d")]).await.unwrap(), vec![2]);
         log.close().await;
-        let ids: Vec<String> = crate::audit::read_records(dir.path())
+        let ids: Vec<String> = crate::read_records(dir.path())
             .unwrap()
             .map(|r| r.unwrap().1.request_id().to_string())
             .collect();
@@ -1330,7 +1330,7 @@ mod tests {
     }
 
     fn request_ids(dir: &Path) -> Vec<String> {
-        crate::audit::read_records(dir)
+        crate::read_records(dir)
             .unwrap()
             .map(|r| r.unwrap().1.request_id().to_string())
             .collect()

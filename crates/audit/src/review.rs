@@ -203,7 +203,7 @@ fn confirm(dir: &Path, seq: u64, request: &ReviewRequest) -> Result<(), ReviewEr
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::audit::testutil::{decision, options, outcome};
+    use crate::testutil::{decision, options, outcome};
 
     fn review(dir: &Path, seq: u64, by: &str, timeout_ms: u64) -> Result<Appended, ReviewError> {
         append_review(
@@ -289,7 +289,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!spool::incoming_path(dir.path(), &id).exists());
-        assert_eq!(crate::audit::verify(dir.path()).unwrap().records, 1);
+        assert_eq!(crate::verify(dir.path()).unwrap().records, 1);
     }
 
     #[tokio::test]
@@ -311,6 +311,6 @@ mod tests {
                 error: "seq 5 is not in the log (last seq 1)".into()
             }))
         );
-        assert_eq!(crate::audit::verify(dir.path()).unwrap().records, 1);
+        assert_eq!(crate::verify(dir.path()).unwrap().records, 1);
     }
 }

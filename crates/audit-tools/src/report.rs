@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike, Utc, Weekday}
 use serde::Serialize;
 
 use super::query::{QueryResult, Row, covering_checkpoint, review_text};
-use super::record::{ReadCheckpoint, Verdict};
+use purpose_gate_audit::record::{ReadCheckpoint, Verdict};
 
 /// Escapes text for HTML.
 pub fn html_escape(s: &str) -> String {
@@ -923,7 +923,7 @@ mod tests {
             roles: vec![],
             department: None,
             action: Some("brp:lookup".into()),
-            resource: Some(crate::audit::ResourceRef {
+            resource: Some(purpose_gate_audit::ResourceRef {
                 kind: "Person".into(),
                 id: bsn.into(),
             }),
@@ -1045,11 +1045,11 @@ mod tests {
             "x",
         );
         search.action = Some("brp:search".into());
-        search.resource = Some(crate::audit::ResourceRef {
+        search.resource = Some(purpose_gate_audit::ResourceRef {
             kind: "PersonSearch".into(),
             id: "ZoekMetGeslachtsnaamEnGeboortedatum".into(),
         });
-        search.disclosed = vec![crate::audit::ResourceRef {
+        search.disclosed = vec![purpose_gate_audit::ResourceRef {
             kind: "Person".into(),
             id: "hmac-sha256:ab".into(),
         }];
@@ -1060,7 +1060,7 @@ mod tests {
         };
         let mut opts = SignalOptions::new(WorkingHours::parse("Mon-Sun 00:00-23:59").unwrap());
         opts.surnames = Some(SurnameInputs {
-            employees: crate::audit::surname::NameTable::from_pairs([
+            employees: crate::surname::NameTable::from_pairs([
                 ("emp-1".to_string(), "Van Dijk".to_string()),
                 ("emp-2".to_string(), "Dijkstra".to_string()),
             ]),

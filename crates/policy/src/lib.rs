@@ -43,7 +43,7 @@ use cedar_policy_core::extensions::Extensions;
 use chrono::{DateTime, Utc};
 use smol_str::SmolStr;
 
-use crate::model::{Action, Case, Counters, Employee, Release, Resource, Search};
+use purpose_gate_model::{Action, Case, Counters, Employee, Release, Resource, Search};
 
 pub use differential::Evaluator;
 pub use load::{ENTITIES_FILE, PolicyInfo};
@@ -644,7 +644,7 @@ impl PolicyEngine {
                 None => {
                     note = Some(format!(
                         "case type `{}` is not defined in the static entities",
-                        crate::model::truncate_for_message(&case.case_type)
+                        purpose_gate_model::truncate_for_message(&case.case_type)
                     ));
                 }
             }
@@ -788,7 +788,7 @@ impl PolicyEngine {
                 RestrictedExpression::new_set(
                     case.addresses
                         .iter()
-                        .flat_map(crate::model::CaseAddress::keys)
+                        .flat_map(purpose_gate_model::CaseAddress::keys)
                         .map(RestrictedExpression::new_string),
                 ),
             ),
@@ -797,7 +797,7 @@ impl PolicyEngine {
                 RestrictedExpression::new_set(
                     case.persons
                         .iter()
-                        .filter_map(crate::model::CasePerson::key)
+                        .filter_map(purpose_gate_model::CasePerson::key)
                         .map(RestrictedExpression::new_string),
                 ),
             ),
@@ -807,7 +807,7 @@ impl PolicyEngine {
             .map_err(|e| {
                 format!(
                     "cannot build case `{}`: {}",
-                    crate::model::truncate_for_message(&case.id),
+                    purpose_gate_model::truncate_for_message(&case.id),
                     load::one_line(&e.to_string())
                 )
             })
@@ -927,7 +927,7 @@ fn release_context(ctx: &mut BTreeMap<SmolStr, core_ast::Value>, release: &Relea
 fn not_in_schema(action: Action) -> String {
     format!(
         "action `{}` is not declared in the schema",
-        crate::model::truncate_for_message(action.as_str())
+        purpose_gate_model::truncate_for_message(action.as_str())
     )
 }
 
@@ -1040,7 +1040,7 @@ fn extension_value(
     let what = || {
         format!(
             "cannot build context: `{name}(\"{}\")`",
-            crate::model::truncate_for_message(&src)
+            purpose_gate_model::truncate_for_message(&src)
         )
     };
     match f.call(&[core_ast::Value::from(src.as_str())]) {

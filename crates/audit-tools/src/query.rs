@@ -15,13 +15,13 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::AuditError;
-use super::format::{display_name, list_segments, parse_record};
-use super::reader::LineReader;
-use super::record::{
+use purpose_gate_audit::AuditError;
+use purpose_gate_audit::LineReader;
+use purpose_gate_audit::record::{
     ReadAccess, ReadCheckpoint, ReadDecision, ReadOutcome, ReadReview, Record, ResourceRef,
     ReviewVerdict, Verdict,
 };
+use purpose_gate_audit::{display_name, list_segment_files as list_segments, parse_record};
 
 /// What to look for; all given filters must hold.
 #[derive(Debug, Clone, Default)]
@@ -588,11 +588,11 @@ pub fn csv(header: &[&str], rows: &[Vec<String>]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::audit::record::{
+    use purpose_gate_audit::record::{
         DecisionKind, DecisionRecord, OutcomeKind, OutcomeRecord, Principal, PurposeRecord,
         RecordBody, RequestRecord,
     };
-    use crate::audit::{AuditLog, testutil::options};
+    use purpose_gate_audit::{AuditLog, testutil::options};
 
     fn decision(req: &str, emp: &str, action: &str, kind: &str, id: &str, bg: bool) -> RecordBody {
         RecordBody::Decision(Box::new(DecisionRecord {

@@ -20,9 +20,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Decision, DecisionInput, PolicyEngine};
-use crate::audit::snapshots::read_snapshot;
-use crate::audit::{ReadDecision, Record, Verdict};
-use crate::model::{Action, Bsn, Case, Counters, Employee, Kenteken, Resource, Search, SearchKind};
+use purpose_gate_audit::snapshots::read_snapshot;
+use purpose_gate_audit::{ReadDecision, Record, Verdict};
+use purpose_gate_model::{
+    Action, Bsn, Case, Counters, Employee, Kenteken, Resource, Search, SearchKind,
+};
 
 /// A recorded decision rebuilt into what [`PolicyEngine::decide`] needs.
 #[derive(Debug, Clone)]
@@ -87,7 +89,13 @@ pub fn dir_snapshots(audit_dir: &Path) -> impl Fn(&str) -> Result<Case, String> 
 }
 
 /// Rebuilds a decision record; `snapshots` gives the case snapshots.
-pub fn rebuild(d: &ReadDecision, snapshots: SnapshotSource<'_>) -> Result<Recorded, NotReplayable> {
+/// `actions` are the actions a record may name besides `release` (the registries' actions; the
+/// caller, which knows the registries, passes them): a record with another action is not replayed.
+pub fn rebuild(
+    d: &ReadDecision,
+    snapshots: SnapshotSource<'_>,
+    actions: &[Action],
+) -> Result<Recorded, NotReplayable> {
     let missing = |s: &str| NotReplayable::Missing(s.to_string());
     let (Some(principal), Some(action), Some(resource)) = (&d.principal, &d.action, &d.resource)
     else {
@@ -104,8 +112,10 @@ pub fn rebuild(d: &ReadDecision, snapshots: SnapshotSource<'_>) -> Result<Record
     let action = if action == Action::RELEASE.as_str() {
         Action::RELEASE
     } else {
-        crate::registry::Registries::standard()
-            .action(action)
+        actions
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == action)
             .ok_or_else(|| missing("unknown action"))?
     };
     let resource = match resource.kind.as_str() {
@@ -313,6 +323,8 @@ pub struct ReplayOptions {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub accept: Vec<Accept>,
+    /// The actions a record may name besides `release` (the registries' actions).
+    pub actions: Vec<Action>,
 }
 
 /// Replays the decision records of the log in `audit_dir` under the policies in `candidate`.
@@ -322,7 +334,7 @@ pub fn replay(
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, String> {
     let mut replayer = Replayer::new(candidate, opts)?;
-    let records = crate::audit::read_records(audit_dir).map_err(|e| e.to_string())?;
+    let records = purpose_gate_audit::read_records(audit_dir).map_err(|e| e.to_string())?;
     let snapshots = dir_snapshots(audit_dir);
     for item in records {
         let (_, record) = item.map_err(|e| e.to_string())?;
@@ -360,7 +372,7 @@ impl Replayer {
                 return;
             }
         }
-        let rec = match rebuild(d, snapshots) {
+        let rec = match rebuild(d, snapshots, &opts.actions) {
             Ok(r) => r,
             Err(NotReplayable::NotAPolicyDecision) => {
                 report.not_policy_decisions += 1;

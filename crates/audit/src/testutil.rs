@@ -8,7 +8,7 @@ use super::AuditOptions;
 use super::record::*;
 use super::writer::{FsStore, SegmentFile, SegmentStore};
 
-pub(crate) fn decision(request_id: &str) -> RecordBody {
+pub fn decision(request_id: &str) -> RecordBody {
     RecordBody::Decision(Box::new(DecisionRecord {
         time: "2026-03-01T09:15:00Z".into(),
         kind: DecisionKind::Decision,
@@ -47,7 +47,7 @@ pub(crate) fn decision(request_id: &str) -> RecordBody {
     }))
 }
 
-pub(crate) fn outcome(request_id: &str) -> RecordBody {
+pub fn outcome(request_id: &str) -> RecordBody {
     RecordBody::Outcome(OutcomeRecord {
         release: Vec::new(),
         time: "2026-03-01T09:15:01Z".into(),
@@ -65,7 +65,7 @@ pub(crate) fn outcome(request_id: &str) -> RecordBody {
     })
 }
 
-pub(crate) fn options(dir: &Path, segment_max_bytes: u64) -> AuditOptions {
+pub fn options(dir: &Path, segment_max_bytes: u64) -> AuditOptions {
     AuditOptions {
         dir: dir.to_path_buf(),
         segment_max_bytes,
@@ -75,7 +75,7 @@ pub(crate) fn options(dir: &Path, segment_max_bytes: u64) -> AuditOptions {
 
 /// How many of the next calls fail; each failure consumes one.
 #[derive(Debug, Default)]
-pub(crate) struct Faults {
+pub struct Faults {
     pub write: AtomicUsize,
     /// Writes half of the buffer, then fails.
     pub partial_write: AtomicUsize,
@@ -102,7 +102,7 @@ fn injected(what: &str) -> std::io::Error {
 }
 
 /// Real files, with failures injected on demand.
-pub(crate) struct FaultStore {
+pub struct FaultStore {
     pub faults: Arc<Faults>,
 }
 

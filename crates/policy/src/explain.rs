@@ -14,13 +14,20 @@ use cedar_policy::PolicyId;
 use super::PolicyEngine;
 use super::conditions::{Conditions, Outcome, in_words};
 use super::replay::{NotReplayable, SnapshotSource, dir_snapshots, rebuild, recorded_allow};
-use crate::audit::{ReadDecision, Record};
+use purpose_gate_audit::{ReadDecision, Record};
+use purpose_gate_model::Action;
 
-/// The explanation of the decision record `seq` in `audit_dir` under the policies in `dir`.
-pub fn explain(dir: &Path, audit_dir: &Path, seq: u64) -> Result<String, String> {
+/// The explanation of the decision record `seq` in `audit_dir` under the policies in `dir`;
+/// `actions` as for [`rebuild`].
+pub fn explain(
+    dir: &Path,
+    audit_dir: &Path,
+    seq: u64,
+    actions: &[Action],
+) -> Result<String, String> {
     let engine = PolicyEngine::load(dir).map_err(|e| e.to_string())?;
     let mut found: Option<Box<ReadDecision>> = None;
-    for item in crate::audit::read_records(audit_dir).map_err(|e| e.to_string())? {
+    for item in purpose_gate_audit::read_records(audit_dir).map_err(|e| e.to_string())? {
         let (_, record) = item.map_err(|e| e.to_string())?;
         if record.seq() == seq {
             match record {
@@ -31,15 +38,16 @@ pub fn explain(dir: &Path, audit_dir: &Path, seq: u64) -> Result<String, String>
         }
     }
     let d = found.ok_or_else(|| format!("no record with seq {seq}"))?;
-    explain_decision(&engine, &d, &dir_snapshots(audit_dir))
+    explain_decision(&engine, &d, &dir_snapshots(audit_dir), actions)
 }
 
 /// The explanation of one decision record under `engine`, with the case snapshots of
-/// `snapshots` (a gate's directory, or the central store).
+/// `snapshots` (a gate's directory, or the central store); `actions` as for [`rebuild`].
 pub fn explain_decision(
     engine: &PolicyEngine,
     d: &ReadDecision,
     snapshots: SnapshotSource<'_>,
+    actions: &[Action],
 ) -> Result<String, String> {
     let mut s = String::new();
 
@@ -92,7 +100,7 @@ pub fn explain_decision(
         let _ = writeln!(s, "  reason: {r}");
     }
 
-    let rec = match rebuild(d, snapshots) {
+    let rec = match rebuild(d, snapshots, actions) {
         Ok(r) => r,
         Err(NotReplayable::NotAPolicyDecision) => {
             let _ = writeln!(

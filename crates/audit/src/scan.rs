@@ -232,8 +232,8 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::audit::testutil::{decision, options, outcome};
-    use crate::audit::{AuditLog, verify};
+    use crate::testutil::{decision, options, outcome};
+    use crate::{AuditLog, verify};
 
     async fn write_log(dir: &Path, max: u64, n: usize) {
         let log = AuditLog::open(&options(dir, max)).unwrap();

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use crate::model::names::surname_keys;
+pub use purpose_gate_model::names::surname_keys;
 
 /// Whether two surnames share a key; the shared key, if any.
 pub fn shared_surname(a: &str, b: &str) -> Option<String> {

@@ -18,18 +18,15 @@ mod format;
 pub mod integrity;
 pub mod merkle;
 pub mod pseudonym;
-pub mod query;
 mod reader;
 pub mod record;
-pub mod report;
 pub mod review;
 mod scan;
 pub mod snapshots;
 pub mod spool;
 pub mod stats;
-pub mod surname;
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -38,18 +35,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use format::Chain;
-pub use format::{parse_record, segment_file_name};
+pub use format::{Chain, LineFault, display_name, parse_record, segment_file_name};
 
 /// The segment files of an audit directory, ordered by number (other files are ignored).
 pub fn list_segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     format::list_segments(dir)
 }
-pub use reader::{RecordIter, read_records, verify};
+pub use reader::{Line, LineReader, RecordIter, read_records, verify};
 pub use record::*;
 pub use writer::{FsStore, SegmentFile, SegmentStore};
 
-use checkpoint::{CheckpointOptions, NoteSigner, rebuild_frontier};
+use checkpoint::{CheckpointOptions, rebuild_frontier};
 use writer::{Append, Checkpoints, Command, Writer};
 
 /// Options of the audit writer.
@@ -63,13 +59,18 @@ pub struct AuditOptions {
     pub max_batch: usize,
 }
 
+/// The default of [`AuditOptions::segment_max_bytes`] (64 MiB).
+pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// The default of [`AuditOptions::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 4096;
+
 impl AuditOptions {
-    /// The options of the `[audit]` config section.
-    pub fn from_config(config: &crate::config::AuditConfig) -> AuditOptions {
+    /// The options for `dir` with the default segment size and batch limit.
+    pub fn new(dir: &Path) -> AuditOptions {
         AuditOptions {
-            dir: config.dir.clone(),
-            segment_max_bytes: config.segment_max_bytes,
-            max_batch: config.max_batch,
+            dir: dir.to_path_buf(),
+            segment_max_bytes: DEFAULT_SEGMENT_MAX_BYTES,
+            max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -136,34 +137,20 @@ impl AuditLog {
     /// answered once its record is durable: `audit review` when no gate runs. Blocks; call it
     /// outside the async runtime. Close the log to finish.
     pub fn open_for_reviews(dir: &Path) -> Result<AuditLog, AuditError> {
-        let opts = AuditOptions::from_config(&crate::config::AuditConfig {
-            dir: dir.to_path_buf(),
-            ..crate::config::AuditConfig::default()
-        });
+        let opts = AuditOptions::new(dir);
         let log = AuditLog::open_full(&opts, Arc::new(FsStore), None, false)?;
         spool::append_pending(&log.tx, dir);
         Ok(log)
     }
 
-    /// Opens the log as configured in `[audit]`: with signed checkpoints when `signing_key`
-    /// is set (the key is loaded here; a bad key is an error).
-    pub fn open_from_config(config: &crate::config::AuditConfig) -> Result<AuditLog, AuditError> {
-        let checkpoints = match &config.signing_key {
-            Some(path) => Some(CheckpointOptions {
-                signer: NoteSigner::load(path, &config.origin)
-                    .map_err(|e| AuditError::Unavailable(e.to_string()))?,
-                every: config.checkpoint_every.max(1),
-                interval: config.checkpoint_interval.0,
-            }),
-            None => None,
-        };
+    /// Opens the log as a gate does: with signed checkpoints when given, and appending the
+    /// review requests that `audit review` spools (the gate's `[audit]` section opens it so).
+    pub fn open_for_gate(
+        opts: &AuditOptions,
+        checkpoints: Option<CheckpointOptions>,
+    ) -> Result<AuditLog, AuditError> {
         // The gate's writer also appends the reviews that `audit review` spools.
-        AuditLog::open_full(
-            &AuditOptions::from_config(config),
-            Arc::new(FsStore),
-            checkpoints,
-            true,
-        )
+        AuditLog::open_full(opts, Arc::new(FsStore), checkpoints, true)
     }
 
     /// Opens the log, writing signed checkpoints with `checkpoints` (see [`checkpoint`]).

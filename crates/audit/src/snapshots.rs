@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::pseudonym::SubjectKey;
 use super::record::{DecisionInputs, SearchInput};
-use crate::model::{Case, Counters, Search};
+use purpose_gate_model::{Case, Counters, Search};
 
 /// Directory of the snapshots, inside the audit directory.
 pub const CASES_DIR: &str = "cases";
@@ -227,7 +227,7 @@ async fn snapshot_case(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::model::CaseStatus;
+    use purpose_gate_model::CaseStatus;
 
     fn case() -> Case {
         Case {

@@ -21,7 +21,7 @@ use super::record::Record;
 const READ_BUFFER: usize = 256 * 1024;
 
 /// One line of a segment.
-pub(crate) struct Line<'a> {
+pub struct Line<'a> {
     /// The bytes without the newline.
     pub bytes: &'a [u8],
     /// Whether the line ended with `\n` (false only for a torn last line).
@@ -33,7 +33,7 @@ pub(crate) struct Line<'a> {
 }
 
 /// Streams the lines of one segment, reusing one buffer.
-pub(crate) struct LineReader {
+pub struct LineReader {
     file: BufReader<File>,
     buf: Vec<u8>,
     number: u64,
@@ -42,7 +42,7 @@ pub(crate) struct LineReader {
 }
 
 impl LineReader {
-    pub(crate) fn open(path: &Path) -> std::io::Result<LineReader> {
+    pub fn open(path: &Path) -> std::io::Result<LineReader> {
         Ok(LineReader {
             file: BufReader::with_capacity(READ_BUFFER, File::open(path)?),
             buf: Vec::with_capacity(4096),
@@ -53,7 +53,7 @@ impl LineReader {
     }
 
     /// Reads the next line into the buffer; false at the end of the file.
-    pub(crate) fn read_next(&mut self) -> std::io::Result<bool> {
+    pub fn read_next(&mut self) -> std::io::Result<bool> {
         self.buf.clear();
         let n = self.file.read_until(b'\n', &mut self.buf)?;
         if n == 0 {
@@ -66,7 +66,7 @@ impl LineReader {
     }
 
     /// The line last read by [`LineReader::read_next`].
-    pub(crate) fn line(&self) -> Line<'_> {
+    pub fn line(&self) -> Line<'_> {
         let terminated = self.buf.last() == Some(&b'\n');
         let bytes = match (terminated, self.buf.split_last()) {
             (true, Some((_, rest))) => rest,
@@ -453,8 +453,8 @@ impl Iterator for RecordIter {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::audit::AuditLog;
-    use crate::audit::testutil::{decision, options, outcome};
+    use crate::AuditLog;
+    use crate::testutil::{decision, options, outcome};
 
     async fn write_log(dir: &Path, max: u64, n: usize) {
         let log = AuditLog::open(&options(dir, max)).unwrap();

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::model::{AnswerPerson, Bsn, CaseAddress, CasePerson, CaseStatus, Kenteken, SearchKind};
+use purpose_gate_model::{
+    AnswerPerson, Bsn, CaseAddress, CasePerson, CaseStatus, Kenteken, SearchKind,
+};
 
 fn shipped_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
 }
 
 fn engine() -> PolicyEngine {
