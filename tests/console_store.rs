@@ -23,7 +23,7 @@ use std::process::Command;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use purpose_gate::audit::record::*;
-use purpose_gate::audit::{AuditLog, Record, read_records};
+use purpose_gate::audit::{Record, read_records};
 
 const URL_VAR: &str = "PURPOSE_GATE_TEST_DATABASE_URL";
 const BIN: &str = env!("CARGO_BIN_EXE_purpose-gate");
@@ -131,12 +131,13 @@ fn ship(dir: &Path, gate: &str, url: &str) {
 
 /// Writes `records` (then a signed checkpoint over them) to `dir` as `gate`'s log.
 async fn gate_log(dir: &Path, signing_key: &Path, records: Vec<Vec<RecordBody>>) {
-    let log = AuditLog::open_from_config(&purpose_gate::config::AuditConfig {
+    let log = purpose_gate::config::AuditConfig {
         dir: dir.to_path_buf(),
         signing_key: Some(signing_key.to_path_buf()),
         checkpoint_every: 1,
         ..Default::default()
-    })
+    }
+    .open()
     .unwrap();
     for batch in records {
         log.append(batch).await.unwrap();

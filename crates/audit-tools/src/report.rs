@@ -278,7 +278,10 @@ impl SubjectReport {
     /// Fills in each entry's case type from its case snapshot: `case_of(hash)` reads the
     /// snapshot (from `cases/` beside the log, or the central store) and checks its hash.
     /// Each snapshot is read once.
-    pub fn fill_case_types(&mut self, mut case_of: impl FnMut(&str) -> Option<crate::model::Case>) {
+    pub fn fill_case_types(
+        &mut self,
+        mut case_of: impl FnMut(&str) -> Option<purpose_gate_model::Case>,
+    ) {
         let mut types: HashMap<String, Option<String>> = HashMap::new();
         for e in &mut self.entries {
             if let Some(hash) = &e.case_snapshot {
@@ -1112,7 +1115,7 @@ mod tests {
         looked_up.roles = vec!["handhaver".into()];
         looked_up.case_snapshot = Some("ab".repeat(32));
         looked_up.fields = vec!["naam".into(), "verblijfplaats".into()];
-        looked_up.disclosed = vec![crate::audit::ResourceRef {
+        looked_up.disclosed = vec![purpose_gate_audit::ResourceRef {
             kind: "Person".into(),
             id: "999993653".into(),
         }];
