@@ -462,6 +462,24 @@ async fn two_gates_one_store_every_record_once_and_queries_match_the_directories
     assert!(text(&ok).contains("gate `gate-a`"), "{}", text(&ok));
     let m = a.metrics().await;
     assert!(m.contains("purpose_gate_store_backlog_records 0"), "{m}");
+    // Every record this gate shipped has its lag observed once.
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {m}"))
+    };
+    let shipped = value("purpose_gate_store_shipped_records_total");
+    assert!(shipped > 0, "{m}");
+    assert_eq!(
+        value("purpose_gate_store_ship_lag_seconds_count"),
+        shipped,
+        "{m}"
+    );
+    assert_eq!(
+        value("purpose_gate_store_ship_lag_seconds_bucket{le=\"+Inf\"}"),
+        shipped,
+        "{m}"
+    );
     // Reports over the store.
     let report = run(&[
         "audit",

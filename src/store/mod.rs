@@ -197,6 +197,9 @@ impl Attached {
             gate_id: gate_id.to_string(),
             dir: dir.to_path_buf(),
             batch: cfg.ship_batch,
+            linger: cfg
+                .max_backlog_age
+                .map_or(ship::SHIP_LINGER, |max| ship::SHIP_LINGER.min(max.0 / 4)),
             status: Arc::clone(&status),
         };
         let log = audit.clone();
@@ -298,6 +301,12 @@ impl Attached {
             "gauge",
             "1 while other gates' counts could not be read from the store.",
             u8::from(self.counters_stale.load(Ordering::Relaxed)).to_string(),
+        );
+        crate::metrics::RenderHistogram::render(
+            &s.lag_seconds,
+            &mut out,
+            "purpose_gate_store_ship_lag_seconds",
+            "Per shipped record: seconds from its time to the commit that stored it.",
         );
         out
     }

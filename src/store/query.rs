@@ -74,8 +74,12 @@ pub async fn query_store(
             let ids: Vec<&str> = requests.iter().map(String::as_str).collect();
             for r in client
                 .query(
+                    // `request_id <> ''` spelled out: PostgreSQL proves a partial index's
+                    // predicate from `= ANY(array)` only for arrays of up to 100 elements, so
+                    // without it a person with more requests gets a sequential scan of every
+                    // record (1.9 s instead of 10 ms over 10 million records).
                     "SELECT seq, line FROM pg_records
-                     WHERE gate_id = $1 AND request_id = ANY($2) AND seq <= $3",
+                     WHERE gate_id = $1 AND request_id = ANY($2) AND request_id <> '' AND seq <= $3",
                     &[&gate_id, &ids, &shipped],
                 )
                 .await?
