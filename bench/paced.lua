@@ -5,6 +5,9 @@
 -- slow answer that delays the next request is counted against the server (no coordinated
 -- omission). The request comes from the same environment variables as closed.lua.
 -- done() prints: PACED rate=.. achieved=.. p50_us=.. p99_us=.. p999_us=.. max_us=.. requests=.. non2xx=..
+-- With BENCH_SLOW_US=N it first prints one line per answer slower than N microseconds:
+-- SLOW at_ms=.. latency_ms=.. (at_ms: scheduled send time since the first send of the run), to
+-- see whether slow answers come alone or together, and when.
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -40,7 +43,9 @@ end
 
 -- Per connection (= per thread) state.
 lat = {}
+slow = {}
 bad = 0
+local slow_us = tonumber(os.getenv("BENCH_SLOW_US") or "0")
 local interval_us, next_t, sent_at
 
 function init(args)
@@ -76,7 +81,11 @@ function request()
 end
 
 function response(status, headers, body)
-  lat[#lat + 1] = now_us() - sent_at
+  local l = now_us() - sent_at
+  lat[#lat + 1] = l
+  if slow_us > 0 and l > slow_us then
+    slow[#slow + 1] = string.format("%.0f %.1f", sent_at / 1000, l / 1000)
+  end
   if status >= 300 then bad = bad + 1 end
 end
 
@@ -87,6 +96,19 @@ function done(summary, latency, requests)
     nbad = nbad + t:get("bad")
   end
   table.sort(all)
+  local slows = {}
+  for _, t in ipairs(threads) do
+    for _, v in ipairs(t:get("slow")) do slows[#slows + 1] = v end
+  end
+  if #slows > 0 then
+    local first
+    table.sort(slows, function(a, b) return tonumber(a:match("^%S+")) < tonumber(b:match("^%S+")) end)
+    for _, v in ipairs(slows) do
+      local at, l = v:match("^(%S+) (%S+)$")
+      first = first or tonumber(at)
+      io.write(string.format("SLOW at_ms=%.0f latency_ms=%s\n", tonumber(at) - first, l))
+    end
+  end
   local function pct(p)
     if #all == 0 then return 0 end
     local i = math.ceil(#all * p / 100)

@@ -2,7 +2,9 @@
 //! shipper's transaction, as `audit ship` runs it), and `audit query --db --subject` over what
 //! was shipped. Needs a PostgreSQL: `STORE_BENCH_URL=postgres://postgres@127.0.0.1:5432/postgres
 //! cargo bench --bench store_ship` (a database `pg_bench_ship` is dropped and created there).
-//! `STORE_BENCH_RECORDS` sets the log size (default 200,000). Figures: BENCHMARKS.md.
+//! `STORE_BENCH_RECORDS` sets the log size (default 200,000). `STORE_BENCH_REUSE=1` skips writing
+//! and shipping and times the query over what an earlier run left in `pg_bench_ship`. Figures:
+//! BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,42 +50,62 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let reuse = std::env::var_os("STORE_BENCH_REUSE").is_some();
     let tmp = tempfile::tempdir().unwrap();
-    write_log(tmp.path(), records);
+    if !reuse {
+        write_log(tmp.path(), records);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        admin
-            .batch_execute("DROP DATABASE IF EXISTS pg_bench_ship WITH (FORCE)")
-            .await
-            .unwrap();
-        admin
-            .batch_execute("CREATE DATABASE pg_bench_ship")
-            .await
-            .unwrap();
         let (prefix, _) = base.rsplit_once('/').unwrap();
         let url = format!("{prefix}/pg_bench_ship");
+        let n = if reuse {
+            let pool = store::pool(&store::StoreConfig::from_url(&url)).unwrap();
+            let client = pool.get().await.unwrap();
+            let row = client
+                .query_one(
+                    "SELECT shipped_seq FROM pg_gates WHERE gate_id = 'gate-1'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let n: i64 = row.get(0);
+            println!("ship: skipped (STORE_BENCH_REUSE), the store holds {n} records");
+            u64::try_from(n).unwrap()
+        } else {
+            let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            admin
+                .batch_execute("DROP DATABASE IF EXISTS pg_bench_ship WITH (FORCE)")
+                .await
+                .unwrap();
+            admin
+                .batch_execute("CREATE DATABASE pg_bench_ship")
+                .await
+                .unwrap();
+            let pool = store::pool(&store::StoreConfig::from_url(&url)).unwrap();
+            store::schema::migrate(&mut pool.get().await.unwrap())
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let (n, at) = store::ship::ship_dir(&pool, "gate-1", tmp.path(), 5000, |_| {})
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            assert_eq!(n, at.seq);
+            println!(
+                "ship: {n} records in {:.2} s = {:.0} records/s (batches of 5000)",
+                took.as_secs_f64(),
+                n as f64 / took.as_secs_f64()
+            );
+            n
+        };
         let pool = store::pool(&store::StoreConfig::from_url(&url)).unwrap();
-        store::schema::migrate(&mut pool.get().await.unwrap())
-            .await
-            .unwrap();
-        let started = Instant::now();
-        let (n, at) = store::ship::ship_dir(&pool, "gate-1", tmp.path(), 5000, |_| {})
-            .await
-            .unwrap();
-        let took = started.elapsed();
-        assert_eq!(n, at.seq);
-        println!(
-            "ship: {n} records in {:.2} s = {:.0} records/s (batches of 5000)",
-            took.as_secs_f64(),
-            n as f64 / took.as_secs_f64()
-        );
         let client = pool.get().await.unwrap();
         client.batch_execute("ANALYZE").await.unwrap();
         let filter = purpose_gate::audit::query::Filter {
