@@ -18,6 +18,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// `serve` and `console` run until stopped; every other command does its work and exits.
+    pub fn runs_a_server(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Serve { .. } | Command::Console { .. }
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gate.

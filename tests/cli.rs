@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, raadpleeg, read_records};
 
+#[path = "../benches/common/million.rs"]
+mod million;
+
 fn gate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_purpose-gate"))
 }
@@ -222,4 +225,49 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed"
     );
+}
+
+/// `audit query … | head -1`: the reader closes the pipe while the command still has rows to
+/// print. The command ends as a Unix tool does (exit 141, as if killed by SIGPIPE), with no
+/// panic and nothing on stderr.
+#[test]
+fn a_command_whose_reader_closes_the_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2,000 requests: far more rows than a pipe buffers (64 KiB).
+    million::write_log(dir.path(), 4_000);
+    let mut child = gate()
+        .args(["audit", "query", "--format", "json", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 4096];
+    out.read_exact(&mut first).unwrap();
+    assert!(
+        first.starts_with(b"{"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(out);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "{status:?}: {err}");
+    assert!(err.is_empty(), "{err}");
+
+    // Read to the end, the same command prints every row and exits 0.
+    let all = gate()
+        .args(["audit", "query", "--format", "json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(all.status.success(), "{all:?}");
+    assert_eq!(all.stdout.iter().filter(|b| **b == b'\n').count(), 2_000);
 }

@@ -1,6 +1,7 @@
 //! The auditor benches' log: 500,000 requests (a decision and an outcome each), 10,000
 //! distinct persons, 200 employees, 5,000 cases, checkpoints every 10,000 records, written
-//! through the real writer in large batches. Shared by `audit_query` and `console`.
+//! through the real writer in large batches. Shared by `audit_query` and `console`, and by
+//! `tests/cli.rs` (a log larger than a pipe buffers).
 // Included with `#[path]` by each bench crate; not every bench uses every item.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
