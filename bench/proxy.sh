@@ -352,16 +352,21 @@ for up in $UPSTREAMS; do
         done
     done
 done
-printf '\ngate/nginx, requests/s (bar against the instant upstream: >= 0.50)\n'
-for route in "${ROUTES[@]}"; do
-    name=${route%%|*}
-    line=$(printf '%-11s' "$name")
-    for up in $UPSTREAMS; do
-        line+=$(awk -v u="$up" -v g="${RPS[$up.$name.gate]}" -v x="${RPS[$up.$name.nginx]}" \
-            'BEGIN { printf "  %s: %.2f", u, g / x }')
+# ratios A B: requests/s of target A over target B, per route and upstream.
+ratios() {
+    local route name line up
+    for route in "${ROUTES[@]}"; do
+        name=${route%%|*}
+        line=$(printf '%-11s' "$name")
+        for up in $UPSTREAMS; do
+            line+=$(awk -v u="$up" -v g="${RPS[$up.$name.$1]}" -v x="${RPS[$up.$name.$2]}" \
+                'BEGIN { printf "  %s: %.2f", u, g / x }')
+        done
+        printf '%s\n' "$line"
     done
-    printf '%s\n' "$line"
-done
+}
+printf '\ngate/nginx, requests/s (bar against the instant upstream: >= 0.50)\n'
+ratios gate nginx
 printf '\nCPU per request in the closed-loop runs (median of the rounds, µs; PostgreSQL = all its processes)\n'
 for up in $UPSTREAMS; do
     for route in "${ROUTES[@]}"; do
@@ -375,15 +380,7 @@ for up in $UPSTREAMS; do
 done
 if [ -n "${STORE_URL:-}" ]; then
     printf '\ngate+store/gate, requests/s (bar: >= 0.90)\n'
-    for route in "${ROUTES[@]}"; do
-        name=${route%%|*}
-        line=$(printf '%-11s' "$name")
-        for up in $UPSTREAMS; do
-            line+=$(awk -v u="$up" -v g="${RPS[$up.$name.gate+store]}" -v x="${RPS[$up.$name.gate]}" \
-                'BEGIN { printf "  %s: %.2f", u, g / x }')
-        done
-        printf '%s\n' "$line"
-    done
+    ratios gate+store gate
 fi
 
 # --- fixed rate -----------------------------------------------------------------------------
