@@ -202,16 +202,22 @@ fi
 
 # --- per upstream: a gate and an nginx proxy in front of it -----------------------------------
 declare -A GATE_PID STORE_GATE_PID STORE_DB
+# start_gate NAME PORT: runs the gate of $TMP/NAME/gate.toml (log $TMP/NAME.log) until it
+# listens on PORT; its pid in STARTED_PID.
+start_gate() {
+    (cd "$TMP/$1" && RUST_LOG=${RUST_LOG:-warn} TOKIO_WORKER_THREADS=$THREADS exec "$BIN/purpose-gate" serve \
+        --config "$TMP/$1/gate.toml") >"$TMP/$1.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    wait_port "$2" "$STARTED_PID" "$1"
+}
 for up in $UPSTREAMS; do
     # Policies (volume limit raised), 10,000 cases and gate.toml: bench/gate-files.sh.
     gate_files "$TMP/gate-$up" "$REPO" "${UP_PORT[$up]}" "${GATE_PORT[$up]}"
     printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "${ADMIN_PORT[$up]}" >>"$TMP/gate-$up/gate.toml"
     log "starting the gate in front of $up on 127.0.0.1:${GATE_PORT[$up]} ($THREADS runtime workers)"
-    (cd "$TMP/gate-$up" && RUST_LOG=${RUST_LOG:-warn} TOKIO_WORKER_THREADS=$THREADS exec "$BIN/purpose-gate" serve \
-        --config "$TMP/gate-$up/gate.toml") >"$TMP/gate-$up.log" 2>&1 &
-    GATE_PID[$up]=$!
-    PIDS+=("$!")
-    wait_port "${GATE_PORT[$up]}" "${GATE_PID[$up]}" "gate-$up"
+    start_gate "gate-$up" "${GATE_PORT[$up]}"
+    GATE_PID[$up]=$STARTED_PID
 
     if [ -n "${STORE_URL:-}" ]; then
         # The same gate files, its own audit directory, shipping into a fresh database.
@@ -226,11 +232,8 @@ for up in $UPSTREAMS; do
         "$BIN/purpose-gate" store migrate --db "${STORE_DB[$up]}" >"$TMP/migrate-$up.log" 2>&1 \
             || die "store migrate failed: see $TMP/migrate-$up.log"
         log "starting the gate with [store] in front of $up on 127.0.0.1:${STORE_GATE_PORT[$up]}"
-        (cd "$TMP/gate-store-$up" && RUST_LOG=${RUST_LOG:-warn} TOKIO_WORKER_THREADS=$THREADS exec "$BIN/purpose-gate" serve \
-            --config "$TMP/gate-store-$up/gate.toml") >"$TMP/gate-store-$up.log" 2>&1 &
-        STORE_GATE_PID[$up]=$!
-        PIDS+=("$!")
-        wait_port "${STORE_GATE_PORT[$up]}" "${STORE_GATE_PID[$up]}" "gate-store-$up"
+        start_gate "gate-store-$up" "${STORE_GATE_PORT[$up]}"
+        STORE_GATE_PID[$up]=$STARTED_PID
     fi
 
     mkdir -p "$TMP/nginx-$up"
