@@ -41,6 +41,67 @@ fn write_log(dir: &std::path::Path, records: u64) {
     });
 }
 
+/// User + system CPU ticks of this process and of every `postgres` process (`/proc/*/stat`).
+fn cpu_ticks() -> (u64, u64) {
+    fn ticks(stat: &str) -> Option<(String, u64)> {
+        let (head, rest) = stat.rsplit_once(") ")?;
+        let comm = head.split_once(" (")?.1.to_string();
+        let f: Vec<&str> = rest.split(' ').collect();
+        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after `comm`.
+        Some((
+            comm,
+            f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        ))
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .map_or(0, |(_, t)| t);
+    let mut pg = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(s) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some((comm, t)) = ticks(&s)
+            && comm == "postgres"
+        {
+            pg += t;
+        }
+    }
+    (own, pg)
+}
+
+/// The shipper's per-line work before the store: the columns of each line in one pass (as it
+/// ships) and through the audit parser, over the first 200,000 lines of the log.
+fn extract_columns(dir: &std::path::Path) {
+    const SAMPLE: usize = 200_000;
+    let mut lines = Vec::new();
+    for (_, path) in purpose_gate::audit::list_segment_files(dir).unwrap() {
+        let text = std::fs::read(path).unwrap();
+        lines.extend(
+            text.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .take(SAMPLE - lines.len())
+                .map(<[u8]>::to_vec),
+        );
+        if lines.len() == SAMPLE {
+            break;
+        }
+    }
+    let n = lines.len() as f64;
+    let t = Instant::now();
+    for l in &lines {
+        std::hint::black_box(store::ship::ShipLine::new(l.clone()).unwrap());
+    }
+    let one_pass = t.elapsed().as_secs_f64() * 1e6 / n;
+    let t = Instant::now();
+    for l in &lines {
+        std::hint::black_box(store::ship::ShipLine::parsed(l.clone()).unwrap());
+    }
+    let parser = t.elapsed().as_secs_f64() * 1e6 / n;
+    println!(
+        "columns of a line (with its SHA-256): {one_pass:.2} µs in one pass, {parser:.2} µs through the audit parser ({n} lines)"
+    );
+}
+
 fn main() {
     let Ok(base) = std::env::var("STORE_BENCH_URL") else {
         eprintln!("store_ship: set STORE_BENCH_URL to a PostgreSQL URL to run this benchmark");
@@ -54,6 +115,9 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     if !reuse {
         write_log(tmp.path(), records);
+    }
+    if !reuse {
+        extract_columns(tmp.path());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,15 +157,22 @@ fn main() {
                 .await
                 .unwrap();
             let started = Instant::now();
+            let before = cpu_ticks();
             let (n, at) = store::ship::ship_dir(&pool, "gate-1", tmp.path(), 5000, |_| {})
                 .await
                 .unwrap();
             let took = started.elapsed();
+            let after = cpu_ticks();
             assert_eq!(n, at.seq);
+            // Clock ticks are 1/100 s on Linux (`getconf CLK_TCK`).
+            let per_record = |t: u64| t as f64 * 10_000.0 / n as f64;
             println!(
-                "ship: {n} records in {:.2} s = {:.0} records/s (batches of 5000)",
+                "ship: {n} records in {:.2} s = {:.0} records/s (batches of 5000); CPU per record: \
+                 shipper {:.1} µs, PostgreSQL {:.1} µs",
                 took.as_secs_f64(),
-                n as f64 / took.as_secs_f64()
+                n as f64 / took.as_secs_f64(),
+                per_record(after.0 - before.0),
+                per_record(after.1 - before.1),
             );
             n
         };
