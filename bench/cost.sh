@@ -16,6 +16,13 @@
 # Environment (defaults in brackets): COUNT [2000], CONNS [8], WARMUP [100], ROUTE [both:
 # brp-lookup, rdw-holder], BASE_PORT [18180], KEEP=1 keeps the temp dir (callgrind files for
 # callgrind_annotate / kcachegrind).
+#
+# STORE_URL=postgres://user@host:port/db measures a second gate, `gate+store`: the same gate with
+# `[store]` shipping into a fresh database `pg_bench_cost` (dropped and created through
+# STORE_URL). Its instructions per request include the shipper's (reading its own lines back,
+# their columns, the binary COPY, the store connection), which stages.py lists on their own.
+# Under valgrind the gate runs some 50x slower, so the shipper's 100 ms linger gathers far fewer
+# records per transaction than at full load: the per-transaction share is an upper bound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -30,6 +37,7 @@ UP_PORT=$((BASE_PORT + 1))
 NGINX_PORT=$((BASE_PORT + 2))
 GATE_PORT=$((BASE_PORT + 3))
 DIRECT_PORT=$((BASE_PORT + 4))
+STORE_GATE_PORT=$((BASE_PORT + 5))
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'bench/cost.sh: %s\n' "$*" >&2; exit 1; }
@@ -158,6 +166,20 @@ measure() {
 
 log "gate under callgrind (start-up takes a while: 10,000 cases, policies)"
 measure gate "$GATE_PORT" "$BIN/purpose-gate" serve --config "$TMP/gate.toml"
+if [ -n "${STORE_URL:-}" ]; then
+    command -v psql >/dev/null || die "STORE_URL needs psql"
+    psql -q -v ON_ERROR_STOP=1 "$STORE_URL" -c "DROP DATABASE IF EXISTS pg_bench_cost WITH (FORCE)" \
+        -c "CREATE DATABASE pg_bench_cost" || die "cannot create database pg_bench_cost through $STORE_URL"
+    store_db="${STORE_URL%/*}/pg_bench_cost"
+    "$BIN/purpose-gate" store migrate --db "$store_db" >"$TMP/migrate.log" 2>&1 \
+        || die "store migrate failed: see $TMP/migrate.log"
+    mkdir -p "$TMP/store"
+    gate_files "$TMP/store" "$REPO" "$UP_PORT" "$STORE_GATE_PORT"
+    sed -i 's/^gate_id = .*/gate_id = "bench-cost-store"/' "$TMP/store/gate.toml"
+    printf '\n[store]\nurl = "%s"\n' "$store_db" >>"$TMP/store/gate.toml"
+    log "gate with [store] under callgrind"
+    measure gate+store "$STORE_GATE_PORT" "$BIN/purpose-gate" serve --config "$TMP/store/gate.toml"
+fi
 log "nginx under callgrind"
 measure nginx "$NGINX_PORT" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
 log "the upstream (example registry) under callgrind, reached directly"
@@ -176,4 +198,10 @@ for route in "${ROUTES[@]}"; do
     awk -v r="$rname" -v g="$g" -v n="$n" -v u="$u" -v c="$COUNT" \
         'BEGIN { printf "%-11s gate %9.0f  nginx %8.0f  gate/nginx %.1f  upstream %8.0f\n", r, g / c, n / c, g / n, u / c }'
     python3 "$REPO/bench/stages.py" "$TMP/gate.$rname.cg" "$COUNT"
+    if [ -f "$TMP/gate+store.$rname.cg" ]; then
+        gs=$(total "$TMP/gate+store.$rname.cg")
+        awk -v r="$rname" -v g="$g" -v s="$gs" -v c="$COUNT" \
+            'BEGIN { printf "%-11s gate+store %9.0f  gate+store/gate %.3f\n", r, s / c, s / g }'
+        python3 "$REPO/bench/stages.py" "$TMP/gate+store.$rname.cg" "$COUNT"
+    fi
 done

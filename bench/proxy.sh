@@ -27,6 +27,13 @@
 # gate+store/gate. A fixed-rate run of STORE_RATE [5000] requests/s against it reports the shipping
 # lag (p50/p99 from the gate's `purpose_gate_store_ship_lag_seconds` histogram over that run), and
 # at the end the store must hold every record of that gate's local log.
+#
+# PIN=P:R (e.g. PIN=0:1) pins the proxies under test (gate, gate+store, nginx) to CPUs P and
+# everything else (wrk, the upstreams, and every PostgreSQL process, whose affinity is put back at
+# exit) to CPUs R, so that a proxy's figures show its own cost and not the machine's other work
+# on its cores: what a deployment with PostgreSQL on a machine of its own gives the gate.
+# THREADS then defaults to the number of CPUs in P. Needs taskset (util-linux) and, with
+# STORE_URL, the right to change PostgreSQL's affinity (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -36,7 +43,16 @@ REPO=$(pwd)
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
-THREADS=${THREADS:-$(nproc)}
+PROXY_PIN=()
+REST_PIN=()
+if [ -n "${PIN:-}" ]; then
+    [[ $PIN == *:* ]] || { printf 'bench/proxy.sh: PIN is P:R, two CPU lists (e.g. 0:1)\n' >&2; exit 2; }
+    PROXY_PIN=(taskset -c "${PIN%%:*}")
+    REST_PIN=(taskset -c "${PIN#*:}")
+    "${PROXY_PIN[@]}" true && "${REST_PIN[@]}" true \
+        || { printf 'bench/proxy.sh: PIN=%s: not CPU lists taskset accepts\n' "$PIN" >&2; exit 2; }
+fi
+THREADS=${THREADS:-$("${PROXY_PIN[@]}" nproc)}
 WRK_THREADS=${WRK_THREADS:-2}
 PACED_CONNS=${PACED_CONNS:-16}
 PACED_DURATION=${PACED_DURATION:-$DURATION}
@@ -91,13 +107,26 @@ BIN=$REPO/target/release
 # under target/, next to the build.
 TMP=$(mktemp -d "$REPO/target/bench-proxy.XXXXXX")
 PIDS=()
+PG_AFFINITY=
 cleanup() {
+    if [ -n "$PG_AFFINITY" ]; then
+        for pid in $(pgrep -u postgres 2>/dev/null); do taskset -p -c "$PG_AFFINITY" "$pid" >/dev/null 2>&1 || true; done
+    fi
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     if [ "${KEEP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [ -n "${PIN:-}" ] && [ -n "${STORE_URL:-}" ]; then
+    # PostgreSQL (already running) goes to the other CPUs too; its new backends inherit that
+    # from the postmaster. Put back at exit.
+    postmaster=$(pgrep -o -u postgres) || die "PIN with STORE_URL: no PostgreSQL process on this machine"
+    PG_AFFINITY=$(taskset -p -c "$postmaster" | sed 's/.*: //')
+    for pid in $(pgrep -u postgres); do
+        taskset -p -c "${PIN#*:}" "$pid" >/dev/null || die "PIN: cannot set the CPUs of PostgreSQL process $pid (run as root)"
+    done
+fi
 fstype=$(stat -f -c %T "$TMP")
 case $fstype in tmpfs | ramfs) log "warning: $TMP is on $fstype: fdatasync is not durable there" ;; esac
 
@@ -112,7 +141,7 @@ wait_port() { # port, pid, name
 
 # --- the example registry (the `registry` upstream, and the source of the `instant` bodies) ---
 log "starting the example registry on 127.0.0.1:${UP_PORT[registry]}"
-TOKIO_WORKER_THREADS=$THREADS "$BIN/examples/example_registry" \
+TOKIO_WORKER_THREADS=$THREADS "${REST_PIN[@]}" "$BIN/examples/example_registry" \
     --listen "127.0.0.1:${UP_PORT[registry]}" --data "$REPO/examples/data" >"$TMP/registry.log" 2>&1 &
 PIDS+=("$!")
 wait_port "${UP_PORT[registry]}" "${PIDS[-1]}" registry
@@ -195,7 +224,7 @@ $locations    }
 }
 EOF
     log "starting the instant upstream (nginx) on 127.0.0.1:${UP_PORT[instant]}"
-    "$NGINX" -p "$TMP/instant" -c "$TMP/instant/nginx.conf" -e "$TMP/instant/error.log" >"$TMP/instant.log" 2>&1 &
+    "${REST_PIN[@]}" "$NGINX" -p "$TMP/instant" -c "$TMP/instant/nginx.conf" -e "$TMP/instant/error.log" >"$TMP/instant.log" 2>&1 &
     PIDS+=("$!")
     wait_port "${UP_PORT[instant]}" "${PIDS[-1]}" instant
 fi
@@ -205,7 +234,7 @@ declare -A GATE_PID STORE_GATE_PID STORE_DB
 # start_gate NAME PORT: runs the gate of $TMP/NAME/gate.toml (log $TMP/NAME.log) until it
 # listens on PORT; its pid in STARTED_PID.
 start_gate() {
-    (cd "$TMP/$1" && RUST_LOG=${RUST_LOG:-warn} TOKIO_WORKER_THREADS=$THREADS exec "$BIN/purpose-gate" serve \
+    (cd "$TMP/$1" && RUST_LOG=${RUST_LOG:-warn} TOKIO_WORKER_THREADS=$THREADS exec "${PROXY_PIN[@]}" "$BIN/purpose-gate" serve \
         --config "$TMP/$1/gate.toml") >"$TMP/$1.log" 2>&1 &
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
@@ -271,7 +300,7 @@ http {
 }
 EOF
     log "starting nginx in front of $up on 127.0.0.1:${NGINX_PORT[$up]} ($THREADS workers)"
-    "$NGINX" -p "$TMP/nginx-$up" -c "$TMP/nginx-$up/nginx.conf" -e "$TMP/nginx-$up/error.log" >"$TMP/nginx-$up.log" 2>&1 &
+    "${PROXY_PIN[@]}" "$NGINX" -p "$TMP/nginx-$up" -c "$TMP/nginx-$up/nginx.conf" -e "$TMP/nginx-$up/error.log" >"$TMP/nginx-$up.log" 2>&1 &
     PIDS+=("$!")
     wait_port "${NGINX_PORT[$up]}" "${PIDS[-1]}" "nginx-$up"
 done
@@ -309,6 +338,8 @@ printf '\nmachine: %s cores, %s, kernel %s; load average at start: %s\n' "$(npro
     "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'closed loop: %s rounds x %s, %s connections, wrk -t%s; gate and nginx with %s workers\n' \
     "$ROUNDS" "$DURATION" "$CONNS" "$WRK_THREADS" "$THREADS"
+[ -z "${PIN:-}" ] || printf 'pinned: gate, gate+store and nginx on CPUs %s; wrk, upstreams and PostgreSQL on CPUs %s\n' \
+    "${PIN%%:*}" "${PIN#*:}"
 
 declare -A RPS P50 P99
 : >"$TMP/results.txt"
@@ -320,7 +351,7 @@ for up in $UPSTREAMS; do
                 request_env "$route" "$target"
                 gate_pid=$(pid_of "$up" "$target")
                 cpu_before=$(cpu_ticks "$gate_pid"); pg_before=$(pg_ticks)
-                out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$REPO/bench/closed.lua" \
+                out=$("${REST_PIN[@]}" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$REPO/bench/closed.lua" \
                     "http://127.0.0.1:$(port_of "$up" "$target")" | grep '^RESULT')
                 if [ -n "$gate_pid" ]; then
                     # CPU per request (µs) of the gate process and of all PostgreSQL processes.
@@ -442,7 +473,7 @@ for up in $UPSTREAMS; do
         for target in $paced_targets; do
             request_env "$route" "$target"
             [ "$target" = nginx ] || syncs_before=$(sync_buckets "$(admin_of "$up" "$target")")
-            out=$(BENCH_RATE=$rate BENCH_CONNS=$PACED_CONNS wrk -t"$PACED_CONNS" -c"$PACED_CONNS" -d"$PACED_DURATION" \
+            out=$(BENCH_RATE=$rate BENCH_CONNS=$PACED_CONNS "${REST_PIN[@]}" wrk -t"$PACED_CONNS" -c"$PACED_CONNS" -d"$PACED_DURATION" \
                 -s "$REPO/bench/paced.lua" "http://127.0.0.1:$(port_of "$up" "$target")" | grep '^PACED')
             echo "$up $name $target $out" >>"$TMP/results.txt"
             awk -v u="$up" -v n="$name" -v t="$target" -v r="$rate" -v a="$(field achieved <<<"$out")" -v p50="$(field p50_us <<<"$out")" \
@@ -486,7 +517,7 @@ if [ -n "${STORE_URL:-}" ]; then
             sleep 0.1
         done
         before=$(lag_buckets "$up")
-        out=$(BENCH_RATE=$STORE_RATE BENCH_CONNS=$STORE_PACED_CONNS wrk -t"$STORE_PACED_CONNS" -c"$STORE_PACED_CONNS" -d"$PACED_DURATION" \
+        out=$(BENCH_RATE=$STORE_RATE BENCH_CONNS=$STORE_PACED_CONNS "${REST_PIN[@]}" wrk -t"$STORE_PACED_CONNS" -c"$STORE_PACED_CONNS" -d"$PACED_DURATION" \
             -s "$REPO/bench/paced.lua" "http://127.0.0.1:$(port_of "$up" gate+store)" | grep '^PACED')
         sleep 2
         after=$(lag_buckets "$up")

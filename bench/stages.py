@@ -33,6 +33,10 @@ STAGES = [
     ("forward (inner service: upstream client)", "fn", r"purpose_gate::gate::Gate::call_inner::\{\{closure\}\}"),
     ("answer read (registry plug-in)", "fn", r"<purpose_gate::registry::.* as purpose_gate::registry::Registry>::read"),
     ("answer cut down and minimised", "fn", r"purpose_gate::response::Answer::release_body"),
+    ("store shipper (read back, columns, COPY; with [store])", "fn", r"purpose_gate::store::ship::Shipper::run::\{\{closure\}\}"),
+    ("  of which the columns of each line (one pass)", "fn", r"purpose_gate::store::ship::ShipLine::new"),
+    ("  of which SHA-256 of each line (the chain check)", "fn", r"purpose_gate::store::ship::line_hash"),
+    ("store connection (tokio-postgres; with [store])", "fn", r"<tokio_postgres::connection::Connection<.*> as core::future::future::Future>::poll"),
     ("metrics", "fn", r"purpose_gate::metrics::.*"),
     ("tracing span per request", "fn", r"tracing::span::Span::new"),
 ]
