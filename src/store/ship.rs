@@ -627,10 +627,11 @@ pub async fn ship_batch(
     // ones in one statement: a case looked up all day is read and sent once, not per batch.
     let mut hashes: Vec<&str> = Vec::new();
     let mut snapshots: Vec<Vec<u8>> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for l in batch {
         if let Some(hash) = &l.case_snapshot
             && !cache.snapshots.contains(hash)
-            && !hashes.contains(&hash.as_str())
+            && seen.insert(hash.as_str())
             && let Some(bytes) = case_snapshot(dir, hash)
         {
             // A snapshot missing or altered locally is not shipped: replay reports it missing,
