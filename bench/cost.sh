@@ -168,15 +168,8 @@ log "gate under callgrind (start-up takes a while: 10,000 cases, policies)"
 measure gate "$GATE_PORT" "$BIN/purpose-gate" serve --config "$TMP/gate.toml"
 if [ -n "${STORE_URL:-}" ]; then
     command -v psql >/dev/null || die "STORE_URL needs psql"
-    psql -q -v ON_ERROR_STOP=1 "$STORE_URL" -c "DROP DATABASE IF EXISTS pg_bench_cost WITH (FORCE)" \
-        -c "CREATE DATABASE pg_bench_cost" || die "cannot create database pg_bench_cost through $STORE_URL"
-    store_db="${STORE_URL%/*}/pg_bench_cost"
-    "$BIN/purpose-gate" store migrate --db "$store_db" >"$TMP/migrate.log" 2>&1 \
-        || die "store migrate failed: see $TMP/migrate.log"
-    mkdir -p "$TMP/store"
-    gate_files "$TMP/store" "$REPO" "$UP_PORT" "$STORE_GATE_PORT"
-    sed -i 's/^gate_id = .*/gate_id = "bench-cost-store"/' "$TMP/store/gate.toml"
-    printf '\n[store]\nurl = "%s"\n' "$store_db" >>"$TMP/store/gate.toml"
+    store_gate_files "$TMP/store" "$REPO" "$UP_PORT" "$STORE_GATE_PORT" "$BIN" "$STORE_URL" pg_bench_cost \
+        bench-cost-store || exit 1
     log "gate with [store] under callgrind"
     measure gate+store "$STORE_GATE_PORT" "$BIN/purpose-gate" serve --config "$TMP/store/gate.toml"
 fi

@@ -58,3 +58,19 @@ url = "http://127.0.0.1:$up_port"
 headers = { "x-api-key" = "demo-rdw-key" }
 EOF
 }
+
+# store_gate_files DIR REPO UP_PORT GATE_PORT BIN STORE_URL DB GATE_ID: gate_files, and `[store]`
+# shipping under gate id GATE_ID into a fresh database DB on the server of STORE_URL (dropped,
+# created and migrated with BIN's purpose-gate; the migration's output in DIR.migrate.log). Sets
+# STORE_DB_URL to the database's URL; returns 1 (having said why) when any step fails.
+store_gate_files() {
+    local dir=$1 repo=$2 up_port=$3 gate_port=$4 bin=$5 url=$6 db=$7 gate_id=$8
+    psql -q -v ON_ERROR_STOP=1 "$url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" \
+        || { printf 'cannot create database %s through %s\n' "$db" "$url" >&2; return 1; }
+    STORE_DB_URL="${url%/*}/$db"
+    "$bin/purpose-gate" store migrate --db "$STORE_DB_URL" >"$dir.migrate.log" 2>&1 \
+        || { printf 'store migrate failed: see %s\n' "$dir.migrate.log" >&2; return 1; }
+    gate_files "$dir" "$repo" "$up_port" "$gate_port"
+    sed -i "s/^gate_id = .*/gate_id = \"$gate_id\"/" "$dir/gate.toml"
+    printf '\n[store]\nurl = "%s"\n' "$STORE_DB_URL" >>"$dir/gate.toml"
+}

@@ -250,16 +250,10 @@ for up in $UPSTREAMS; do
 
     if [ -n "${STORE_URL:-}" ]; then
         # The same gate files, its own audit directory, shipping into a fresh database.
-        db="pg_bench_proxy_$up"
-        psql -q -v ON_ERROR_STOP=1 "$STORE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" \
-            || die "cannot create database $db through $STORE_URL"
-        STORE_DB[$up]="${STORE_URL%/*}/$db"
-        gate_files "$TMP/gate-store-$up" "$REPO" "${UP_PORT[$up]}" "${STORE_GATE_PORT[$up]}"
-        sed -i "s/^gate_id = .*/gate_id = \"bench-gate-store-$up\"/" "$TMP/gate-store-$up/gate.toml"
-        printf '\n[store]\nurl = "%s"\n\n[admin]\nlisten = "127.0.0.1:%s"\n' "${STORE_DB[$up]}" "${STORE_ADMIN_PORT[$up]}" \
-            >>"$TMP/gate-store-$up/gate.toml"
-        "$BIN/purpose-gate" store migrate --db "${STORE_DB[$up]}" >"$TMP/migrate-$up.log" 2>&1 \
-            || die "store migrate failed: see $TMP/migrate-$up.log"
+        store_gate_files "$TMP/gate-store-$up" "$REPO" "${UP_PORT[$up]}" "${STORE_GATE_PORT[$up]}" "$BIN" \
+            "$STORE_URL" "pg_bench_proxy_$up" "bench-gate-store-$up" || exit 1
+        STORE_DB[$up]=$STORE_DB_URL
+        printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "${STORE_ADMIN_PORT[$up]}" >>"$TMP/gate-store-$up/gate.toml"
         log "starting the gate with [store] in front of $up on 127.0.0.1:${STORE_GATE_PORT[$up]}"
         start_gate "gate-store-$up" "${STORE_GATE_PORT[$up]}"
         STORE_GATE_PID[$up]=$STARTED_PID
