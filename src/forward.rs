@@ -480,8 +480,8 @@ pub fn screen(up: &UpstreamResponse) -> Result<(), GateError> {
 }
 
 /// Whether a JSON document names a person: a member called `burgerservicenummer` (any
-/// value), or a BSN — nine digits passing the 11-proef, not part of a longer run of digits —
-/// in any string or number, key or value.
+/// value), or a BSN — nine digits passing the 11-proef, not part of a longer run of digits
+/// and not inside a UUID — in any string or number, key or value.
 fn names_person(v: &serde_json::Value) -> bool {
     use serde_json::Value;
     match v {
@@ -495,10 +495,48 @@ fn names_person(v: &serde_json::Value) -> bool {
     }
 }
 
-/// Whether `text` holds a run of exactly nine digits that is a valid BSN.
+/// Whether `text` holds a run of exactly nine digits that is a valid BSN, outside any UUID
+/// in its canonical form (8-4-4-4-12 hex digits). An error answer's `instance` often names
+/// a UUID — the gate's own request id among them — and one in about forty random UUIDs
+/// holds nine digits in a row that pass the 11-proef; such a run is not a person.
 fn holds_bsn(text: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(|run| run.len() == 9 && crate::model::Bsn::parse(run).is_ok())
+    let bytes = text.as_bytes();
+    let mut run_start = None;
+    let mut i = 0;
+    while i <= bytes.len() {
+        if run_start.is_none() && is_uuid_at(bytes, i) {
+            i += UUID_LEN;
+            continue;
+        }
+        match (bytes.get(i).is_some_and(u8::is_ascii_digit), run_start) {
+            (true, None) => run_start = Some(i),
+            (false, Some(start)) => {
+                run_start = None;
+                if i - start == 9 && crate::model::Bsn::parse(&text[start..i]).is_ok() {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+const UUID_LEN: usize = 36;
+
+/// Whether a canonical UUID starts at `at`: neither preceded nor followed by a hex digit.
+fn is_uuid_at(bytes: &[u8], at: usize) -> bool {
+    let hex_at = |k: usize| bytes.get(k).is_some_and(u8::is_ascii_hexdigit);
+    if (at > 0 && hex_at(at - 1)) || hex_at(at + UUID_LEN) {
+        return false;
+    }
+    bytes.get(at..at + UUID_LEN).is_some_and(|window| {
+        window.iter().enumerate().all(|(k, b)| match k {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+    })
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
@@ -711,6 +749,17 @@ mod tests {
                 &[problem],
                 r#"{"detail":"ref 9999936531 and 123456789"}"#,
             ),
+            // Nor nine digits inside a UUID: 328472025 passes the 11-proef.
+            answer(
+                404,
+                &[problem],
+                r#"{"instance":"urn:uuid:01a23b12-6344-703d-a183-328472025e13","status":404}"#,
+            ),
+            answer(
+                404,
+                &[problem],
+                r#"{"instance":"/x/01A23B12-6344-703D-A183-E13328472025"}"#,
+            ),
         ];
         for a in &pass {
             assert!(screen(a).is_ok(), "{:?}", a.body);
@@ -722,6 +771,11 @@ mod tests {
             r#"{"detail":{"bsn":999990639}}"#,
             r#"{"999991802":"key"}"#,
             r#"["a",["b",{"c":"BSN:999993872."}]]"#,
+            // A BSN beside a UUID is still a BSN.
+            r#"{"instance":"urn:uuid:01a23b12-6344-703d-a183-328472025e13 999993653"}"#,
+            r#"{"detail":"999993653/01a23b12-6344-703d-a183-328472025e13"}"#,
+            r#"{"detail":"01a23b12-6344-703d-a183-328472025e1"}"#,
+            r#"{"detail":"01a23b12-6344-703d-a183-328472025e13a"}"#,
         ];
         for body in withheld {
             let mut a = answer(404, &[problem], "");
