@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use common::{AUDIENCE, ISSUER, KID, raadpleeg, registry, repo, tokens};
+use purpose_gate::audit::AuditLog;
 
 const URL_VAR: &str = "PURPOSE_GATE_TEST_DATABASE_URL";
 const BIN: &str = env!("CARGO_BIN_EXE_purpose-gate");
@@ -206,23 +207,7 @@ timeout = "2s"
 
     /// Every complete line of the local log, by seq.
     fn local_lines(&self) -> BTreeMap<i64, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|x| x == "jsonl"));
-        files.sort();
-        for f in files {
-            let bytes = std::fs::read(f).unwrap();
-            for line in bytes.split_inclusive(|b| *b == b'\n') {
-                let Some(line) = line.strip_suffix(b"\n") else {
-                    continue;
-                };
-                let v: Value = serde_json::from_slice(line).unwrap();
-                out.insert(v["seq"].as_i64().unwrap(), line.to_vec());
-            }
-        }
-        out
+        local_lines(&self.dir)
     }
 
     async fn metrics(&self) -> String {
@@ -358,6 +343,27 @@ async fn central_lines(db: &tokio_postgres::Client, gate: &str) -> BTreeMap<i64,
     out
 }
 
+/// The lines of the segments in `dir`, by seq.
+fn local_lines(dir: &Path) -> BTreeMap<i64, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "jsonl"));
+    files.sort();
+    for f in files {
+        let bytes = std::fs::read(f).unwrap();
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            let Some(line) = line.strip_suffix(b"\n") else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(line).unwrap();
+            out.insert(v["seq"].as_i64().unwrap(), line.to_vec());
+        }
+    }
+    out
+}
+
 fn store_section(url: &str, extra: &str) -> String {
     format!("[store]\nurl = \"{url}\"\n{extra}\n")
 }
@@ -470,6 +476,17 @@ async fn two_gates_one_store_every_record_once_and_queries_match_the_directories
     };
     let shipped = value("purpose_gate_store_shipped_records_total");
     assert!(shipped > 0, "{m}");
+    // Started with an empty log: every line was taken as the writer handed it over.
+    assert_eq!(
+        value("purpose_gate_store_lines_read_total{from=\"memory\"}"),
+        shipped,
+        "{m}"
+    );
+    assert_eq!(
+        value("purpose_gate_store_lines_read_total{from=\"segments\"}"),
+        0,
+        "{m}"
+    );
     assert_eq!(
         value("purpose_gate_store_ship_lag_seconds_count"),
         shipped,
@@ -1391,4 +1408,92 @@ async fn reviews_made_against_the_store_are_chained_verified_and_seen_by_signals
     assert!(text(&bad).contains("review chain seq 2"), "{}", text(&bad));
     a.stop();
     b.stop();
+}
+
+/// Waits until the shipper has shipped every durable record of `log`.
+async fn wait_caught_up(status: &purpose_gate::store::ship::ShipStatus, log: &AuditLog) {
+    use std::sync::atomic::Ordering;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status.shipped_seq.load(Ordering::Relaxed) < log.durable_seq() {
+        assert!(
+            Instant::now() < deadline,
+            "shipped {} of {}",
+            status.shipped_seq.load(Ordering::Relaxed),
+            log.durable_seq()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipper_takes_lines_in_memory_and_reads_back_what_the_tap_let_go() {
+    use purpose_gate::audit::testutil::{decision, options, outcome};
+    use purpose_gate::store::ship::{ShipStatus, Shipper};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let Some(base) = base_url("tap") else {
+        return;
+    };
+    let url = fresh_db(&base, "tap").await;
+    let db = sql(&url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Small segments: the lines read back span several of them.
+    let log = AuditLog::open(&options(tmp.path(), 16 * 1024)).unwrap();
+    let pair = |id: String| vec![decision(&id), outcome(&id)];
+    // Before the tap: these are only in the segments.
+    for i in 0..20 {
+        log.append(pair(format!("before-{i}"))).await.unwrap();
+    }
+    let tap = log.tap(8 * 1024).unwrap();
+    let status = Arc::new(ShipStatus::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let shipper = Shipper {
+        pool: purpose_gate::store::pool(&purpose_gate::config::StoreConfig::from_url(&url))
+            .unwrap(),
+        gate_id: "gate-t".into(),
+        dir: tmp.path().to_path_buf(),
+        batch: 100,
+        linger: Duration::from_millis(1),
+        status: Arc::clone(&status),
+        tap: Some(tap.clone()),
+    };
+    let durable_of = log.clone();
+    let task = tokio::spawn(shipper.run(Arc::new(move || durable_of.durable_seq()), stop_rx));
+    wait_caught_up(&status, &log).await;
+    // Appends the shipper keeps up with: taken as the writer handed them over.
+    for i in 0..30 {
+        log.append(pair(format!("kept-up-{i}"))).await.unwrap();
+        wait_caught_up(&status, &log).await;
+    }
+    // One batch larger than the tap holds: let go at once, read back from the segments.
+    let burst: Vec<_> = (0..200).flat_map(|i| pair(format!("burst-{i}"))).collect();
+    log.append(burst).await.unwrap();
+    // And the tap again after it.
+    for i in 0..5 {
+        log.append(pair(format!("after-{i}"))).await.unwrap();
+        wait_caught_up(&status, &log).await;
+    }
+    let _ = stop.send(true);
+    task.await.unwrap();
+    log.close().await;
+
+    let memory = status.read_from_memory.load(Ordering::Relaxed);
+    let segments = status.read_from_segments.load(Ordering::Relaxed);
+    eprintln!(
+        "tap: {memory} lines taken in memory, {segments} read back, {} let go",
+        tap.let_go()
+    );
+    assert_eq!(tap.let_go(), 400);
+    assert_eq!(memory, 70, "the 35 pairs appended one by one after the tap");
+    assert_eq!(
+        segments,
+        40 + 400,
+        "before the tap, and the burst it let go"
+    );
+    // The store holds the local log byte for byte, each seq once, and verifies.
+    let local = local_lines(tmp.path());
+    assert_eq!(local.len(), 510);
+    assert_eq!(central_lines(&db, "gate-t").await, local);
+    let ok = run(&["audit", "verify", "--db", &url]);
+    assert!(ok.status.success(), "{}", text(&ok));
 }

@@ -201,6 +201,7 @@ impl Attached {
                 .max_backlog_age
                 .map_or(ship::SHIP_LINGER, |max| ship::SHIP_LINGER.min(max.0 / 4)),
             status: Arc::clone(&status),
+            tap: audit.tap(ship::TAP_MAX_BYTES),
         };
         let log = audit.clone();
         let durable: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || log.durable_seq());
@@ -301,6 +302,15 @@ impl Attached {
             "gauge",
             "1 while other gates' counts could not be read from the store.",
             u8::from(self.counters_stale.load(Ordering::Relaxed)).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP purpose_gate_store_lines_read_total Audit lines the shipper took: as the writer handed them over in memory, or read back from the segments.\n\
+             # TYPE purpose_gate_store_lines_read_total counter\n\
+             purpose_gate_store_lines_read_total{{from=\"memory\"}} {}\n\
+             purpose_gate_store_lines_read_total{{from=\"segments\"}} {}",
+            s.read_from_memory.load(Ordering::Relaxed),
+            s.read_from_segments.load(Ordering::Relaxed),
         );
         crate::metrics::RenderHistogram::render(
             &s.lag_seconds,

@@ -9,7 +9,7 @@
 //! the stored hash (re-reads the position instead); a local history that differs from the
 //! shipped one (records an equivocation, never overwrites, stops shipping that gate).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, Datelike, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use futures_util::SinkExt;
@@ -27,11 +27,16 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use super::StoreError;
 use super::schema;
 use crate::audit::stats::Histogram;
+use crate::audit::tap::{DurableLines, Tap};
 use crate::audit::{Record, list_segment_files, parse_record};
 
 /// How long the shipper lets a batch that is not full wait for more records (from the oldest
 /// record's `time`); at most a quarter of `[store] max_backlog_age` when that is set.
 pub const SHIP_LINGER: Duration = Duration::from_millis(100);
+
+/// Most bytes of durable lines the writer holds in memory for the shipper (see
+/// [`crate::audit::tap`]); beyond that the shipper reads them from the segments.
+pub const TAP_MAX_BYTES: usize = 8 << 20;
 
 /// Upper bounds (seconds) of the shipping lag histogram.
 pub const LAG_BOUNDS: [f64; 12] = [
@@ -55,6 +60,11 @@ pub struct ShipStatus {
     pub stopped: AtomicBool,
     /// Records shipped by this process.
     pub shipped_records: AtomicU64,
+    /// Lines the shipper took as the writer handed them over in memory.
+    pub read_from_memory: AtomicU64,
+    /// Lines the shipper read back from the segments (from before the gate started, or let go
+    /// by the tap while the store was slow or away).
+    pub read_from_segments: AtomicU64,
     /// Per shipped record: seconds from its `time` to the commit that stored it.
     pub lag_seconds: Histogram<12>,
 }
@@ -69,6 +79,8 @@ impl Default for ShipStatus {
             equivocations: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             shipped_records: AtomicU64::new(0),
+            read_from_memory: AtomicU64::new(0),
+            read_from_segments: AtomicU64::new(0),
             lag_seconds: Histogram::new(LAG_BOUNDS),
         }
     }
@@ -230,7 +242,7 @@ pub struct ShipLine {
     pub seq: u64,
     /// The line's `prev` as hash bytes (`None` when it is not 64 hex digits).
     pub prev: Option<[u8; 32]>,
-    pub line: Vec<u8>,
+    pub line: Bytes,
     pub hash: [u8; 32],
     pub time: DateTime<Utc>,
     pub kind: &'static str,
@@ -252,7 +264,15 @@ impl ShipLine {
     /// (an escaped string among those members, say), goes through the audit parser. Both ways
     /// give the same columns (tested); the full check of every record is `audit verify --db`,
     /// over the stored bytes.
-    pub fn new(line: Vec<u8>) -> Result<ShipLine, String> {
+    pub fn new(line: impl Into<Bytes>) -> Result<ShipLine, String> {
+        let line = line.into();
+        let hash = line_hash(&line);
+        ShipLine::hashed(line, hash)
+    }
+
+    /// Like [`ShipLine::new`] for a line whose SHA-256 is known (the writer computed it for
+    /// the chain and handed it over with the line).
+    pub fn hashed(line: Bytes, hash: [u8; 32]) -> Result<ShipLine, String> {
         match serde_json::from_slice::<HotFields<'_>>(&line) {
             Ok(f) if f.kind == "decision" || f.kind == "outcome" => {
                 let mut subjects = BTreeSet::new();
@@ -267,7 +287,7 @@ impl ShipLine {
                 } else {
                     // The audit parser requires `disclosed` in an outcome.
                     let Some(disclosed) = f.disclosed else {
-                        return ShipLine::parsed(line);
+                        return ShipLine::parsed_hashed(line, hash);
                     };
                     subjects.extend(disclosed.iter().map(|r| r.id.to_string()));
                 }
@@ -275,7 +295,7 @@ impl ShipLine {
                 Ok(ShipLine {
                     seq: f.seq,
                     prev: prev_bytes(f.prev),
-                    hash: line_hash(&line),
+                    hash,
                     request_id: f.request_id.to_string(),
                     time,
                     kind: if decision { "decision" } else { "outcome" },
@@ -292,12 +312,18 @@ impl ShipLine {
                     line,
                 })
             }
-            _ => ShipLine::parsed(line),
+            _ => ShipLine::parsed_hashed(line, hash),
         }
     }
 
     /// Extracts the store's columns through the audit parser (every kind).
-    pub fn parsed(line: Vec<u8>) -> Result<ShipLine, String> {
+    pub fn parsed(line: impl Into<Bytes>) -> Result<ShipLine, String> {
+        let line = line.into();
+        let hash = line_hash(&line);
+        ShipLine::parsed_hashed(line, hash)
+    }
+
+    fn parsed_hashed(line: Bytes, hash: [u8; 32]) -> Result<ShipLine, String> {
         let record = parse_record(&line)?;
         let time = parse_time(record.seq(), record.time())?;
         let mut subjects = BTreeSet::new();
@@ -338,7 +364,7 @@ impl ShipLine {
         Ok(ShipLine {
             seq: record.seq(),
             prev: prev_bytes(record.prev()),
-            hash: line_hash(&line),
+            hash,
             request_id: record.request_id().to_string(),
             line,
             time,
@@ -570,7 +596,7 @@ pub async fn ship_batch(
         put_field(&mut copy, &l.request_id, &Type::TEXT)?;
         put_field(&mut copy, &l.employee, &Type::TEXT)?;
         put_field(&mut copy, &l.subjects, &Type::TEXT_ARRAY)?;
-        put_field(&mut copy, &l.line, &Type::BYTEA)?;
+        put_field(&mut copy, &&l.line[..], &Type::BYTEA)?;
         if l.lookup
             && let Some(e) = &l.employee
         {
@@ -849,6 +875,37 @@ pub struct Shipper {
     /// How long a batch that is not full waits for more records ([`SHIP_LINGER`] by default).
     pub linger: Duration,
     pub status: Arc<ShipStatus>,
+    /// The writer's lines and hashes handed over in memory ([`crate::audit::AuditLog::tap`]);
+    /// what it does not hold (from before the gate started, or let go while the store was
+    /// slow) is read from the segments.
+    pub tap: Option<Tap>,
+}
+
+/// Where the shipper of a running gate stands: the shipped position and its reader of the
+/// segments.
+struct Follow {
+    at: Position,
+    tail: LocalTail,
+    /// The seq of the line `tail` yields next.
+    tail_next: u64,
+}
+
+/// Batches taken from the tap, not yet shipped (oldest first).
+#[derive(Default)]
+struct Handed(VecDeque<DurableLines>);
+
+impl Handed {
+    /// The line with seq `next` and its hash, when the tap handed it over.
+    fn line(&mut self, tap: Option<&Tap>, next: u64) -> Option<(Bytes, [u8; 32])> {
+        let tap = tap?;
+        if self.0.back().is_none_or(|b| b.end_seq() <= next) {
+            self.0.extend(tap.take());
+        }
+        while self.0.front().is_some_and(|b| b.end_seq() <= next) {
+            self.0.pop_front();
+        }
+        self.0.front()?.line(next)
+    }
 }
 
 impl Shipper {
@@ -859,7 +916,8 @@ impl Shipper {
         durable: Arc<dyn Fn() -> u64 + Send + Sync>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut state: Option<(LocalTail, Position)> = None;
+        let mut state: Option<Follow> = None;
+        let mut handed = Handed::default();
         let mut pending: Vec<ShipLine> = Vec::new();
         let mut cache = ShipCache::default();
         let mut backoff = Duration::from_millis(50);
@@ -872,7 +930,13 @@ impl Shipper {
                 .durable_seq
                 .store(durable_seq, Ordering::Relaxed);
             match self
-                .step(&mut state, &mut pending, &mut cache, durable_seq)
+                .step(
+                    &mut state,
+                    &mut handed,
+                    &mut pending,
+                    &mut cache,
+                    durable_seq,
+                )
                 .await
             {
                 Ok(Step::Idle) => {
@@ -905,7 +969,8 @@ impl Shipper {
 
     async fn step(
         &self,
-        state: &mut Option<(LocalTail, Position)>,
+        state: &mut Option<Follow>,
+        handed: &mut Handed,
         pending: &mut Vec<ShipLine>,
         cache: &mut ShipCache,
         durable_seq: u64,
@@ -927,7 +992,13 @@ impl Shipper {
                 return Ok(Step::Stopped);
             }
             match resume(&client, &self.gate_id, &self.dir, at).await? {
-                Resume::At(tail) => *state = Some((tail, at)),
+                Resume::At(tail) => {
+                    *state = Some(Follow {
+                        at,
+                        tail,
+                        tail_next: at.seq + 1,
+                    })
+                }
                 Resume::Diverges { seq, local } => {
                     let detail = format!(
                         "the local audit log differs from the shipped history at seq {seq} (shipped up to seq {})",
@@ -948,23 +1019,37 @@ impl Shipper {
                 }
             }
         }
-        let Some((tail, at)) = state.as_mut() else {
+        let Some(follow) = state.as_mut() else {
             return Ok(Step::Idle);
         };
-        // Fill the batch from the local log, up to the durable seq.
-        let mut next = pending.last().map_or(at.seq + 1, |l| l.seq + 1);
-        let mut prev = pending.last().map_or(at.hash, |l| l.hash);
+        // Fill the batch up to the durable seq: from the tap, or else from the segments.
+        let mut next = pending.last().map_or(follow.at.seq + 1, |l| l.seq + 1);
+        let mut prev = pending.last().map_or(follow.at.hash, |l| l.hash);
         while pending.len() < self.batch && next <= durable_seq {
-            let io = |e: std::io::Error| {
-                StoreError::Unavailable(format!("cannot read the local audit log: {e}"))
+            let line = match handed.line(self.tap.as_ref(), next) {
+                Some((line, hash)) => {
+                    status.read_from_memory.fetch_add(1, Ordering::Relaxed);
+                    ShipLine::hashed(line, hash)
+                }
+                None => {
+                    let io = |e: std::io::Error| {
+                        StoreError::Unavailable(format!("cannot read the local audit log: {e}"))
+                    };
+                    if follow.tail_next != next {
+                        follow.tail = LocalTail::open_at(&self.dir, next).map_err(io)?;
+                        follow.tail_next = next;
+                    }
+                    let Some(line) = follow.tail.peek_line().map_err(io)? else {
+                        break;
+                    };
+                    if line_seq(line).is_none_or(|s| s > durable_seq) {
+                        break;
+                    }
+                    follow.tail_next += 1;
+                    status.read_from_segments.fetch_add(1, Ordering::Relaxed);
+                    ShipLine::new(follow.tail.take())
+                }
             };
-            let Some(line) = tail.peek_line().map_err(io)? else {
-                break;
-            };
-            if line_seq(line).is_none_or(|s| s > durable_seq) {
-                break;
-            }
-            let line = ShipLine::new(tail.take());
             let checked = line.and_then(|l| {
                 if l.seq != next {
                     Err(format!("expected seq {next}, found seq {}", l.seq))
@@ -1014,7 +1099,7 @@ impl Shipper {
         let mut client = self.pool.get().await?;
         match ship_batch(&mut client, &self.gate_id, &self.dir, pending, cache).await {
             Ok(Shipped::Committed(p)) => {
-                *at = p;
+                follow.at = p;
                 status.shipped_seq.store(p.seq, Ordering::Relaxed);
                 status
                     .shipped_records
@@ -1031,7 +1116,7 @@ impl Shipper {
             Ok(Shipped::Moved(p)) => {
                 tracing::info!(
                     stored = p.seq,
-                    expected = at.seq,
+                    expected = follow.at.seq,
                     "store: shipped position moved, re-reading it"
                 );
                 *state = None;

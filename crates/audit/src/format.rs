@@ -131,8 +131,17 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 
 /// Lowercase hex SHA-256 of `line`.
 pub(crate) fn line_hash_hex(line: &[u8]) -> [u8; 64] {
+    hash_hex(&Sha256::digest(line).into())
+}
+
+/// SHA-256 of a line's bytes (what the next line's `prev` names, in hex).
+pub(crate) fn line_hash(line: &[u8]) -> [u8; 32] {
+    Sha256::digest(line).into()
+}
+
+/// A hash in lowercase hex.
+pub(crate) fn hash_hex(digest: &[u8; 32]) -> [u8; 64] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(line);
     let mut out = [0u8; 64];
     for (i, b) in digest.iter().enumerate() {
         out[2 * i] = HEX[usize::from(b >> 4)];
@@ -281,6 +290,12 @@ impl Chain {
     /// Advances past `line` without checking it (the writer produced it).
     pub fn advance(&mut self, line: &[u8]) {
         self.prev_hex = line_hash_hex(line);
+        self.next_seq += 1;
+    }
+
+    /// Like [`Chain::advance`] for a line whose SHA-256 the caller computed.
+    pub(crate) fn advance_hashed(&mut self, hash: &[u8; 32]) {
+        self.prev_hex = hash_hex(hash);
         self.next_seq += 1;
     }
 }

@@ -25,6 +25,7 @@ mod scan;
 pub mod snapshots;
 pub mod spool;
 pub mod stats;
+pub mod tap;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
 mod writer;
@@ -302,6 +303,16 @@ impl AuditLog {
         self.shared
             .as_ref()
             .map_or(0, |s| s.durable_seq.load(Ordering::Acquire))
+    }
+
+    /// A follower's tap: each line made durable from now on, with its SHA-256, handed over in
+    /// memory, up to `max_bytes` of lines not yet taken (the oldest are let go beyond that).
+    /// `None` when the log has no writer.
+    pub fn tap(&self, max_bytes: usize) -> Option<tap::Tap> {
+        let shared = self.shared.as_ref()?;
+        let tap = tap::Tap::new(max_bytes);
+        shared.add_tap(tap.inner());
+        Some(tap)
     }
 
     /// Whether appends can still succeed: not closed and the writer thread is running.

@@ -37,11 +37,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AuditError;
 use super::checkpoint::{Checkpoint, CheckpointOptions, write_checkpoint_file};
-use super::format::{Chain, encode_body, frame_line, line_hash_hex, segment_file_name};
+use super::format::{Chain, encode_body, frame_line, line_hash, line_hash_hex, segment_file_name};
 use super::merkle::{Frontier, Hash, leaf_hash};
 use super::record::{CheckpointKind, CheckpointRecord, RecordBody};
 use super::scan::{Tail, read_last_line};
 use super::spool::SpoolRequest;
+use super::tap::{DurableLines, TapInner};
 
 /// A segment file as the writer uses it; a test double can inject failures.
 #[allow(clippy::len_without_is_empty)] // `len` is an I/O query, not a collection size
@@ -152,6 +153,9 @@ struct Batch {
     appends: Vec<(Append, u64)>,
     /// Leaf hashes of the lines (only with checkpoints).
     leaves: Vec<Hash>,
+    /// SHA-256 of each line and where it ends in `buf` (only with a tap).
+    hashes: Vec<[u8; 32]>,
+    ends: Vec<usize>,
     records: usize,
     /// Chain state after the last line.
     chain: Chain,
@@ -164,6 +168,8 @@ impl Default for Batch {
             buf: Vec::new(),
             appends: Vec::new(),
             leaves: Vec::new(),
+            hashes: Vec::new(),
+            ends: Vec::new(),
             records: 0,
             chain: Chain::genesis(),
         }
@@ -175,6 +181,8 @@ impl Batch {
         self.buf.clear();
         self.appends.clear();
         self.leaves.clear();
+        self.hashes.clear();
+        self.ends.clear();
         self.records = 0;
     }
 }
@@ -199,6 +207,8 @@ struct Framer {
     segment_max_bytes: u64,
     max_batch: usize,
     with_leaves: bool,
+    /// A follower has a tap: keep each line's hash and end for it.
+    with_hashes: bool,
     /// Emptied batches, reused for their buffers.
     spare: Vec<Batch>,
     /// A checkpoint tick arrived.
@@ -245,8 +255,16 @@ impl Framer {
             let start = batch.buf.len();
             frame_line(&mut batch.buf, at.chain.next_seq, body, &at.chain.prev_hex);
             let line = batch.buf.get(start..).unwrap_or_default();
-            at.chain.advance(line);
+            if self.with_hashes {
+                let hash = line_hash(line);
+                at.chain.advance_hashed(&hash);
+                batch.hashes.push(hash);
+                batch.ends.push(batch.buf.len());
+            } else {
+                at.chain.advance(line);
+            }
             if self.with_leaves {
+                let line = batch.buf.get(start..).unwrap_or_default();
                 batch.leaves.push(leaf_hash(line));
             }
             batch.buf.push(b'\n');
@@ -297,6 +315,8 @@ pub(crate) struct Shared {
     /// The last durable seq (0 before the first record): followers (the store shipper) read
     /// only up to it.
     pub(crate) durable_seq: std::sync::atomic::AtomicU64,
+    /// Followers that take durable lines in memory ([`crate::AuditLog::tap`]).
+    taps: Mutex<Vec<Arc<TapInner>>>,
 }
 
 impl Shared {
@@ -304,6 +324,38 @@ impl Shared {
     /// if it did the queue would still be whole appends: so a poisoned lock is used as is.
     fn lock(&self) -> MutexGuard<'_, Framer> {
         self.framer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands each line made durable from now on to `tap` as well. Lines framed before are not
+    /// handed over (the follower reads them from the segments).
+    pub(crate) fn add_tap(&self, tap: Arc<TapInner>) {
+        let mut framer = self.lock();
+        framer.with_hashes = true;
+        self.taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tap);
+        drop(framer);
+    }
+
+    /// Hands a durable batch to the taps (before its seq is published as durable).
+    fn hand_to_taps(&self, batch: &Batch) {
+        if batch.records == 0 || batch.hashes.len() != batch.records {
+            return; // framed before a tap was added
+        }
+        let taps = self.taps.lock().unwrap_or_else(PoisonError::into_inner);
+        if taps.is_empty() {
+            return;
+        }
+        let lines = DurableLines::new(
+            batch.chain.next_seq - batch.records as u64,
+            bytes::Bytes::copy_from_slice(&batch.buf),
+            batch.ends.clone(),
+            batch.hashes.clone(),
+        );
+        for tap in taps.iter() {
+            tap.push(lines.clone());
+        }
     }
 
     /// Frames `append` on the caller's thread, as the sequencer would, when the writer is open
@@ -436,6 +488,7 @@ impl Writer {
             segment_max_bytes: syncer.segment_max_bytes,
             max_batch,
             with_leaves: syncer.checkpoints.is_some(),
+            with_hashes: false,
             spare: Vec::new(),
             tick: false,
             closing: false,
@@ -448,6 +501,7 @@ impl Writer {
             work: Condvar::new(),
             room: Condvar::new(),
             durable_seq: std::sync::atomic::AtomicU64::new(syncer.chain.next_seq - 1),
+            taps: Mutex::new(Vec::new()),
         });
         let for_syncer = Arc::clone(&shared);
         let sync_thread = std::thread::Builder::new()
@@ -702,7 +756,9 @@ impl Syncer {
                 }
                 self.durable_len += batch.buf.len() as u64;
                 self.chain = batch.chain;
-                // INVARIANT: published only after `sync_data` returned for these bytes.
+                // INVARIANT: handed to the taps and published only after `sync_data` returned
+                // for these bytes; to the taps first (see `tap`).
+                shared.hand_to_taps(&batch);
                 shared.durable_seq.store(
                     batch.chain.next_seq - 1,
                     std::sync::atomic::Ordering::Release,
@@ -1059,6 +1115,7 @@ mod tests {
             segment_max_bytes,
             max_batch,
             with_leaves: false,
+            with_hashes: false,
             spare: Vec::new(),
             tick: false,
             closing: false,
@@ -1225,6 +1282,45 @@ mod tests {
             .collect();
         assert_eq!(records.len(), 3);
         assert_eq!(records[2].request_id(), "c");
+    }
+
+    #[tokio::test]
+    async fn a_tap_gets_exactly_the_durable_lines_with_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = fault_log(dir.path());
+        log.append(vec![decision("before")]).await.unwrap();
+        let tap = log.tap(1 << 20).unwrap();
+        log.append(vec![decision("a"), outcome("a")]).await.unwrap();
+        faults.sync.store(1, Ordering::SeqCst);
+        assert!(log.append(vec![decision("lost")]).await.is_err());
+        log.append(vec![decision("b")]).await.unwrap();
+        log.close().await;
+
+        let handed = tap.take();
+        let lines: Vec<(u64, bytes::Bytes, [u8; 32])> = handed
+            .iter()
+            .flat_map(|l| {
+                (l.first_seq()..l.end_seq()).map(|seq| {
+                    let (line, hash) = l.line(seq).unwrap();
+                    (seq, line, hash)
+                })
+            })
+            .collect();
+        let on_disk = std::fs::read(dir.path().join(segment_file_name(1))).unwrap();
+        let on_disk: Vec<&[u8]> = on_disk.split(|b| *b == b'\n').collect();
+        // Seq 1 was framed before the tap; the failed batch never became durable.
+        assert_eq!(
+            lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+            [2, 3, 4],
+            "{lines:?}"
+        );
+        for (seq, line, hash) in &lines {
+            let idx = usize::try_from(*seq - 1).unwrap();
+            assert_eq!(&line[..], on_disk[idx], "seq {seq}");
+            assert_eq!(*hash, line_hash(on_disk[idx]), "seq {seq}");
+        }
+        assert!(String::from_utf8_lossy(&lines[2].1).contains("\"b\""));
+        assert_eq!(tap.let_go(), 0);
     }
 
     #[tokio::test]
