@@ -19,7 +19,7 @@
 #
 # STORE_URL=postgres://user@host:port/db measures a second gate, `gate+store`: the same gate with
 # `[store]` shipping into a fresh database `pg_bench_cost` (dropped and created through
-# STORE_URL). Its instructions per request include the shipper's (reading its own lines back,
+# STORE_URL). Its instructions per request include the shipper's (the lines handed over by the writer,
 # their columns, the binary COPY, the store connection), which stages.py lists on their own.
 # Under valgrind the gate runs some 50x slower, so the shipper's 100 ms linger gathers far fewer
 # records per transaction than at full load: the per-transaction share is an upper bound.

@@ -510,6 +510,48 @@ async fn two_gates_one_store_every_record_once_and_queries_match_the_directories
     ]);
     assert!(report.status.success(), "{}", text(&report));
 
+    // A column altered (a person taken out of a row's subjects, another employee put in):
+    // the line and the chain are intact, but `query --db` would no longer find the row by
+    // what it says; verify fails naming gate, seq and column.
+    let row = db
+        .query_one(
+            "SELECT seq, subjects, employee FROM pg_records
+             WHERE gate_id = 'gate-a' AND cardinality(subjects) > 0 AND employee IS NOT NULL
+             ORDER BY seq LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (seq, subjects, employee): (i64, Vec<String>, String) =
+        (row.get(0), row.get(1), row.get(2));
+    for (change, column) in [
+        ("subjects = '{}'", "subjects"),
+        ("employee = 'emp-999'", "employee"),
+    ] {
+        db.execute(
+            &format!("UPDATE pg_records SET {change} WHERE gate_id = 'gate-a' AND seq = $1"),
+            &[&seq],
+        )
+        .await
+        .unwrap();
+        let bad = run(&["audit", "verify", "--db", &url]);
+        assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+        let said = text(&bad);
+        assert!(
+            said.contains(&format!("gate `gate-a` seq {seq}"))
+                && said.contains(&format!("row's {column} is not what its line says")),
+            "{said}"
+        );
+        db.execute(
+            "UPDATE pg_records SET subjects = $2, employee = $3 WHERE gate_id = 'gate-a' AND seq = $1",
+            &[&seq, &subjects, &employee],
+        )
+        .await
+        .unwrap();
+    }
+    let ok = run(&["audit", "verify", "--db", &url]);
+    assert!(ok.status.success(), "{}", text(&ok));
+
     // A row altered in the store: verify fails naming gate and seq.
     db.execute(
         "UPDATE pg_records SET line = convert_to(replace(convert_from(line, 'UTF8'), 'emp-042', 'emp-043'), 'UTF8')
@@ -521,8 +563,10 @@ async fn two_gates_one_store_every_record_once_and_queries_match_the_directories
     let bad = run(&["audit", "verify", "--db", &url]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     let said = text(&bad);
+    // The altered row itself is named: its employee column no longer matches its line (and
+    // the next row's prev no longer matches its hash).
     assert!(
-        said.contains("gate `gate-b`") && said.contains("seq 6"),
+        said.contains("gate `gate-b` seq 5") && said.contains("employee"),
         "{said}"
     );
     a.stop();

@@ -2,7 +2,9 @@
 //!
 //! For each gate: the rows' seqs are gap-free from 1 up to the shipped position with each seq
 //! exactly once, every line passes the audit parser and the chain rule (the same
-//! [`crate::audit::Chain`] as `audit verify --dir`), the last line hashes to the shipped hash,
+//! [`crate::audit::Chain`] as `audit verify --dir`), each row's columns (time, kind, request id,
+//! employee, subjects: what `audit query --db` finds rows by) are what its line says, the last
+//! line hashes to the shipped hash,
 //! each checkpoint note is signed (with `--pubkey`) and its root equals the Merkle root of the
 //! stored rows it covers, and no equivocation is on record.
 
@@ -12,7 +14,7 @@ use deadpool_postgres::GenericClient;
 use futures_util::{TryStreamExt, pin_mut};
 
 use super::StoreError;
-use super::ship::line_hash;
+use super::ship::{Columns, line_hash};
 use crate::audit::merkle::{Frontier, leaf_hash};
 
 /// One gate's result.
@@ -140,7 +142,8 @@ pub async fn verify_store(
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&gate_id];
         let rows = client
             .query_raw(
-                "SELECT seq, line FROM pg_records WHERE gate_id = $1 ORDER BY seq",
+                "SELECT seq, line, rec_time, kind, request_id, employee, subjects
+                 FROM pg_records WHERE gate_id = $1 ORDER BY seq",
                 params,
             )
             .await?;
@@ -166,6 +169,13 @@ pub async fn verify_store(
                         "the row's key says seq {seq}, its line seq {}",
                         record.seq()
                     ),
+                ));
+            }
+            if let Some(which) = columns_differ(&row, &record)? {
+                return Err(fail(
+                    &gate_id,
+                    Some(seq),
+                    format!("the row's {which} is not what its line says"),
                 ));
             }
             if let crate::audit::Record::Checkpoint(c) = &record {
@@ -241,4 +251,35 @@ pub async fn verify_store(
     }
     progress(total);
     Ok(summaries)
+}
+
+/// Which of a row's columns (if any) differ from those of its line: an altered column hides a
+/// row from (or adds it to) `audit query --db` while the line and the chain stay intact.
+fn columns_differ(
+    row: &tokio_postgres::Row,
+    record: &crate::audit::Record,
+) -> Result<Option<&'static str>, VerifyError> {
+    // The one way a parsed record has no columns: its time is not RFC 3339.
+    let Ok(line) = Columns::of(record) else {
+        return Ok(Some("time"));
+    };
+    let time: chrono::DateTime<chrono::Utc> = row.try_get(2)?;
+    let kind: String = row.try_get(3)?;
+    let request_id: String = row.try_get(4)?;
+    let employee: Option<String> = row.try_get(5)?;
+    let subjects: Vec<String> = row.try_get(6)?;
+    // The store keeps microseconds.
+    Ok(if time.timestamp_micros() != line.time.timestamp_micros() {
+        Some("time")
+    } else if kind != line.kind {
+        Some("kind")
+    } else if request_id != line.request_id {
+        Some("request id")
+    } else if employee != line.employee {
+        Some("employee")
+    } else if subjects != line.subjects {
+        Some("subjects")
+    } else {
+        None
+    })
 }
