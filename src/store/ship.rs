@@ -492,7 +492,14 @@ struct CaseOnly<'a> {
 /// for well-formedness (`audit verify --db` parses every stored line in full, and holds each
 /// row's columns to it).
 fn scan_framed(line: &[u8]) -> Option<HotFields<'_>> {
-    let mut s = Scan { b: line, i: 0 };
+    // Valid UTF-8 as a whole (the word-at-a-time check is cheap): every string cut out of it
+    // at its quotes is then valid too.
+    let text = std::str::from_utf8(line).ok()?;
+    let mut s = Scan {
+        text,
+        b: line,
+        i: 0,
+    };
     s.eat(b'{')?;
     let mut kind = None;
     let mut seq = None;
@@ -553,6 +560,8 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 /// A position in a line, for [`scan_framed`].
 struct Scan<'a> {
+    text: &'a str,
+    /// `text`'s bytes.
     b: &'a [u8],
     i: usize,
 }
@@ -577,17 +586,15 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A string without escapes or control characters, as UTF-8.
+    /// A string without escapes or control characters.
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let rest = self.b.get(self.i..)?;
-        let len = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        if rest.get(len) != Some(&b'"') {
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest.get(len) != Some(&b'"') || rest.get(..len)?.iter().any(|&c| c < 0x20) {
             return None;
         }
-        let text = std::str::from_utf8(rest.get(..len)?).ok()?;
+        let text = self.text.get(self.i..self.i + len)?;
         self.i += len + 1;
         Some(text)
     }
@@ -687,7 +694,7 @@ impl<'a> Scan<'a> {
                     self.i += 1;
                     loop {
                         let rest = self.b.get(self.i..)?;
-                        let at = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+                        let at = memchr::memchr2(b'"', b'\\', rest)?;
                         if rest.get(at) == Some(&b'\\') {
                             self.i += at + 2;
                         } else {
