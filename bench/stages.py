@@ -34,7 +34,7 @@ STAGES = [
     ("answer read (registry plug-in)", "fn", r"<purpose_gate::registry::.* as purpose_gate::registry::Registry>::read"),
     ("answer cut down and minimised", "fn", r"purpose_gate::response::Answer::release_body"),
     ("store shipper (columns, COPY; with [store])", "fn", r"purpose_gate::store::ship::Shipper::run::\{\{closure\}\}"),
-    ("  of which the columns of each line (one pass)", "fn", r"purpose_gate::store::ship::ShipLine::(new|hashed)"),
+    ("  of which the columns of each line (scan or one pass, where not inlined)", "fn", r"purpose_gate::store::ship::(ShipLine::(new|hashed|framed|from_hot)|scan_framed)"),
     ("  of which lines read back from the segments", "fn", r"purpose_gate::store::ship::LocalTail::.*"),
     ("  of which SHA-256 of lines read back", "fn", r"purpose_gate::store::ship::line_hash"),
     ("store connection (tokio-postgres; with [store])", "fn", r"<tokio_postgres::connection::Connection<.*> as core::future::future::Future>::poll"),

@@ -100,8 +100,8 @@ impl Tap {
         }
     }
 
-    pub(crate) fn inner(&self) -> Arc<TapInner> {
-        Arc::clone(&self.inner)
+    pub(crate) fn inner(&self) -> &Arc<TapInner> {
+        &self.inner
     }
 
     /// Takes every batch handed over since the last call, oldest first.
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn a_tap_over_its_limit_lets_the_oldest_go() {
         let tap = Tap::new(12);
-        let inner = tap.inner();
+        let inner = Arc::clone(tap.inner());
         inner.push(lines(1, &["aaaa"])); // 5 bytes
         inner.push(lines(2, &["bbbb"])); // 10
         assert_eq!(tap.let_go(), 0);

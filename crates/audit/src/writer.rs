@@ -315,8 +315,9 @@ pub(crate) struct Shared {
     /// The last durable seq (0 before the first record): followers (the store shipper) read
     /// only up to it.
     pub(crate) durable_seq: std::sync::atomic::AtomicU64,
-    /// Followers that take durable lines in memory ([`crate::AuditLog::tap`]).
-    taps: Mutex<Vec<Arc<TapInner>>>,
+    /// Followers that take durable lines in memory ([`crate::AuditLog::tap`]); a tap whose
+    /// follower has gone is dropped at the next batch.
+    taps: Mutex<Vec<std::sync::Weak<TapInner>>>,
 }
 
 impl Shared {
@@ -328,13 +329,13 @@ impl Shared {
 
     /// Hands each line made durable from now on to `tap` as well. Lines framed before are not
     /// handed over (the follower reads them from the segments).
-    pub(crate) fn add_tap(&self, tap: Arc<TapInner>) {
+    pub(crate) fn add_tap(&self, tap: &Arc<TapInner>) {
         let mut framer = self.lock();
         framer.with_hashes = true;
         self.taps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(tap);
+            .push(Arc::downgrade(tap));
         drop(framer);
     }
 
@@ -344,7 +345,18 @@ impl Shared {
             return; // framed before a tap was added
         }
         let taps = self.taps.lock().unwrap_or_else(PoisonError::into_inner);
-        if taps.is_empty() {
+        let live: Vec<Arc<TapInner>> = taps.iter().filter_map(std::sync::Weak::upgrade).collect();
+        let gone = live.len() != taps.len();
+        drop(taps);
+        if gone {
+            // Locks in the order `add_tap` takes them.
+            let mut framer = self.lock();
+            let mut taps = self.taps.lock().unwrap_or_else(PoisonError::into_inner);
+            taps.retain(|t| t.strong_count() > 0);
+            // No follower left: no more hashes kept for one.
+            framer.with_hashes = !taps.is_empty();
+        }
+        if live.is_empty() {
             return;
         }
         let lines = DurableLines::new(
@@ -353,7 +365,7 @@ impl Shared {
             batch.ends.clone(),
             batch.hashes.clone(),
         );
-        for tap in taps.iter() {
+        for tap in &live {
             tap.push(lines.clone());
         }
     }
@@ -1321,6 +1333,27 @@ mod tests {
         }
         assert!(String::from_utf8_lossy(&lines[2].1).contains("\"b\""));
         assert_eq!(tap.let_go(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tap_whose_follower_has_gone_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&options(dir.path(), 1 << 20)).unwrap();
+        let tap = log.tap(1 << 20).unwrap();
+        log.append(vec![decision("a")]).await.unwrap();
+        assert_eq!(tap.take().len(), 1);
+        drop(tap);
+        // The next batch finds the follower gone, and the framer stops keeping hashes.
+        log.append(vec![decision("b")]).await.unwrap();
+        log.append(vec![decision("c")]).await.unwrap();
+        assert!(!log.shared.as_ref().unwrap().lock().with_hashes);
+        // A new follower gets what is made durable after it came.
+        let again = log.tap(1 << 20).unwrap();
+        log.append(vec![decision("d")]).await.unwrap();
+        let got = again.take();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].first_seq(), 4);
+        log.close().await;
     }
 
     #[tokio::test]
