@@ -244,17 +244,7 @@ pub struct ShipLine {
     pub prev: Option<[u8; 32]>,
     pub line: Bytes,
     pub hash: [u8; 32],
-    pub time: DateTime<Utc>,
-    pub kind: &'static str,
-    pub request_id: String,
-    pub employee: Option<String>,
-    pub subjects: Vec<String>,
-    /// A decision about a data subject: one lookup in the counters.
-    pub lookup: bool,
-    /// The checkpoint file named by a checkpoint record.
-    pub checkpoint_file: Option<(u64, String)>,
-    /// The case snapshot (hash) named by a decision record's `inputs.case`.
-    pub case_snapshot: Option<String>,
+    pub columns: Columns,
 }
 
 impl ShipLine {
@@ -317,18 +307,20 @@ impl ShipLine {
             seq: f.seq,
             prev: prev_bytes(f.prev),
             hash,
-            request_id: f.request_id.to_string(),
-            time: parse_time(f.seq, f.time)?,
-            kind: if decision { "decision" } else { "outcome" },
-            // An outcome names no employee (its decision does).
-            employee: if decision { employee } else { None },
-            subjects,
-            lookup,
-            checkpoint_file: None,
-            case_snapshot: if decision {
-                f.inputs.and_then(|i| i.case).map(str::to_string)
-            } else {
-                None
+            columns: Columns {
+                request_id: f.request_id.to_string(),
+                time: parse_time(f.seq, f.time)?,
+                kind: if decision { "decision" } else { "outcome" },
+                // An outcome names no employee (its decision does).
+                employee: if decision { employee } else { None },
+                subjects,
+                lookup,
+                checkpoint_file: None,
+                case_snapshot: if decision {
+                    f.inputs.and_then(|i| i.case).map(str::to_string)
+                } else {
+                    None
+                },
             },
             line: line.clone(),
         })
@@ -343,35 +335,13 @@ impl ShipLine {
 
     fn parsed_hashed(line: Bytes, hash: [u8; 32]) -> Result<ShipLine, String> {
         let record = parse_record(&line)?;
-        let c = Columns::of(&record)?;
         Ok(ShipLine {
             seq: record.seq(),
             prev: prev_bytes(record.prev()),
             hash,
-            request_id: c.request_id,
+            columns: Columns::of(&record)?,
             line,
-            time: c.time,
-            kind: c.kind,
-            employee: c.employee,
-            subjects: c.subjects,
-            lookup: c.lookup,
-            checkpoint_file: c.checkpoint_file,
-            case_snapshot: c.case_snapshot,
         })
-    }
-
-    /// The store's columns of this line.
-    pub fn columns(&self) -> Columns {
-        Columns {
-            time: self.time,
-            kind: self.kind,
-            request_id: self.request_id.clone(),
-            employee: self.employee.clone(),
-            subjects: self.subjects.clone(),
-            lookup: self.lookup,
-            checkpoint_file: self.checkpoint_file.clone(),
-            case_snapshot: self.case_snapshot.clone(),
-        }
     }
 }
 
@@ -847,7 +817,7 @@ pub async fn ship_batch(
         return Ok(Shipped::Moved(p));
     };
     for line in batch {
-        let month = (line.time.year(), line.time.month());
+        let month = (line.columns.time.year(), line.columns.time.month());
         if !cache.months.contains(&month) {
             schema::ensure_partition(&*client, month.0, month.1).await?;
             cache.months.insert(month);
@@ -904,17 +874,17 @@ pub async fn ship_batch(
         copy.put_i16(8);
         put_field(&mut copy, &gate_id, &Type::TEXT)?;
         put_field(&mut copy, &to_i64(l.seq), &Type::INT8)?;
-        put_field(&mut copy, &l.time, &Type::TIMESTAMPTZ)?;
-        put_field(&mut copy, &l.kind, &Type::TEXT)?;
-        put_field(&mut copy, &l.request_id, &Type::TEXT)?;
-        put_field(&mut copy, &l.employee, &Type::TEXT)?;
-        put_field(&mut copy, &l.subjects, &Type::TEXT_ARRAY)?;
+        put_field(&mut copy, &l.columns.time, &Type::TIMESTAMPTZ)?;
+        put_field(&mut copy, &l.columns.kind, &Type::TEXT)?;
+        put_field(&mut copy, &l.columns.request_id, &Type::TEXT)?;
+        put_field(&mut copy, &l.columns.employee, &Type::TEXT)?;
+        put_field(&mut copy, &l.columns.subjects, &Type::TEXT_ARRAY)?;
         put_field(&mut copy, &&l.line[..], &Type::BYTEA)?;
-        if l.lookup
-            && let Some(e) = &l.employee
+        if l.columns.lookup
+            && let Some(e) = &l.columns.employee
         {
             *counts
-                .entry((e.as_str(), l.time.timestamp().div_euclid(60)))
+                .entry((e.as_str(), l.columns.time.timestamp().div_euclid(60)))
                 .or_default() += 1;
         }
     }
@@ -950,7 +920,7 @@ pub async fn ship_batch(
             .await?;
     }
     for l in batch {
-        if let Some((tree_size, file)) = &l.checkpoint_file {
+        if let Some((tree_size, file)) = &l.columns.checkpoint_file {
             // The note as written by the gate; a missing file is shipped as empty and fails
             // `audit verify --db` (as it fails `audit verify --dir`).
             let note = checkpoint_note(dir, file);
@@ -968,7 +938,7 @@ pub async fn ship_batch(
     let mut snapshots: Vec<Vec<u8>> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for l in batch {
-        if let Some(hash) = &l.case_snapshot
+        if let Some(hash) = &l.columns.case_snapshot
             && !cache.snapshots.contains(hash)
             && seen.insert(hash.as_str())
             && let Some(bytes) = case_snapshot(dir, hash)
@@ -1393,7 +1363,7 @@ impl Shipper {
         status.oldest_unshipped_ms.store(
             pending
                 .first()
-                .map_or(0, |l| l.time.timestamp_millis().max(1)),
+                .map_or(0, |l| l.columns.time.timestamp_millis().max(1)),
             Ordering::Relaxed,
         );
         if pending.is_empty() {
@@ -1404,7 +1374,10 @@ impl Shipper {
         // the store), at the price of at most that much more lag.
         if pending.len() < self.batch
             && pending.first().is_some_and(|l| {
-                (Utc::now() - l.time).to_std().unwrap_or(Duration::ZERO) < self.linger
+                (Utc::now() - l.columns.time)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    < self.linger
             })
         {
             return Ok(Step::Idle);
@@ -1419,7 +1392,7 @@ impl Shipper {
                     .fetch_add(pending.len() as u64, Ordering::Relaxed);
                 let now = Utc::now();
                 for l in pending.iter() {
-                    let lag = (now - l.time).to_std().unwrap_or(Duration::ZERO);
+                    let lag = (now - l.columns.time).to_std().unwrap_or(Duration::ZERO);
                     status.lag_seconds.observe_duration(lag);
                 }
                 pending.clear();
