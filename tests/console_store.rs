@@ -15,6 +15,8 @@
 
 #[path = "../examples/common/idp.rs"]
 mod idp;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -227,16 +229,15 @@ async fn the_console_reads_every_gate_from_the_store() {
         .await
         .unwrap_or_else(|e| panic!("{URL_VAR} is set but unusable: {e}"));
     tokio::spawn(conn);
-    let db = format!("pg_test_console_{}", std::process::id());
+    let (prefix, db) = pg::database_beside(&base_url, "console");
     admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
         .await
         .unwrap();
     admin
-        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
         .await
         .unwrap();
-    let (prefix, _) = base_url.rsplit_once('/').expect("URL with a database name");
     let url = format!("{prefix}/{db}");
     let out = Command::new(BIN)
         .args(["store", "migrate", "--db", &url])
@@ -595,7 +596,7 @@ db = "{url}"
     console.shutdown().await;
     drop(client);
     admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
         .await
         .unwrap();
 }

@@ -45,16 +45,17 @@ async fn fresh_db(base: &str, name: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("{URL_VAR} is set but unusable: {e}"));
     tokio::spawn(conn);
-    let db = format!("pg_test_{name}_{}", std::process::id());
+    // Named after the base database, so that whoever made that one (`.ci/run`) can drop
+    // these with it.
+    let (prefix, db) = common::pg::database_beside(base, name);
     client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
         .await
         .unwrap();
     client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
         .await
         .unwrap();
-    let (prefix, _) = base.rsplit_once('/').expect("URL with a database name");
     let url = format!("{prefix}/{db}");
     let out = run(&["store", "migrate", "--db", &url]);
     assert!(out.status.success(), "migrate: {}", text(&out));

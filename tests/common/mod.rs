@@ -7,6 +7,7 @@
 
 pub mod fake;
 pub mod foutbericht;
+pub mod pg;
 #[path = "../../examples/common/registry.rs"]
 pub mod registry;
 #[path = "../../examples/common/tokens.rs"]
