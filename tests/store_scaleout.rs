@@ -1,9 +1,9 @@
 //! Many gates, one audit trail (`docs/scale-out.md`), against a real PostgreSQL.
 //!
 //! Needs `PURPOSE_GATE_TEST_DATABASE_URL` (`.ci/run` creates a fresh database and sets it); each
-//! test makes its own database next to it. Without the variable the tests say why and pass; with
-//! it set but unusable they fail. Gates run as child processes (`purpose-gate serve`), so that
-//! they can be killed with SIGKILL.
+//! test makes its own database next to it, `<base database>_<test>` (`.ci/run` drops them).
+//! Without the variable the tests say why and pass; with it set but unusable they fail. Gates
+//! run as child processes (`purpose-gate serve`), so that they can be killed with SIGKILL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
