@@ -112,10 +112,7 @@ pub fn line_seq(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
-/// SHA-256 of a line's bytes.
-pub fn line_hash(line: &[u8]) -> [u8; 32] {
-    Sha256::digest(line).into()
-}
+pub use crate::audit::line_hash;
 
 /// Reads complete lines of the local log from a given seq on, following new segments.
 pub struct LocalTail {
@@ -470,7 +467,6 @@ fn scan_framed(line: &[u8]) -> Option<HotFields<'_>> {
         b: line,
         i: 0,
     };
-    s.eat(b'{')?;
     let mut kind = None;
     let mut seq = None;
     let mut prev = None;
@@ -480,29 +476,18 @@ fn scan_framed(line: &[u8]) -> Option<HotFields<'_>> {
     let mut resource = None;
     let mut inputs = None;
     let mut disclosed = None;
-    if s.peek()? != b'}' {
-        loop {
-            let key = s.string()?;
-            s.eat(b':')?;
-            match key {
-                "kind" => once(&mut kind, s.string()?)?,
-                "seq" => once(&mut seq, s.number()?)?,
-                "prev" => once(&mut prev, s.string()?)?,
-                "time" => once(&mut time, s.string()?)?,
-                "request_id" => once(&mut request_id, s.string()?)?,
-                "principal" => once(&mut principal, s.nullable(Scan::id_only)?)?,
-                "resource" => once(&mut resource, s.nullable(Scan::id_only)?)?,
-                "inputs" => once(&mut inputs, s.nullable(Scan::case_only)?)?,
-                "disclosed" => once(&mut disclosed, s.nullable(Scan::ids)?)?,
-                _ => s.skip_value()?,
-            }
-            if !s.list_goes_on(b'}')? {
-                break;
-            }
-        }
-    } else {
-        s.i += 1;
-    }
+    s.members(|s, key| match key {
+        "kind" => once(&mut kind, s.string()?),
+        "seq" => once(&mut seq, s.number()?),
+        "prev" => once(&mut prev, s.string()?),
+        "time" => once(&mut time, s.string()?),
+        "request_id" => once(&mut request_id, s.string()?),
+        "principal" => once(&mut principal, s.nullable(Scan::id_only)?),
+        "resource" => once(&mut resource, s.nullable(Scan::id_only)?),
+        "inputs" => once(&mut inputs, s.nullable(Scan::case_only)?),
+        "disclosed" => once(&mut disclosed, s.nullable(Scan::ids)?),
+        _ => s.skip_value(),
+    })?;
     if s.i != line.len() {
         return None;
     }

@@ -135,7 +135,7 @@ pub(crate) fn line_hash_hex(line: &[u8]) -> [u8; 64] {
 }
 
 /// SHA-256 of a line's bytes (what the next line's `prev` names, in hex).
-pub(crate) fn line_hash(line: &[u8]) -> [u8; 32] {
+pub fn line_hash(line: &[u8]) -> [u8; 32] {
     Sha256::digest(line).into()
 }
 

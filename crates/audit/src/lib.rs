@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use format::{Chain, LineFault, display_name, parse_record, segment_file_name};
+pub use format::{Chain, LineFault, display_name, line_hash, parse_record, segment_file_name};
 
 /// The segment files of an audit directory, ordered by number (other files are ignored).
 pub fn list_segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {

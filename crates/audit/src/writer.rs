@@ -264,7 +264,6 @@ impl Framer {
                 at.chain.advance(line);
             }
             if self.with_leaves {
-                let line = batch.buf.get(start..).unwrap_or_default();
                 batch.leaves.push(leaf_hash(line));
             }
             batch.buf.push(b'\n');
